@@ -1,0 +1,1 @@
+"""Typed clients for the adaptive Triton entry model."""

@@ -1,0 +1,1 @@
+"""Early-exit model family: data views, training, per-stage export and threshold calibration."""

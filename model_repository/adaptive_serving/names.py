@@ -1,0 +1,15 @@
+"""Tensor names, defined once. ONNX graphs, config.pbtxt files and clients all use these (HF names where they exist)."""
+
+INPUT_IDS = "input_ids"
+ATTENTION_MASK = "attention_mask"
+HIDDEN = "hidden"
+LOGITS = "logits"
+
+# Entry model (`adaptive`) inputs and outputs.
+TEXT = "text"
+LABEL = "label"
+CONFIDENCE = "confidence"
+EXIT_STAGE = "exit_stage"
+EXIT_LAYER = "exit_layer"
+MODEL_SIZE = "model_size"
+DEADLINE_CUT = "deadline_cut"

@@ -1,0 +1,298 @@
+"""Start and stop the real `tritonserver` 2.51.0 that ships in the `nvidia-pytriton==0.7.0` wheel.
+
+    python -m adaptive_serving.server --repo build/model_repository          # serve until Ctrl-C
+    python -m adaptive_serving.server --repo tests/... --http-port 18000 --check
+
+The launcher binds every endpoint to 127.0.0.1 by default, waits for readiness with a timeout, fails
+with the log tail when a model does not load, and on stop sends SIGTERM, then SIGKILL after a grace
+period, to the server and every process it spawned (the Python backend stubs), so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+import psutil
+
+from adaptive_serving.config import SERVER
+
+
+class ServerError(RuntimeError):
+    """The server could not be found, started or made ready."""
+
+
+def _site_packages() -> Path:
+    import pytriton  # the wheel that ships tritonserver; imported lazily so --help stays fast
+
+    return Path(pytriton.__file__).resolve().parents[1]
+
+
+def default_backend_dir() -> Path:
+    """Backends folder prepared by `make setup`: the wheel's Python backend plus the stub for this Python."""
+    return Path(os.environ.get("ADAPTIVE_TRITON_BACKENDS", Path(sys.prefix) / "triton" / "backends"))
+
+
+def server_binary() -> Path:
+    """Path of the wheel's tritonserver binary.
+
+    Raises:
+        ServerError: nvidia-pytriton is not installed.
+    """
+    try:
+        binary = _site_packages() / "pytriton" / "tritonserver" / "bin" / "tritonserver"
+    except ImportError as e:
+        raise ServerError("nvidia-pytriton==0.7.0 is not installed; run `make setup`") from e
+    if not binary.exists():
+        raise ServerError(f"tritonserver binary missing at {binary}")
+    return binary
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log written)"
+
+
+class TritonServer:
+    """A local tritonserver process on one model repository.
+
+    Args:
+        model_repository: folder of models (config.pbtxt + version folders).
+        host: address every endpoint binds to; loopback unless you mean to expose it.
+        http_port: HTTP port.
+        grpc_port: gRPC port.
+        metrics_port: Prometheus metrics port.
+        log_path: server log file; a temp file when None.
+        log_verbose: Triton's --log-verbose level (1 logs every request's priority and timeout).
+        model_control: "none" (default, models fixed at start) or "explicit" (load/unload over the API).
+        load_models: with explicit control, models to load at start ("*" for all).
+        backend_dir: backends folder; defaults to the one `make setup` prepares.
+        extra_args: further tritonserver flags.
+
+    Example:
+        with TritonServer(Path("build/model_repository")) as server:
+            print(server.http_url)
+    """
+
+    def __init__(
+        self,
+        model_repository: Path,
+        *,
+        host: str = SERVER.host,
+        http_port: int = SERVER.http_port,
+        grpc_port: int = SERVER.grpc_port,
+        metrics_port: int = SERVER.metrics_port,
+        log_path: Path | None = None,
+        log_verbose: int = 0,
+        model_control: str = "none",
+        load_models: Sequence[str] = (),
+        backend_dir: Path | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        if model_control not in ("none", "explicit"):
+            raise ValueError(f"model_control must be 'none' or 'explicit', got {model_control!r}")
+        self.model_repository = Path(model_repository).resolve()
+        self.host = host
+        self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
+        self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+        self.log_verbose = log_verbose
+        self.model_control = model_control
+        self.load_models = tuple(load_models)
+        self.backend_dir = Path(backend_dir) if backend_dir else default_backend_dir()
+        self.extra_args = tuple(extra_args)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def command(self) -> list[str]:
+        """The tritonserver command line this launcher runs."""
+        cmd = [
+            str(server_binary()),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={self.backend_dir}",
+            f"--http-address={self.host}", f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true", "--allow-gpu-metrics=false",
+            f"--model-control-mode={self.model_control}",
+            "--exit-on-error=true", "--strict-readiness=true",
+            f"--log-verbose={self.log_verbose}",
+        ]
+        cmd += [f"--load-model={name}" for name in self.load_models]
+        return cmd + list(self.extra_args)
+
+    def environment(self) -> dict[str, str]:
+        """Environment for the server: the wheel's shared libraries, and this Python first on PATH so the
+        backend stubs import this environment's packages."""
+        env = dict(os.environ)
+        libs = str(_site_packages() / "nvidia_pytriton.libs")
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libs, env.get("LD_LIBRARY_PATH", "")) if p)
+        env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def start(self, ready_timeout_s: float = SERVER.ready_timeout_s) -> TritonServer:
+        """Start the server and wait until it reports ready.
+
+        Raises:
+            ServerError: the stub or repository is missing, the server exited (a model failed to load,
+                a port is taken), or it was not ready within `ready_timeout_s`; the message carries the
+                log tail.
+        """
+        if self._proc is not None:
+            raise ServerError("server already started")
+        stub = self.backend_dir / "python" / "triton_python_backend_stub"
+        if not stub.exists():
+            raise ServerError(f"Python backend stub missing at {stub}; run `make setup`")
+        if not self.model_repository.is_dir():
+            raise ServerError(f"model repository {self.model_repository} does not exist")
+        log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it; closed in stop()
+        # A new session makes the server and its stubs one process group we can signal together.
+        self._proc = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.environment(), start_new_session=True
+        )
+        self._log = log
+        deadline = time.monotonic() + ready_timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                self.stop()
+                raise ServerError(self._failure(f"tritonserver exited with code {code} before it was ready"))
+            if self.is_ready():
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise ServerError(self._failure(f"tritonserver not ready after {ready_timeout_s:.0f} s"))
+
+    def _failure(self, what: str) -> str:
+        tail = _tail(self.log_path, 40)
+        failed = [line for line in tail.splitlines() if "failed to load" in line or "UNAVAILABLE" in line]
+        hint = ("\nmodels that failed:\n  " + "\n  ".join(failed)) if failed else ""
+        return f"{what} (repository {self.model_repository}, log {self.log_path}){hint}\n--- log tail ---\n{tail}"
+
+    def is_ready(self) -> bool:
+        """True when the server's HTTP health endpoint says ready."""
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=1.0) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self, grace_s: float = SERVER.stop_grace_s) -> None:
+        """SIGTERM the server, SIGKILL after `grace_s`, and make sure no stub process survives."""
+        if self._proc is None:
+            return
+        proc, self._proc = self._proc, None
+        try:
+            family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            family = []
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                _killpg(proc.pid)
+                proc.wait(timeout=10)
+        # Stubs normally exit with the server; any that did not (or were re-parented) are killed here.
+        _killpg(proc.pid)
+        for p in family:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(family, timeout=5)
+        self._log.close()
+
+    def __enter__(self) -> TritonServer:
+        return self.start() if self._proc is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="adaptive-serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repo", type=Path, required=True, help="model repository folder")
+    net = parser.add_argument_group("network (loopback by default)")
+    net.add_argument("--host", default=SERVER.host)
+    net.add_argument("--http-port", type=int, default=SERVER.http_port)
+    net.add_argument("--grpc-port", type=int, default=SERVER.grpc_port)
+    net.add_argument("--metrics-port", type=int, default=SERVER.metrics_port)
+    run = parser.add_argument_group("run")
+    run.add_argument("--ready-timeout-s", type=float, default=SERVER.ready_timeout_s)
+    run.add_argument("--log", type=Path, default=None, help="server log file (default: a temp file)")
+    run.add_argument("--log-verbose", type=int, default=0)
+    run.add_argument("--check", action="store_true", help="start, report ready, stop (a smoke test)")
+    args = parser.parse_args(argv)
+
+    server = TritonServer(
+        args.repo, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port, log_path=args.log, log_verbose=args.log_verbose,
+    )
+    try:
+        server.start(ready_timeout_s=args.ready_timeout_s)
+    except ServerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"tritonserver ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}"
+          f"  (log {server.log_path})", flush=True)
+    if args.check:
+        server.stop()
+        return 0
+    stop = {"now": False}
+
+    def _on_signal(signum: int, frame: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        while not stop["now"] and server.is_running():
+            time.sleep(0.5)
+    finally:
+        alive = server.is_running()
+        server.stop()
+    if not alive and not stop["now"]:
+        print(f"error: tritonserver exited on its own; log tail:\n{_tail(server.log_path, 40)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

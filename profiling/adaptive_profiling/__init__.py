@@ -1,0 +1,1 @@
+"""Profiling toolkit: NVML sampling, torch profiler, roofline, server statistics."""

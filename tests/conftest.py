@@ -1,0 +1,73 @@
+"""Shared fixtures: a real tritonserver on free loopback ports. Triton is never mocked."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from adaptive_serving.server import TritonServer
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_REPOSITORY = ROOT / "model_repository" / "sample"
+SERVER_PROCESS_NAMES = ("tritonserver", "triton_python_backend_stub")
+
+# Every server and stub started by this session inherits this tag, so the leftover check at the end
+# finds exactly our processes (and not a server someone runs beside the tests).
+SESSION_TAG = uuid.uuid4().hex
+os.environ["ADAPTIVE_TEST_SESSION"] = SESSION_TAG
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the OS says are free right now (bound then released together, so they are distinct)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def make_server(repo: Path, tmp: Path, **kwargs: object) -> TritonServer:
+    http, grpc, metrics = free_ports(3)
+    return TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics,
+                        log_path=tmp / f"tritonserver-{http}.log", **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def sample_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """The foundation sample repository (a Python model and an ensemble over it), served once per session."""
+    tmp = tmp_path_factory.mktemp("sample")
+    repo = tmp / "repository"
+    shutil.copytree(SAMPLE_REPOSITORY, repo)
+    with make_server(repo, tmp, log_verbose=1) as server:
+        yield server
+
+
+def leftover_server_processes() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["name"]):
+        try:
+            if proc.info["name"] in SERVER_PROCESS_NAMES and proc.environ().get("ADAPTIVE_TEST_SESSION") == SESSION_TAG:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    leftovers = leftover_server_processes()
+    if leftovers:
+        names = ", ".join(f"{p.pid}:{p.name()}" for p in leftovers)
+        print(f"\nERROR: the test session left server processes running: {names}")
+        for p in leftovers:
+            p.kill()
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

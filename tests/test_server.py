@@ -1,0 +1,117 @@
+"""The launcher against the real server: inference over both protocols, priority and timeout, clean stops."""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from adaptive_serving import server as server_module
+from adaptive_serving.server import ServerError, TritonServer
+from conftest import SAMPLE_REPOSITORY, free_ports, make_server
+
+pytestmark = pytest.mark.server
+
+TEXTS = np.array([[b"hello triton"], [b"caf\xc3\xa9"]], dtype=np.object_)
+
+
+def _grpc_infer(url: str, model: str, texts: np.ndarray, **kwargs: object) -> grpcclient.InferResult:
+    client = grpcclient.InferenceServerClient(url)
+    inp = grpcclient.InferInput("text", list(texts.shape), "BYTES")
+    inp.set_data_from_numpy(texts)
+    return client.infer(model, [inp], **kwargs)
+
+
+def _http_infer(url: str, model: str, texts: np.ndarray, **kwargs: object) -> httpclient.InferResult:
+    client = httpclient.InferenceServerClient(url)
+    inp = httpclient.InferInput("text", list(texts.shape), "BYTES")
+    inp.set_data_from_numpy(texts)
+    return client.infer(model, [inp], **kwargs)
+
+
+@pytest.mark.parametrize("model", ["sample_text", "sample_ensemble"])
+def test_grpc_infer_with_priority_and_timeout(sample_server: TritonServer, model: str) -> None:
+    result = _grpc_infer(sample_server.grpc_url, model, TEXTS, priority=1, timeout=5_000_000)
+    assert result.as_numpy("num_bytes").reshape(-1).tolist() == [12, 5]
+
+
+@pytest.mark.parametrize("model", ["sample_text", "sample_ensemble"])
+def test_http_infer_with_priority_and_timeout(sample_server: TritonServer, model: str) -> None:
+    result = _http_infer(sample_server.http_url, model, TEXTS, priority=2, timeout=5_000_000)
+    assert result.as_numpy("num_bytes").reshape(-1).tolist() == [12, 5]
+
+
+def test_python_model_output(sample_server: TritonServer) -> None:
+    result = _grpc_infer(sample_server.grpc_url, "sample_text", TEXTS)
+    assert result.as_numpy("text_out").reshape(-1).tolist() == [b"HELLO TRITON", "CAFÉ".encode()]
+
+
+def test_priority_and_timeout_reach_the_server(sample_server: TritonServer) -> None:
+    """With --log-verbose=1 the server logs each request's priority and timeout: proof they arrive."""
+    _grpc_infer(sample_server.grpc_url, "sample_text", TEXTS, priority=3, timeout=4_321_000)
+    log = sample_server.log_path.read_text(errors="replace")
+    assert "priority: 3" in log
+    assert "4321000" in log
+
+
+def test_bad_input_is_invalid_arg_and_server_keeps_serving(sample_server: TritonServer) -> None:
+    with pytest.raises(InferenceServerException) as err:
+        _grpc_infer(sample_server.grpc_url, "sample_text", np.array([[b""]], dtype=np.object_))
+    assert "INVALID_ARG" in str(err.value.status()) and "empty element" in err.value.message()
+    assert _grpc_infer(sample_server.grpc_url, "sample_text", TEXTS).as_numpy("num_bytes").size == 2
+
+
+def test_endpoints_bind_to_loopback(sample_server: TritonServer) -> None:
+    listening = {c.laddr for c in psutil.Process(sample_server.pid).net_connections() if c.status == "LISTEN"}
+    ours = {addr for addr in listening if addr.port in (sample_server.http_port, sample_server.grpc_port,
+                                                          sample_server.metrics_port)}
+    assert {a.port for a in ours} == {sample_server.http_port, sample_server.grpc_port, sample_server.metrics_port}
+    assert all(_is_loopback(a.ip) for a in ours), ours
+
+
+def _is_loopback(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip)
+    mapped = getattr(addr, "ipv4_mapped", None)  # gRPC listens on [::ffff:127.0.0.1]
+    return (mapped or addr).is_loopback
+
+
+def test_model_load_failure_reports_log_tail(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(SAMPLE_REPOSITORY, repo)
+    (repo / "sample_text" / "1" / "model.py").write_text("raise ImportError('planted failure')\n")
+    server = make_server(repo, tmp_path)
+    with pytest.raises(ServerError) as err:
+        server.start(ready_timeout_s=60)
+    message = str(err.value)
+    assert "sample_text" in message and "planted failure" in message and "log tail" in message
+    assert not server.is_running()
+
+
+def test_missing_repository_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ServerError, match="does not exist"):
+        make_server(tmp_path / "nope", tmp_path).start()
+
+
+def test_stop_leaves_no_processes(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(SAMPLE_REPOSITORY, repo)
+    server = make_server(repo, tmp_path).start()
+    family = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
+    assert any(p.name() == "triton_python_backend_stub" for p in family)
+    server.stop()
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family)
+
+
+def test_cli_check_starts_and_stops(tmp_path: Path) -> None:
+    http, grpc, metrics = free_ports(3)
+    code = server_module.main(["--repo", str(SAMPLE_REPOSITORY), "--http-port", str(http), "--grpc-port", str(grpc),
+                               "--metrics-port", str(metrics), "--log", str(tmp_path / "cli.log"), "--check"])
+    assert code == 0
+    assert "Started GRPCInferenceService" in (tmp_path / "cli.log").read_text()
