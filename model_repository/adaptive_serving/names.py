@@ -13,3 +13,7 @@ EXIT_STAGE = "exit_stage"
 EXIT_LAYER = "exit_layer"
 MODEL_SIZE = "model_size"
 DEADLINE_CUT = "deadline_cut"
+
+# Stages >= 2 read the previous stage's HIDDEN output under this name: a middle stage both reads and writes hidden
+# states, and ONNX graphs (and Triton configs) need distinct input and output names.
+HIDDEN_IN = "hidden_in"

@@ -1,0 +1,126 @@
+"""Early-exit cascade logic, kept apart from Triton so it can be tested directly.
+
+The cascade model (model_repository/models/cascade) calls stage models over BLS; this module decides who
+exits where, keeps the per-sample results, and predicts whether the next stage fits the deadline.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CascadePlan:
+    """What the cascade of one size runs.
+
+    Args:
+        size: size name.
+        stage_models: Triton model names of the stages, in order.
+        exit_layers: encoder layer after each stage (for the exit_layer output).
+        thresholds: confidence needed to leave at each stage but the last (the last always answers).
+        confidence: name of the confidence policy the thresholds were calibrated for.
+        max_seq_len: tokens the size reads.
+    """
+
+    size: str
+    stage_models: tuple[str, ...]
+    exit_layers: tuple[int, ...]
+    thresholds: tuple[float, ...]
+    confidence: str
+    max_seq_len: int
+
+    def __post_init__(self) -> None:
+        if len(self.thresholds) != len(self.stage_models) - 1:
+            raise ValueError(f"{self.size}: {len(self.stage_models)} stages need {len(self.stage_models) - 1} "
+                             f"thresholds, got {len(self.thresholds)}")
+        for t in self.thresholds:
+            if not 0.0 <= t <= 1.0:
+                raise ValueError(f"{self.size}: threshold {t} outside the allowed range [0, 1]")
+
+    def to_json(self) -> str:
+        return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}, indent=1)
+
+    @classmethod
+    def from_file(cls, path: Path) -> CascadePlan:
+        raw = json.loads(Path(path).read_text())
+        return cls(size=raw["size"], stage_models=tuple(raw["stage_models"]), exit_layers=tuple(raw["exit_layers"]),
+                   thresholds=tuple(float(t) for t in raw["thresholds"]), confidence=raw["confidence"],
+                   max_seq_len=int(raw["max_seq_len"]))
+
+
+class CascadeState:
+    """Per-request bookkeeping: which samples are still running and what each answered.
+
+    Args:
+        batch: samples in the request.
+        confidence: policy mapping (n, C) logits to (n,) confidences in [0, 1].
+    """
+
+    def __init__(self, batch: int, confidence: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.confidence = confidence
+        self.alive = np.arange(batch)  # request rows still in the cascade
+        self.label = np.full(batch, -1, dtype=np.int64)
+        self.score = np.zeros(batch, dtype=np.float32)
+        self.exit_stage = np.zeros(batch, dtype=np.int32)
+        self.deadline_cut = np.zeros(batch, dtype=bool)
+        self._last_logits: np.ndarray | None = None  # logits of alive rows at their latest exit
+
+    def observe(self, stage: int, logits: np.ndarray, threshold: float | None) -> np.ndarray:
+        """Record stage `stage` (1-based) logits for the alive rows; returns the mask of rows that stay.
+
+        `threshold` None means the last stage: every row answers.
+        """
+        assert logits.shape[0] == self.alive.size, f"logits for {logits.shape[0]} rows, {self.alive.size} alive"
+        conf = self.confidence(logits)
+        leave = np.ones(self.alive.size, dtype=bool) if threshold is None else conf >= threshold
+        rows = self.alive[leave]
+        self.label[rows] = logits[leave].argmax(axis=-1)
+        self.score[rows] = conf[leave]
+        self.exit_stage[rows] = stage
+        stay = ~leave
+        self.alive = self.alive[stay]
+        self._last_logits = logits[stay]
+        self._last_conf = conf[stay]
+        self._last_stage = stage
+        return stay
+
+    def cut_short(self) -> None:
+        """Deadline: every alive row answers with its latest exit, flagged."""
+        if self.alive.size == 0 or self._last_logits is None:
+            return
+        rows = self.alive
+        self.label[rows] = self._last_logits.argmax(axis=-1)
+        self.score[rows] = self._last_conf
+        self.exit_stage[rows] = self._last_stage
+        self.deadline_cut[rows] = True
+        self.alive = self.alive[:0]
+
+    @property
+    def done(self) -> bool:
+        return self.alive.size == 0
+
+
+class StageLatency:
+    """Running estimate of each stage's call latency (exponential moving average, seconds).
+
+    Args:
+        num_stages: stages in the cascade.
+        alpha: weight of the newest observation.
+    """
+
+    def __init__(self, num_stages: int, alpha: float = 0.2) -> None:
+        self.alpha = alpha
+        self.estimate = [0.0] * num_stages
+
+    def update(self, stage: int, seconds: float) -> None:
+        old = self.estimate[stage - 1]
+        self.estimate[stage - 1] = seconds if old == 0.0 else (1 - self.alpha) * old + self.alpha * seconds
+
+    def fits(self, stage: int, elapsed_s: float, budget_s: float) -> bool:
+        """Whether running `stage` next is likely to finish within `budget_s` (budget <= 0: no deadline)."""
+        return budget_s <= 0 or elapsed_s + self.estimate[stage - 1] <= budget_s

@@ -1,0 +1,287 @@
+"""Build a Triton model repository from an export build (`python -m adaptive_export build`).
+
+    python -m adaptive_serving.repository --export build/export --out build/model_repository [--target container]
+
+Models (one source of truth, two targets):
+  tokenizer_<size>          Python: text -> input_ids, attention_mask (the size's token budget)
+  <size>_stage<i>           one exit stage; `local`: Python + onnxruntime, `container`: native onnxruntime backend
+  <size>_full_encoder       full depth, no exits (same two targets)
+  <size>_full               ensemble: tokenizer_<size> -> <size>_full_encoder (the baseline)
+  cascade_<size>            Python BLS over the size's stages
+  adaptive                  ensemble: tokenizer_<entry size> -> cascade_<entry size> (the entry point)
+
+Latency classes: the entry's steps (tokenizer, cascade) have one priority level per class with the class's
+queue timeout; the cascade's queue is the admission gate, and its instance count bounds the work in flight
+behind it (BLS child requests cannot carry a priority, so stage queues are plain FIFO).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from adaptive_serving import names
+from adaptive_serving.cascade import CascadePlan
+from adaptive_serving.config import LATENCY_CLASSES, MAX_BATCH_SIZE, MAX_TEXT_BYTES, PATHS, SIZES, EarlyExitConfig
+
+MODELS_SRC = Path(__file__).resolve().parents[1] / "models"
+TARGETS = ("local", "container")
+ENTRY_MODEL = "adaptive"
+# Timeout for queues that take no class timeout: long enough never to fire on its own, nonzero so that a
+# client's (or the cascade's) timeout can override it (Triton ignores overrides when the default is 0).
+NO_TIMEOUT_US = 3_600_000_000
+
+
+@dataclass(frozen=True)
+class RepositoryOptions:
+    """Knobs of a generated repository.
+
+    Args:
+        target: "local" (Python backend + onnxruntime, runs here) or "container" (native onnxruntime backend
+            for nvcr.io/nvidia/tritonserver:24.10-py3).
+        entry_size: size the `adaptive` entry cascades through.
+        cascade_instances: cascade instances; each runs one batch of requests at a time, so this bounds the
+            work admitted past the priority gate.
+        stage_instances: instances per stage model.
+        intra_op_threads: onnxruntime threads per stage instance (local target).
+        max_queue_delay_us: dynamic batcher delay for stage models (survivors wait this long for company).
+        gate_queue_delay_us: batcher delay at the priority-ordered entry steps.
+    """
+
+    target: str = "local"
+    entry_size: str = "large"
+    cascade_instances: int = 2
+    stage_instances: int = 1
+    intra_op_threads: int = 1
+    max_queue_delay_us: int = 2000
+    gate_queue_delay_us: int = 500
+
+
+def _tensor(name: str, dtype: str, dims: Sequence[int]) -> str:
+    return f'{{ name: "{name}" data_type: {dtype} dims: [ {", ".join(str(d) for d in dims)} ] }}'
+
+
+def _params(**values: object) -> str:
+    return "\n".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in values.items())
+
+
+def class_batching(delay_us: int) -> str:
+    """Dynamic batching with one priority level per latency class and each class's queue timeout."""
+    levels = max(c.priority for c in LATENCY_CLASSES.values())
+    default_level = max(LATENCY_CLASSES.values(), key=lambda c: c.priority).priority
+    policies = "\n".join(
+        f"  priority_queue_policy {{ key: {c.priority} value: {{ timeout_action: REJECT "
+        f"default_timeout_microseconds: {c.queue_timeout_us or NO_TIMEOUT_US} allow_timeout_override: true }} }}"
+        for c in sorted(LATENCY_CLASSES.values(), key=lambda c: c.priority)
+    )
+    return (f"dynamic_batching {{\n  max_queue_delay_microseconds: {delay_us}\n  priority_levels: {levels}\n"
+            f"  default_priority_level: {default_level}\n"
+            f"  default_queue_policy {{ timeout_action: REJECT default_timeout_microseconds: {NO_TIMEOUT_US} "
+            f"allow_timeout_override: true }}\n{policies}\n}}")
+
+
+def fifo_batching(delay_us: int) -> str:
+    """Plain dynamic batching whose queue honours a caller's timeout (the cascade sends its remaining budget)."""
+    return (f"dynamic_batching {{\n  max_queue_delay_microseconds: {delay_us}\n"
+            f"  default_queue_policy {{ timeout_action: REJECT default_timeout_microseconds: {NO_TIMEOUT_US} "
+            f"allow_timeout_override: true }}\n}}")
+
+
+def _instances(count: int, kind: str = "KIND_CPU") -> str:
+    return f"instance_group [ {{ count: {count} kind: {kind} }} ]"
+
+
+def tokenizer_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
+    return "\n".join([
+        f'name: "tokenizer_{cfg.name}"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
+        f"input [ {_tensor(names.TEXT, 'TYPE_STRING', [1])} ]",
+        f"output [ {_tensor(names.INPUT_IDS, 'TYPE_INT64', [-1])}, {_tensor(names.ATTENTION_MASK, 'TYPE_INT64', [-1])} ]",
+        class_batching(opts.gate_queue_delay_us), _instances(1),
+        _params(tokenizer_file="tokenizer.json", max_seq_len=cfg.max_seq_len, max_text_bytes=MAX_TEXT_BYTES),
+    ]) + "\n"
+
+
+def stage_io(cfg: EarlyExitConfig, stage: int | None) -> tuple[list[str], list[str]]:
+    """Inputs and outputs of a stage (None = the full-depth encoder), as config.pbtxt tensor entries."""
+    ids = _tensor(names.INPUT_IDS, "TYPE_INT64", [-1])
+    mask = _tensor(names.ATTENTION_MASK, "TYPE_INT64", [-1])
+    hidden = _tensor(names.HIDDEN, "TYPE_FP32", [-1, cfg.hidden_size])
+    logits = _tensor(names.LOGITS, "TYPE_FP32", [cfg.num_labels])
+    first = stage is None or stage == 1
+    last = stage is None or stage == cfg.num_stages
+    return ([ids, mask] if first else [hidden, mask]), ([logits] if last else [hidden, logits])
+
+
+def encoder_config(name: str, cfg: EarlyExitConfig, stage: int | None, opts: RepositoryOptions) -> str:
+    inputs, outputs = stage_io(cfg, stage)
+    head = [f'name: "{name}"']
+    if opts.target == "local":
+        head += ['backend: "python"']
+        tail = [_instances(opts.stage_instances),
+                _params(onnx_file="model.onnx", intra_op_threads=opts.intra_op_threads)]
+    else:
+        head += ['backend: "onnxruntime"', 'default_model_filename: "model.onnx"']
+        tail = [_instances(opts.stage_instances, "KIND_GPU")]
+    return "\n".join([
+        *head, f"max_batch_size: {MAX_BATCH_SIZE}",
+        f"input [ {', '.join(inputs)} ]", f"output [ {', '.join(outputs)} ]",
+        fifo_batching(opts.max_queue_delay_us), *tail,
+    ]) + "\n"
+
+
+def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
+    outputs = [
+        _tensor(names.LABEL, "TYPE_INT64", [1]), _tensor(names.CONFIDENCE, "TYPE_FP32", [1]),
+        _tensor(names.EXIT_STAGE, "TYPE_INT32", [1]), _tensor(names.EXIT_LAYER, "TYPE_INT32", [1]),
+        _tensor(names.MODEL_SIZE, "TYPE_STRING", [1]), _tensor(names.DEADLINE_CUT, "TYPE_BOOL", [1]),
+    ]
+    return "\n".join([
+        f'name: "cascade_{cfg.name}"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
+        f"input [ {_tensor(names.INPUT_IDS, 'TYPE_INT64', [-1])}, {_tensor(names.ATTENTION_MASK, 'TYPE_INT64', [-1])} ]",
+        f"output [ {', '.join(outputs)} ]",
+        class_batching(opts.gate_queue_delay_us), _instances(opts.cascade_instances),
+        _params(plan_file="plan.json", sep_id=102),
+    ]) + "\n"
+
+
+def ensemble_config(name: str, steps: Sequence[tuple[str, dict[str, str], dict[str, str]]],
+                    inputs: Sequence[str], outputs: Sequence[str]) -> str:
+    """An ensemble; each step is (model, input_map step<-ensemble, output_map step->ensemble)."""
+    def step(model: str, imap: dict[str, str], omap: dict[str, str]) -> str:
+        ins = " ".join(f'input_map {{ key: "{k}" value: "{v}" }}' for k, v in imap.items())
+        outs = " ".join(f'output_map {{ key: "{k}" value: "{v}" }}' for k, v in omap.items())
+        return f'  step [ {{ model_name: "{model}" model_version: -1 {ins} {outs} }} ]'
+    return "\n".join([
+        f'name: "{name}"', 'platform: "ensemble"', f"max_batch_size: {MAX_BATCH_SIZE}",
+        f"input [ {', '.join(inputs)} ]", f"output [ {', '.join(outputs)} ]",
+        "ensemble_scheduling {", *[step(*s) for s in steps], "}",
+    ]) + "\n"
+
+
+def _write(model_dir: Path, config: str) -> Path:
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    (model_dir / "config.pbtxt").write_text(config)
+    return model_dir / "1"
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link big files when possible (same filesystem), else copy: repositories stay cheap to rebuild."""
+    dst.unlink(missing_ok=True)
+    try:
+        dst.hardlink_to(src)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def load_plan(export_dir: Path, cfg: EarlyExitConfig) -> CascadePlan:
+    """The calibrated cascade plan of one size, from its thresholds.json.
+
+    Raises:
+        FileNotFoundError: the size was not exported.
+    """
+    raw = json.loads((export_dir / cfg.name / "thresholds.json").read_text())
+    return CascadePlan(size=cfg.name, stage_models=tuple(cfg.stage_model_name(s) for s in range(1, cfg.num_stages + 1)),
+                       exit_layers=cfg.exit_layers, thresholds=tuple(raw["thresholds"]), confidence=raw["policy"],
+                       max_seq_len=cfg.max_seq_len)
+
+
+def exported_sizes(export_dir: Path) -> dict[str, EarlyExitConfig]:
+    """Sizes present in an export build, with the config each was built with (from its thresholds.json)."""
+    found = {}
+    for path in sorted(export_dir.glob("*/thresholds.json")):
+        cfg = json.loads(path.read_text())["config"]
+        found[path.parent.name] = EarlyExitConfig(**cfg)
+    if not found:
+        raise FileNotFoundError(f"no exported sizes under {export_dir}; run `make export` first")
+    return found
+
+
+def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = RepositoryOptions()) -> list[str]:
+    """Write the repository; returns the model names. `out` is replaced.
+
+    Raises:
+        ValueError: unknown target or entry size.
+        FileNotFoundError: the export build is missing files.
+    """
+    if options.target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {options.target!r}")
+    sizes = exported_sizes(export_dir)
+    if options.entry_size not in sizes:
+        raise ValueError(f"entry size {options.entry_size!r} not exported; have {sorted(sizes)}")
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    tokenizer_json = export_dir / "tokenizer" / "tokenizer.json"
+    models: list[str] = []
+
+    def python_model(name: str, config: str, source: str) -> Path:
+        version = _write(out / name, config)
+        shutil.copy2(MODELS_SRC / source / "model.py", version / "model.py")
+        models.append(name)
+        return version
+
+    def encoder(name: str, cfg: EarlyExitConfig, stage: int | None, onnx: Path) -> None:
+        version = _write(out / name, encoder_config(name, cfg, stage, options))
+        if options.target == "local":
+            shutil.copy2(MODELS_SRC / "onnx_runner" / "model.py", version / "model.py")
+        _link_or_copy(onnx, version / "model.onnx")
+        models.append(name)
+
+    text_in = _tensor(names.TEXT, "TYPE_STRING", [1])
+    for size, cfg in sizes.items():
+        version = python_model(f"tokenizer_{size}", tokenizer_config(cfg, options), "tokenizer")
+        shutil.copy2(tokenizer_json, version / "tokenizer.json")
+        for stage in range(1, cfg.num_stages + 1):
+            encoder(cfg.stage_model_name(stage), cfg, stage, export_dir / size / f"stage{stage}.onnx")
+        encoder(f"{size}_full_encoder", cfg, None, export_dir / size / "full.onnx")
+        _write(out / cfg.full_model_name, ensemble_config(
+            cfg.full_model_name,
+            [(f"tokenizer_{size}", {names.TEXT: names.TEXT}, {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}),
+             (f"{size}_full_encoder", {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}, {names.LOGITS: names.LOGITS})],
+            [text_in], [_tensor(names.LOGITS, "TYPE_FP32", [cfg.num_labels])]))
+        models.append(cfg.full_model_name)
+        version = python_model(f"cascade_{size}", cascade_config(cfg, options), "cascade")
+        (version / "plan.json").write_text(load_plan(export_dir, cfg).to_json())
+
+    entry = sizes[options.entry_size]
+    cascade_outputs = [names.LABEL, names.CONFIDENCE, names.EXIT_STAGE, names.EXIT_LAYER, names.MODEL_SIZE,
+                       names.DEADLINE_CUT]
+    out_types = {names.LABEL: "TYPE_INT64", names.CONFIDENCE: "TYPE_FP32", names.EXIT_STAGE: "TYPE_INT32",
+                 names.EXIT_LAYER: "TYPE_INT32", names.MODEL_SIZE: "TYPE_STRING", names.DEADLINE_CUT: "TYPE_BOOL"}
+    _write(out / ENTRY_MODEL, ensemble_config(
+        ENTRY_MODEL,
+        [(f"tokenizer_{entry.name}", {names.TEXT: names.TEXT}, {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}),
+         (f"cascade_{entry.name}", {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"},
+          {n: n for n in cascade_outputs})],
+        [text_in], [_tensor(n, out_types[n], [1]) for n in cascade_outputs]))
+    models.append(ENTRY_MODEL)
+    return models
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m adaptive_serving.repository", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--export", type=Path, default=PATHS.export_dir, help="export build folder")
+    parser.add_argument("--out", type=Path, default=PATHS.repository, help="repository folder (replaced)")
+    parser.add_argument("--target", choices=TARGETS, default="local")
+    parser.add_argument("--entry-size", default="large", help=f"size behind the entry ({', '.join(SIZES)}, or tiny)")
+    parser.add_argument("--cascade-instances", type=int, default=RepositoryOptions.cascade_instances)
+    parser.add_argument("--stage-instances", type=int, default=RepositoryOptions.stage_instances)
+    args = parser.parse_args(argv)
+    options = RepositoryOptions(target=args.target, entry_size=args.entry_size,
+                                cascade_instances=args.cascade_instances, stage_instances=args.stage_instances)
+    try:
+        models = build_repository(args.export, args.out, options)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(models)} models ({args.target} target) to {args.out}: {', '.join(models)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

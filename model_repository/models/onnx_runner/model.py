@@ -1,0 +1,33 @@
+"""ONNX runner: one exit stage or a full-depth encoder, on onnxruntime (CPU) inside the Python backend.
+
+Requests that the dynamic batcher groups are joined, run once, and split back (PyTriton's @batch).
+"""
+
+import json
+from pathlib import Path
+
+import triton_python_backend_utils as pb_utils
+
+from adaptive_serving.onnx_stage import OnnxStage
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        if "onnx_file" not in params:
+            raise pb_utils.TritonModelException(f"{args['model_name']}: config parameter 'onnx_file' is missing")
+        model_dir = Path(args["model_repository"]) / args["model_version"]
+        self.stage = OnnxStage(model_dir / params["onnx_file"], threads=int(params.get("intra_op_threads", "1")))
+        self.outputs = [o["name"] for o in config["output"]]
+        self.model_name = args["model_name"]
+
+    def execute(self, requests):
+        try:
+            per_request = [{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.stage.input_names}
+                           for r in requests]
+            results = self.stage.run_batched(per_request, self.outputs)
+        except Exception as e:  # a failing stage fails only the requests of this call, with the reason
+            error = pb_utils.TritonError(f"{self.model_name}: {type(e).__name__}: {e}", pb_utils.TritonError.INTERNAL)
+            return [pb_utils.InferenceResponse(error=error) for _ in requests]
+        return [pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in out.items()]) for out in results]

@@ -1,0 +1,41 @@
+"""Tokenizer model: BYTES text -> input_ids, attention_mask (HF tokenizers, bucket-padded).
+
+Bad text (empty, too long, invalid UTF-8, NUL) fails only its own request with INVALID_ARG.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from adaptive_serving import names
+from adaptive_serving.text_input import InputError, TextTokenizer, decode_texts
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        for key in ("tokenizer_file", "max_seq_len", "max_text_bytes"):
+            if key not in params:
+                raise pb_utils.TritonModelException(f"{args['model_name']}: config parameter '{key}' is missing")
+        model_dir = Path(args["model_repository"]) / args["model_version"]
+        self.tokenize = TextTokenizer(model_dir / params["tokenizer_file"], int(params["max_seq_len"]))
+        self.max_text_bytes = int(params["max_text_bytes"])
+        self.model_name = args["model_name"]
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                raw = pb_utils.get_input_tensor_by_name(request, names.TEXT).as_numpy()
+                texts = decode_texts(raw, max_bytes=self.max_text_bytes, tensor=names.TEXT)
+            except InputError as e:
+                error = pb_utils.TritonError(f"{self.model_name}: {e}", pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=error))
+                continue
+            ids, mask = self.tokenize(texts)
+            responses.append(pb_utils.InferenceResponse([
+                pb_utils.Tensor(names.INPUT_IDS, ids), pb_utils.Tensor(names.ATTENTION_MASK, mask)]))
+        return responses
