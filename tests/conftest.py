@@ -52,6 +52,16 @@ def sample_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonSe
         yield server
 
 
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny configuration exported once per session (random weights, a few seconds)."""
+    from adaptive_export.cli import main as export_main
+
+    out = tmp_path_factory.mktemp("tiny_export")
+    assert export_main(["build", "--tiny", "--out", str(out), "--no-tensorrt"]) == 0
+    return out
+
+
 def leftover_server_processes() -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["name"]):

@@ -10,7 +10,7 @@ import numpy as np
 from adaptive_serving import names
 
 # Inputs whose second axis is the sequence: they are padded to a common length when requests are joined.
-_SEQUENCE_INPUTS = {names.INPUT_IDS: 0, names.ATTENTION_MASK: 0, names.HIDDEN: 0.0}
+_SEQUENCE_INPUTS = {names.INPUT_IDS: 0, names.ATTENTION_MASK: 0, names.HIDDEN_IN: 0.0}
 
 
 class OnnxStage:

@@ -110,11 +110,12 @@ def stage_io(cfg: EarlyExitConfig, stage: int | None) -> tuple[list[str], list[s
     """Inputs and outputs of a stage (None = the full-depth encoder), as config.pbtxt tensor entries."""
     ids = _tensor(names.INPUT_IDS, "TYPE_INT64", [-1])
     mask = _tensor(names.ATTENTION_MASK, "TYPE_INT64", [-1])
+    hidden_in = _tensor(names.HIDDEN_IN, "TYPE_FP32", [-1, cfg.hidden_size])
     hidden = _tensor(names.HIDDEN, "TYPE_FP32", [-1, cfg.hidden_size])
     logits = _tensor(names.LOGITS, "TYPE_FP32", [cfg.num_labels])
     first = stage is None or stage == 1
     last = stage is None or stage == cfg.num_stages
-    return ([ids, mask] if first else [hidden, mask]), ([logits] if last else [hidden, logits])
+    return ([ids, mask] if first else [hidden_in, mask]), ([logits] if last else [hidden, logits])
 
 
 def encoder_config(name: str, cfg: EarlyExitConfig, stage: int | None, opts: RepositoryOptions) -> str:

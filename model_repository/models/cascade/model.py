@@ -57,7 +57,7 @@ class TritonPythonModel:
             if stage == 1:
                 inputs = {names.INPUT_IDS: ids, names.ATTENTION_MASK: mask}
             else:
-                inputs = {names.HIDDEN: hidden, names.ATTENTION_MASK: mask[rows]}
+                inputs = {names.HIDDEN_IN: hidden, names.ATTENTION_MASK: mask[rows]}
             wanted = [names.LOGITS] if stage == last else [names.HIDDEN, names.LOGITS]
             t0 = time.monotonic()
             try:

@@ -1,9 +1,12 @@
 """ONNX runner: one exit stage or a full-depth encoder, on onnxruntime (CPU) inside the Python backend.
 
 Requests that the dynamic batcher groups are joined, run once, and split back (PyTriton's @batch).
+Fault injection for tests and drills (config parameters, off by default): `inject_delay_ms` sleeps before
+each call, `inject_error` fails every call with that message.
 """
 
 import json
+import time
 from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
@@ -20,10 +23,16 @@ class TritonPythonModel:
         model_dir = Path(args["model_repository"]) / args["model_version"]
         self.stage = OnnxStage(model_dir / params["onnx_file"], threads=int(params.get("intra_op_threads", "1")))
         self.outputs = [o["name"] for o in config["output"]]
+        self.inject_delay_s = float(params.get("inject_delay_ms", "0")) / 1e3
+        self.inject_error = params.get("inject_error", "")
         self.model_name = args["model_name"]
 
     def execute(self, requests):
+        if self.inject_delay_s:
+            time.sleep(self.inject_delay_s)
         try:
+            if self.inject_error:
+                raise RuntimeError(self.inject_error)
             per_request = [{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.stage.input_names}
                            for r in requests]
             results = self.stage.run_batched(per_request, self.outputs)

@@ -1,0 +1,264 @@
+"""The generated repository on a real server, with the tiny model: per-sample exits, re-batching of
+survivors, class priority, deadline cuts, stage failures and input errors."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from adaptive_export.confidence import max_prob
+from adaptive_serving import names
+from adaptive_serving.config import LATENCY_CLASSES, MAX_TEXT_BYTES, latency_class
+from adaptive_serving.onnx_stage import OnnxStage
+from adaptive_serving.repository import RepositoryOptions, build_repository
+from adaptive_serving.server import TritonServer
+from adaptive_serving.text_input import TextTokenizer
+from conftest import make_server
+
+pytestmark = pytest.mark.server
+
+TEXTS = [
+    "Shares in the bank fell after profits missed forecasts",
+    "The striker scored twice as the champions won the cup final",
+    "Ministers defended the budget in a heated Commons debate",
+    "The new smartphone has a faster chip and a better camera",
+    "The film won three awards at the festival on Sunday night",
+    "Oil prices rose as markets reacted to the output cut",
+    "Rain stopped play on the second day of the test match",
+    "Voters head to the polls as the election campaign ends",
+    "A software flaw left millions of computers open to attack",
+    "The band announced a world tour and a new album",
+    "Interest rates were left unchanged by the central bank",
+    "The coach was sacked after a run of seven defeats",
+]
+
+
+def _texts(batch: list[str]) -> np.ndarray:
+    return np.array([[t.encode()] for t in batch], dtype=np.object_)
+
+
+def _infer(url: str, texts: np.ndarray, model: str = "adaptive", **kwargs: object) -> grpcclient.InferResult:
+    inp = grpcclient.InferInput(names.TEXT, list(texts.shape), "BYTES")
+    inp.set_data_from_numpy(texts)
+    return grpcclient.InferenceServerClient(url).infer(model, [inp], **kwargs)
+
+
+def _set_params(repo: Path, model: str, **params: object) -> None:
+    config = repo / model / "config.pbtxt"
+    extra = "".join(f'\nparameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in params.items())
+    config.write_text(config.read_text() + extra)
+
+
+def _set_thresholds(repo: Path, thresholds: list[float]) -> None:
+    plan = repo / "cascade_tiny" / "1" / "plan.json"
+    raw = json.loads(plan.read_text())
+    raw["thresholds"] = thresholds
+    plan.write_text(json.dumps(raw))
+
+
+@pytest.fixture(scope="module")
+def local_outputs(tiny_export: Path) -> dict[str, np.ndarray]:
+    """Stage logits computed directly with onnxruntime, to check the server's per-sample decisions."""
+    tokenize = TextTokenizer(tiny_export / "tokenizer" / "tokenizer.json", max_len=32)
+    ids, mask = tokenize(TEXTS)
+    stage1 = OnnxStage(tiny_export / "tiny" / "stage1.onnx").run({names.INPUT_IDS: ids, names.ATTENTION_MASK: mask})
+    stage2 = OnnxStage(tiny_export / "tiny" / "stage2.onnx").run({names.HIDDEN_IN: stage1[names.HIDDEN],
+                                                                  names.ATTENTION_MASK: mask})
+    return {"logits1": stage1[names.LOGITS], "logits2": stage2[names.LOGITS]}
+
+
+def _split_threshold(conf: np.ndarray) -> float:
+    """A threshold halfway inside the widest gap near the median, so rounding cannot flip a decision."""
+    s = np.sort(conf)
+    mid = len(s) // 2
+    i = max(range(mid - 2, mid + 2), key=lambda k: s[k + 1] - s[k])
+    return float((s[i] + s[i + 1]) / 2)
+
+
+@pytest.fixture
+def tiny_repo(tiny_export: Path, tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    build_repository(tiny_export, repo, RepositoryOptions(entry_size="tiny", cascade_instances=1))
+    return repo
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[callable]:
+    started: list[TritonServer] = []
+
+    def start(repo: Path) -> TritonServer:
+        server = make_server(repo, tmp_path).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def test_every_sample_leaves_at_its_first_confident_exit(tiny_repo: Path, serve, local_outputs) -> None:
+    conf1 = max_prob(local_outputs["logits1"])
+    threshold = _split_threshold(conf1)
+    _set_thresholds(tiny_repo, [threshold])
+    server = serve(tiny_repo)
+    result = _infer(server.grpc_url, _texts(TEXTS), priority=1, timeout=5_000_000)
+    early = conf1 >= threshold
+    assert 0 < early.sum() < len(TEXTS)
+    assert result.as_numpy(names.EXIT_STAGE).ravel().tolist() == np.where(early, 1, 2).tolist()
+    assert result.as_numpy(names.EXIT_LAYER).ravel().tolist() == np.where(early, 2, 4).tolist()
+    expected = np.where(early, local_outputs["logits1"].argmax(-1), local_outputs["logits2"].argmax(-1))
+    assert result.as_numpy(names.LABEL).ravel().tolist() == expected.tolist()
+    assert not result.as_numpy(names.DEADLINE_CUT).any()
+    assert set(result.as_numpy(names.MODEL_SIZE).ravel()) == {b"tiny"}
+    # The same answers over HTTP.
+    inp = httpclient.InferInput(names.TEXT, [len(TEXTS), 1], "BYTES")
+    inp.set_data_from_numpy(_texts(TEXTS))
+    http_result = httpclient.InferenceServerClient(server.http_url).infer("adaptive", [inp], priority=2)
+    assert http_result.as_numpy(names.EXIT_STAGE).ravel().tolist() == np.where(early, 1, 2).tolist()
+
+
+def _stage_counts(url: str, model: str) -> tuple[int, int]:
+    stats = grpcclient.InferenceServerClient(url).get_inference_statistics(model, as_json=True)
+    entry = stats["model_stats"][0]
+    return int(entry.get("inference_count", 0)), int(entry.get("execution_count", 0))
+
+
+def test_survivors_of_concurrent_requests_are_rebatched(tiny_repo: Path, serve) -> None:
+    _set_thresholds(tiny_repo, [1.0])  # nobody leaves at stage 1: every sample reaches stage 2
+    _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=100)  # stage 2 busy: survivors queue up behind it
+    server = serve(tiny_repo)
+    before = _stage_counts(server.grpc_url, "tiny_stage2")
+    threads = [threading.Thread(target=_infer, args=(server.grpc_url, _texts([t]))) for t in TEXTS]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    inferences, executions = (a - b for a, b in zip(_stage_counts(server.grpc_url, "tiny_stage2"), before))
+    assert inferences == len(TEXTS)
+    assert executions < inferences, "survivors of separate requests should share stage-2 executions"
+
+
+def test_critical_requests_jump_the_queue(tiny_repo: Path, serve) -> None:
+    _set_thresholds(tiny_repo, [1.0])
+    _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=150)
+    server = serve(tiny_repo)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    done: list[str] = []
+    lock = threading.Lock()
+
+    def send(tag: str, priority: int) -> None:
+        inp = grpcclient.InferInput(names.TEXT, [64, 1], "BYTES")  # a full batch: one request per execution
+        inp.set_data_from_numpy(_texts(TEXTS * 5 + TEXTS[:4]))
+
+        def callback(result, error) -> None:
+            with lock:
+                done.append(tag if error is None else f"{tag}:error")
+
+        client.async_infer("adaptive", [inp], callback, priority=priority, timeout=30_000_000)
+
+    for i in range(8):
+        send(f"batch{i}", LATENCY_CLASSES["batch"].priority)
+    time.sleep(0.3)  # the batch requests are queued at the cascade gate by now
+    send("critical", LATENCY_CLASSES["critical"].priority)
+    deadline = time.monotonic() + 60
+    while len(done) < 9 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(done) == 9 and not any(d.endswith(":error") for d in done), done
+    # Only the batch requests already executing may finish first; the critical one overtakes the rest.
+    assert done.index("critical") <= 3, done
+
+
+def test_deadline_cuts_the_cascade_short(tiny_repo: Path, serve) -> None:
+    _set_thresholds(tiny_repo, [1.0])
+    _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=400)
+    server = serve(tiny_repo)
+    warm = _infer(server.grpc_url, _texts(TEXTS[:2]))  # teaches the cascade that stage 2 takes ~400 ms
+    assert warm.as_numpy(names.EXIT_STAGE).ravel().tolist() == [2, 2]
+    cut = _infer(server.grpc_url, _texts(TEXTS[:2]), priority=2, timeout=200_000)
+    assert cut.as_numpy(names.DEADLINE_CUT).ravel().tolist() == [True, True]
+    assert cut.as_numpy(names.EXIT_STAGE).ravel().tolist() == [1, 1]
+    relaxed = _infer(server.grpc_url, _texts(TEXTS[:2]), priority=2, timeout=5_000_000)
+    assert relaxed.as_numpy(names.DEADLINE_CUT).ravel().tolist() == [False, False]
+
+
+def test_failing_stage_fails_only_its_requests(tiny_repo: Path, serve, local_outputs) -> None:
+    conf1 = max_prob(local_outputs["logits1"])
+    threshold = _split_threshold(conf1)
+    _set_thresholds(tiny_repo, [threshold])
+    _set_params(tiny_repo, "tiny_stage2", inject_error="planted stage failure")
+    server = serve(tiny_repo)
+    early = [t for t, c in zip(TEXTS, conf1) if c >= threshold]
+    late = [t for t, c in zip(TEXTS, conf1) if c < threshold]
+    ok = _infer(server.grpc_url, _texts(early))
+    assert set(ok.as_numpy(names.EXIT_STAGE).ravel()) == {1}
+    with pytest.raises(InferenceServerException, match="tiny_stage2.*planted stage failure"):
+        _infer(server.grpc_url, _texts(late), timeout=5_000_000)
+    assert _infer(server.grpc_url, _texts(early)).as_numpy(names.LABEL).size == len(early)  # still serving
+
+
+BAD_TEXTS = {
+    "empty": (b"", "empty"),
+    "whitespace": (b" \t\n", "empty"),
+    "invalid utf-8": (b"caf\xe9", "not valid UTF-8"),
+    "NUL byte": (b"a\x00b", "NUL"),
+    "over the cap": (b"x" * (MAX_TEXT_BYTES + 1), "cap is"),
+}
+
+
+@pytest.fixture(scope="module")
+def plain_server(tiny_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    tmp = tmp_path_factory.mktemp("plain")
+    build_repository(tiny_export, tmp / "repo", RepositoryOptions(entry_size="tiny"))
+    with make_server(tmp / "repo", tmp) as server:
+        yield server
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TEXTS))
+def test_bad_text_is_invalid_arg(plain_server: TritonServer, case: str) -> None:
+    text, message = BAD_TEXTS[case]
+    with pytest.raises(InferenceServerException) as err:
+        _infer(plain_server.grpc_url, np.array([[b"fine text"], [text]], dtype=np.object_))
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert message in err.value.message() and "element 1" in err.value.message()
+
+
+def test_wrong_dtype_shape_and_batch_are_invalid_arg(plain_server: TritonServer) -> None:
+    client = grpcclient.InferenceServerClient(plain_server.grpc_url)
+    wrong_dtype = grpcclient.InferInput(names.TEXT, [1, 1], "INT32")
+    wrong_dtype.set_data_from_numpy(np.array([[1]], dtype=np.int32))
+    wrong_shape = grpcclient.InferInput(names.TEXT, [1, 2], "BYTES")
+    wrong_shape.set_data_from_numpy(np.array([[b"a", b"b"]], dtype=np.object_))
+    too_big = grpcclient.InferInput(names.TEXT, [65, 1], "BYTES")
+    too_big.set_data_from_numpy(_texts(["a text"] * 65))
+    wrong_name = grpcclient.InferInput("txt", [1, 1], "BYTES")
+    wrong_name.set_data_from_numpy(_texts(["a text"]))
+    for inputs, message in [([wrong_dtype], "data-type"), ([wrong_shape], "shape"), ([too_big], "batch-size"),
+                            ([wrong_name], "unexpected inference input"), ([], "expected 1 inputs")]:
+        with pytest.raises(InferenceServerException) as err:
+            client.infer("adaptive", inputs)
+        assert err.value.status() == "StatusCode.INVALID_ARGUMENT", err.value
+        assert message in err.value.message(), err.value.message()
+    with pytest.raises(InferenceServerException, match="unexpected inference output"):
+        inp = grpcclient.InferInput(names.TEXT, [1, 1], "BYTES")
+        inp.set_data_from_numpy(_texts(["a text"]))
+        client.infer("adaptive", [inp], outputs=[grpcclient.InferRequestedOutput("no_such_output")])
+    assert _infer(plain_server.grpc_url, _texts(["still serving"])).as_numpy(names.LABEL).size == 1
+
+
+def test_unknown_class_is_rejected_with_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="unknown latency class 'urgent'.*batch.*critical.*sensitive"):
+        latency_class("urgent")
+
+
+def test_full_baseline_matches_local_full_depth(plain_server: TritonServer, tiny_export: Path, local_outputs) -> None:
+    result = _infer(plain_server.grpc_url, _texts(TEXTS), model="tiny_full")
+    np.testing.assert_allclose(result.as_numpy(names.LOGITS), local_outputs["logits2"], atol=1e-4)
