@@ -1,0 +1,79 @@
+"""Generated repositories, both targets: every config.pbtxt parses against Triton's model-config schema and
+names its tensors exactly as names.py and the ONNX graphs do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from adaptive_serving import names
+from adaptive_serving.config import LATENCY_CLASSES, MAX_BATCH_SIZE
+from adaptive_serving.repository import TARGETS, RepositoryOptions, build_repository
+
+NAMES = {v for k, v in vars(names).items() if k.isupper()}
+
+
+def _parse(path: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+@pytest.fixture(scope="module", params=TARGETS)
+def repo(request: pytest.FixtureRequest, tiny_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp(f"repo_{request.param}") / "repo"
+    build_repository(tiny_export, out, RepositoryOptions(target=request.param, entry_size="tiny"))
+    return out
+
+
+def test_every_config_parses_against_the_schema(repo: Path) -> None:
+    configs = sorted(repo.glob("*/config.pbtxt"))
+    assert {c.parent.name for c in configs} == {"adaptive", "tokenizer_tiny", "cascade_tiny", "tiny_stage1",
+                                                 "tiny_stage2", "tiny_full_encoder", "tiny_full"}
+    for path in configs:
+        config = _parse(path)
+        assert config.name == path.parent.name
+        assert config.max_batch_size == MAX_BATCH_SIZE
+        for tensor in [*config.input, *config.output]:
+            assert tensor.name in NAMES, f"{path}: tensor {tensor.name!r} is not in names.py"
+
+
+def test_container_target_uses_native_onnxruntime(repo: Path) -> None:
+    stage = _parse(repo / "tiny_stage1" / "config.pbtxt")
+    if (repo / "tiny_stage1" / "1" / "model.py").exists():
+        assert stage.backend == "python"
+    else:
+        assert stage.backend == "onnxruntime" and stage.default_model_filename == "model.onnx"
+        assert stage.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+
+
+def test_stage_configs_match_onnx_graphs(repo: Path) -> None:
+    for name in ("tiny_stage1", "tiny_stage2", "tiny_full_encoder"):
+        config = _parse(repo / name / "config.pbtxt")
+        graph = onnx.load(str(repo / name / "1" / "model.onnx")).graph
+        assert [i.name for i in config.input] == [i.name for i in graph.input], name
+        assert [o.name for o in config.output] == [o.name for o in graph.output], name
+
+
+def test_entry_gate_has_one_priority_level_per_class(repo: Path) -> None:
+    for name in ("tokenizer_tiny", "cascade_tiny"):
+        batching = _parse(repo / name / "config.pbtxt").dynamic_batching
+        assert batching.priority_levels == len(LATENCY_CLASSES)
+        for cls in LATENCY_CLASSES.values():
+            policy = batching.priority_queue_policy[cls.priority]
+            assert policy.allow_timeout_override
+            if cls.queue_timeout_us:
+                assert policy.default_timeout_microseconds == cls.queue_timeout_us
+    # Stage queues are FIFO (BLS children carry no priority) but honour the cascade's remaining budget.
+    stage = _parse(repo / "tiny_stage2" / "config.pbtxt").dynamic_batching
+    assert stage.priority_levels == 0 and stage.default_queue_policy.allow_timeout_override
+
+
+def test_ensembles_wire_existing_models(repo: Path) -> None:
+    models = {p.parent.name for p in repo.glob("*/config.pbtxt")}
+    for name in ("adaptive", "tiny_full"):
+        config = _parse(repo / name / "config.pbtxt")
+        assert config.platform == "ensemble"
+        assert all(step.model_name in models for step in config.ensemble_scheduling.step)
