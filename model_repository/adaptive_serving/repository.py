@@ -59,7 +59,7 @@ class RepositoryOptions:
     stage_instances: int = 1
     intra_op_threads: int = 1
     max_queue_delay_us: int = 2000
-    gate_queue_delay_us: int = 500
+    gate_queue_delay_us: int = 0
 
 
 def _tensor(name: str, dtype: str, dims: Sequence[int]) -> str:

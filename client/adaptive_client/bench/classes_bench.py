@@ -1,0 +1,229 @@
+"""`classes`: latency classes under overload on the entry model.
+
+1. capacity: closed loop, batch class, the best samples/s over a few concurrencies;
+2. unloaded p99 per class: one request at a time;
+3. open-loop Poisson mix of classes at `load_factor` x capacity for a fixed time: who is answered, who is
+   rejected (typed by status), nobody lost, and whether critical traffic kept its unloaded latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from adaptive_client.bench.data import EvalSamples
+from adaptive_client.bench.load import ClientPool, closed_loop, open_loop, percentiles_ms
+from adaptive_client.bench.requests import RequestKwargs
+from adaptive_serving.config import LATENCY_CLASSES
+
+ENTRY = "adaptive"
+# Share of each class in the mixed load: urgent traffic is the minority, bulk traffic the majority.
+CLASS_MIX: dict[str, float] = {"critical": 0.2, "sensitive": 0.3, "batch": 0.5}
+# Verdict: critical p99 under overload may grow to this multiple of its unloaded p99.
+CRITICAL_P99_FACTOR = 1.5
+
+
+@dataclass(frozen=True)
+class ClassesBenchConfig:
+    """Knobs of the classes benchmark.
+
+    Args:
+        capacity_concurrency: closed-loop concurrencies tried when measuring capacity.
+        capacity_duration_s: seconds per capacity point.
+        unloaded_requests: sequential requests per class for the unloaded p99.
+        load_factor: open-loop rate as a multiple of capacity.
+        duration_s: seconds of open-loop arrivals.
+        drain_timeout_s: final wait for answers after the last send; None = 2 x duration + 30 s (the batch backlog
+            built at 2x capacity takes about one more duration to drain).
+        seed: seeds arrivals and class draws.
+    """
+
+    capacity_concurrency: tuple[int, ...] = (4, 8, 16, 32)
+    capacity_duration_s: float = 5.0
+    unloaded_requests: int = 200
+    load_factor: float = 2.0
+    duration_s: float = 30.0
+    drain_timeout_s: float | None = None
+    seed: int = 0
+
+    @property
+    def drain_s(self) -> float:
+        return self.drain_timeout_s if self.drain_timeout_s is not None else 2 * self.duration_s + 30.0
+
+
+QUICK = ClassesBenchConfig(capacity_concurrency=(4, 16), capacity_duration_s=1.5, unloaded_requests=30, duration_s=5.0)
+
+
+def class_picker(mix: dict[str, float] = CLASS_MIX):
+    """A function drawing (class name, request kwargs) with the mix's probabilities."""
+    if abs(sum(mix.values()) - 1.0) > 1e-9:
+        raise ValueError(f"class mix fractions must sum to 1, got {mix}")
+    unknown = set(mix) - set(LATENCY_CLASSES)
+    if unknown:
+        raise ValueError(f"unknown latency classes {sorted(unknown)}; expected some of {sorted(LATENCY_CLASSES)}")
+    names = list(mix)
+    probs = np.array([mix[n] for n in names])
+    kwargs = {n: RequestKwargs.for_class(LATENCY_CLASSES[n]) for n in names}
+
+    def pick(rng: np.random.Generator) -> tuple[str, RequestKwargs]:
+        name = names[int(rng.choice(len(names), p=probs))]
+        return name, kwargs[name]
+
+    return pick
+
+
+def per_class_summary(sent: list[str], outcomes: dict, lost: list[int], unloaded_p99: dict[str, float | None]
+                      ) -> dict[str, dict[str, object]]:
+    """Per class: sent, answered, rejected (by status and reason), lost, latency of answered, degraded share.
+
+    A request is degraded when rejected, lost, or answered later than CRITICAL_P99_FACTOR x its class's unloaded
+    p99: the batch class should carry most of that.
+    """
+    out = {}
+    for name in CLASS_MIX:
+        idx = [i for i, c in enumerate(sent) if c == name]
+        got = [outcomes[i] for i in idx if i in outcomes]
+        ok = [o for o in got if o.ok]
+        bad = [o for o in got if not o.ok]
+        lat = [o.latency_ms for o in ok]
+        limit = unloaded_p99.get(name)
+        late = sum(1 for x in lat if limit is not None and x > CRITICAL_P99_FACTOR * limit)
+        n_lost = sum(1 for i in idx if i not in outcomes)
+        out[name] = {
+            "sent": len(idx), "answered": len(ok), "rejected": len(bad), "lost": n_lost,
+            "rejected_by_status": dict(Counter(o.error_status for o in bad)),
+            "rejected_by_reason": dict(Counter(o.error_reason for o in bad)),
+            "rejected_messages": sorted({o.error_message for o in bad})[:3],
+            "deadline_cut": int(sum(int(o.deadline_cut.sum()) for o in ok if o.deadline_cut is not None)),
+            "late": late,
+            "degraded_fraction": (len(bad) + n_lost + late) / len(idx) if idx else 0.0,
+            **percentiles_ms(lat),
+        }
+    return out
+
+
+def verdicts(classes: dict[str, dict[str, object]], unloaded_p99: dict[str, float | None]) -> dict[str, bool]:
+    """The pass/fail checks of the overload run."""
+    crit = classes["critical"]
+    base = unloaded_p99.get("critical")
+    others = [classes[n]["degraded_fraction"] for n in classes if n != "batch"]
+    return {
+        "critical_p99_within_factor": (crit["p99_ms"] is not None and base is not None
+                                       and crit["p99_ms"] <= CRITICAL_P99_FACTOR * base),
+        "no_critical_rejections": crit["rejected"] == 0,
+        "batch_takes_shedding": classes["batch"]["degraded_fraction"] >= max(others, default=0.0),
+        "sent_equals_answered_plus_rejected": all(c["sent"] == c["answered"] + c["rejected"] for c in classes.values()),
+        "none_lost": all(c["lost"] == 0 for c in classes.values()),
+    }
+
+
+async def _run(url: str, samples: EvalSamples, config: ClassesBenchConfig) -> dict[str, object]:
+    pool = ClientPool(url)
+    texts = samples.texts
+    requests = [[t] for t in texts]
+    try:
+        batch = RequestKwargs.for_class(LATENCY_CLASSES["batch"])
+        await closed_loop(pool, ENTRY, requests[:8], concurrency=4, kwargs=batch, desc="warmup")
+        capacity_points = {}
+        for c in config.capacity_concurrency:
+            run = await closed_loop(pool, ENTRY, requests, concurrency=c, kwargs=batch,
+                                    duration_s=config.capacity_duration_s, desc=f"capacity c={c}")
+            ok = sum(1 for o in run.outcomes if o.ok)
+            capacity_points[str(c)] = {"throughput_sps": ok / run.wall_s, "errors": len(run.outcomes) - ok,
+                                       **percentiles_ms([o.latency_ms for o in run.outcomes if o.ok])}
+        capacity = max(p["throughput_sps"] for p in capacity_points.values())
+        if capacity <= 0:
+            raise RuntimeError(f"{ENTRY} answered nothing while measuring capacity: {capacity_points}")
+        unloaded = {}
+        for name in CLASS_MIX:
+            run = await closed_loop(pool, ENTRY, requests[: config.unloaded_requests] or requests, concurrency=1,
+                                    kwargs=RequestKwargs.for_class(LATENCY_CLASSES[name]), desc=f"unloaded {name}")
+            ok = [o.latency_ms for o in run.outcomes if o.ok]
+            unloaded[name] = {"requests": len(run.outcomes), "errors": len(run.outcomes) - len(ok),
+                              **percentiles_ms(ok)}
+        unloaded_p99 = {n: u["p99_ms"] for n, u in unloaded.items()}
+        rate = config.load_factor * capacity
+        load = await open_loop(pool, ENTRY, texts, rate_per_s=rate, duration_s=config.duration_s,
+                               pick_class=class_picker(), drain_timeout_s=config.drain_s, seed=config.seed)
+    finally:
+        await pool.close()
+    classes = per_class_summary(load.sent, load.outcomes, load.lost, unloaded_p99)
+    lag = percentiles_ms(load.send_lag_ms)
+    return {
+        "capacity_sps": capacity, "capacity_points": capacity_points, "unloaded": unloaded,
+        "open_loop": {"rate_per_s": rate, "duration_s": config.duration_s, "send_s": load.send_s,
+                      "wall_s": load.wall_s, "sent": len(load.sent), "achieved_send_rate_per_s":
+                      len(load.sent) / load.send_s if load.send_s else 0.0,
+                      "send_lag_p99_ms": lag["p99_ms"], "drain_timeout_s": config.drain_s},
+        "classes": classes, "verdicts": verdicts(classes, unloaded_p99),
+    }
+
+
+def run_classes_bench(url: str, samples: EvalSamples, config: ClassesBenchConfig) -> dict[str, object]:
+    """Capacity, unloaded latency per class, then the mixed overload run, on the server at `url` (gRPC).
+
+    Raises:
+        RuntimeError: the entry answered nothing during the capacity measurement.
+    """
+    results = asyncio.run(_run(url, samples, config))
+    return {"benchmark": "classes", "config": asdict(config), "class_mix": CLASS_MIX,
+            "critical_p99_factor": CRITICAL_P99_FACTOR,
+            "latency_classes": {n: asdict(c) for n, c in LATENCY_CLASSES.items()}, **results}
+
+
+def _f(x: float | None, digits: int = 1) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def markdown(results: dict[str, object]) -> str:
+    """Tables of the classes benchmark."""
+    ol = results["open_loop"]
+    lines = ["# bench-classes", "",
+             (f"Capacity of `{ENTRY}` (closed loop, batch class): {results['capacity_sps']:.1f} samples/s. "
+             f"Open loop: Poisson at {ol['rate_per_s']:.1f} req/s ({results['config']['load_factor']}x capacity) "
+             f"for {ol['duration_s']:.0f} s, mix {results['class_mix']}; achieved send rate "
+             f"{ol['achieved_send_rate_per_s']:.1f}/s, send lag p99 {_f(ol['send_lag_p99_ms'])} ms."), "",
+             ("| class | sent | answered | rejected | lost | rejected by status | p50 ms | p99 ms | unloaded p99 ms "
+             "| deadline cuts | degraded |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, c in results["classes"].items():
+        status = ", ".join(f"{k}: {v}" for k, v in c["rejected_by_status"].items()) or "-"
+        lines.append(f"| {name} | {c['sent']} | {c['answered']} | {c['rejected']} | {c['lost']} | {status} "
+                     f"| {_f(c['p50_ms'])} | {_f(c['p99_ms'])} | {_f(results['unloaded'][name]['p99_ms'])} "
+                     f"| {c['deadline_cut']} | {c['degraded_fraction']:.1%} |")
+    lines += ["", "| verdict | pass |", "|---|---|"]
+    lines += [f"| {k} | {'yes' if v else 'NO'} |" for k, v in results["verdicts"].items()]
+    lines += ["", (f"Degraded = rejected, lost, or answered later than {CRITICAL_P99_FACTOR}x the class's unloaded "
+              "p99."), ""]
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, object], path: Path) -> Path:
+    """Latency percentiles per class under load, with each class's unloaded p99 as a marker."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["classes"])
+    keys = ("p50_ms", "p90_ms", "p99_ms")
+    x = np.arange(len(names))
+    width = 0.25
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k, key in enumerate(keys):
+        vals = [results["classes"][n][key] or 0.0 for n in names]
+        ax.bar(x + (k - 1) * width, vals, width, label=f"{key.removesuffix('_ms')} under load")
+    ax.scatter(x, [results["unloaded"][n]["p99_ms"] or 0.0 for n in names], color="black", marker="_", s=400,
+               zorder=3, label="unloaded p99")
+    ax.set_xticks(x, names)
+    ax.set_yscale("log")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title(f"bench-classes: {results['config']['load_factor']}x capacity, open loop")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,100 @@
+"""Thin CLI: `python -m adaptive_client.bench <exit|classes> [--repo DIR] [--export DIR] [--out DIR] [--quick]`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from adaptive_serving.config import PATHS
+
+DEFAULT_OUT = {"exit": PATHS.results / "bench-exit", "classes": PATHS.results / "bench-classes"}
+PLOT_NAME = {"exit": "throughput_vs_concurrency.png", "classes": "latency_per_class.png"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m adaptive_client.bench", description=__doc__)
+    parser.add_argument("benchmark", choices=sorted(DEFAULT_OUT), help="which benchmark to run")
+    common = parser.add_argument_group("inputs and outputs")
+    common.add_argument("--repo", type=Path, default=PATHS.repository, help="model repository to serve")
+    common.add_argument("--export", type=Path, default=PATHS.export_dir, help="export build (label order check)")
+    common.add_argument("--out", type=Path, default=None, help="results folder (default results/bench-<name>)")
+    common.add_argument("--quick", action="store_true", help="few samples, short sweeps (tests, smoke runs)")
+    common.add_argument("--seed", type=int, default=0)
+    ex = parser.add_argument_group("exit")
+    ex.add_argument("--batch-size", type=int, default=None, help="texts per request (default 1)")
+    ex.add_argument("--concurrency", type=int, nargs="+", default=None, help="closed-loop sweep (default 1 4 8 16)")
+    ex.add_argument("--samples", type=int, default=None, help="evaluation-mix samples (default all; --quick 64)")
+    cl = parser.add_argument_group("classes")
+    cl.add_argument("--duration-s", type=float, default=None, help="open-loop seconds (default 30; --quick 5)")
+    cl.add_argument("--load-factor", type=float, default=None, help="open-loop rate / capacity (default 2)")
+    return parser
+
+
+def _overrides(args: argparse.Namespace, **fields: object) -> dict[str, object]:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # Heavy imports after parsing, so --help is instant.
+    from adaptive_client.bench import classes_bench, exit_bench
+    from adaptive_client.bench.data import load_eval_samples
+    from adaptive_client.bench.serve import bench_server
+    from adaptive_serving.server import ServerError
+
+    out: Path = args.out or DEFAULT_OUT[args.benchmark]
+    out.mkdir(parents=True, exist_ok=True)
+    if args.benchmark == "exit":
+        module = exit_bench
+        base = exit_bench.QUICK if args.quick else exit_bench.ExitBenchConfig()
+        config = dataclasses.replace(base, **_overrides(
+            args, batch_size=args.batch_size, samples=args.samples, seed=args.seed,
+            concurrency=tuple(args.concurrency) if args.concurrency else None))
+        limit = config.samples
+    else:
+        module = classes_bench
+        base = classes_bench.QUICK if args.quick else classes_bench.ClassesBenchConfig()
+        config = dataclasses.replace(base, **_overrides(args, duration_s=args.duration_s,
+                                                        load_factor=args.load_factor, seed=args.seed))
+        limit = args.samples or (64 if args.quick else None)
+    try:
+        samples = load_eval_samples(args.export, limit=limit, seed=args.seed)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    started = time.time()
+    try:
+        with bench_server(args.repo, out / "tritonserver.log") as server:
+            print(f"tritonserver ready on {server.grpc_url} (repository {args.repo}); running {args.benchmark}",
+                  file=sys.stderr, flush=True)
+            run = exit_bench.run_exit_bench if args.benchmark == "exit" else classes_bench.run_classes_bench
+            results = run(server.grpc_url, samples, config)
+    except (ServerError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    results["dataset"] = {"split": "test", "samples": len(samples), "mix_size": samples.mix_size,
+                          "dataset_hash": samples.dataset_hash, "label_names": list(samples.label_names)}
+    results["run"] = {"repository": str(Path(args.repo).resolve()), "export": str(Path(args.export).resolve()),
+                      "quick": args.quick, "started_unix": started, "seconds": time.time() - started,
+                      "argv": list(argv if argv is not None else sys.argv[1:])}
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=_jsonable))
+    (out / "results.md").write_text(module.markdown(results))
+    module.plot(results, out / PLOT_NAME[args.benchmark])
+    print(module.markdown(results))
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / PLOT_NAME[args.benchmark]}", file=sys.stderr)
+    return 0
+
+
+def _jsonable(x: object) -> object:
+    import numpy as np
+
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"not JSON serializable: {type(x).__name__}")

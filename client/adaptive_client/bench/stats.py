@@ -1,0 +1,109 @@
+"""Triton's statistics API, before/after: per-model queue and compute time per request, and the cost of a BLS hop."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+# inference_stats fields that make up a request's time inside one model.
+_COMPUTE_FIELDS = ("compute_input", "compute_infer", "compute_output")
+
+
+@dataclass(frozen=True)
+class ModelTime:
+    """Totals of one model over a window (deltas of Triton's cumulative counters).
+
+    Args:
+        requests: successful requests.
+        executions: model executions (batches).
+        queue_ns: time requests waited in the model's queue, summed over requests.
+        compute_ns: input + infer + output time, summed over requests (a batch's time counts for each request).
+    """
+
+    requests: int
+    executions: int
+    queue_ns: int
+    compute_ns: int
+
+    def per_request_ms(self) -> dict[str, float]:
+        n = max(self.requests, 1)
+        return {"queue_ms": self.queue_ns / n / 1e6, "compute_ms": self.compute_ns / n / 1e6,
+                "total_ms": (self.queue_ns + self.compute_ns) / n / 1e6}
+
+
+Snapshot = dict[str, ModelTime]
+
+
+def parse_statistics(raw: Mapping[str, object]) -> Snapshot:
+    """`get_inference_statistics(as_json=True)` -> model name -> cumulative ModelTime (versions summed)."""
+    out: Snapshot = {}
+    for m in raw.get("model_stats", []):  # type: ignore[union-attr]
+        s = m.get("inference_stats", {})
+        ns = {key: int(s.get(key, {}).get("ns", 0)) for key in ("queue", *_COMPUTE_FIELDS)}
+        t = ModelTime(int(s.get("success", {}).get("count", 0)), int(m.get("execution_count", 0)),
+                      ns["queue"], sum(ns[k] for k in _COMPUTE_FIELDS))
+        prev = out.get(m["name"])
+        out[m["name"]] = t if prev is None else _add(prev, t)
+    return out
+
+
+def _add(a: ModelTime, b: ModelTime) -> ModelTime:
+    return ModelTime(a.requests + b.requests, a.executions + b.executions, a.queue_ns + b.queue_ns,
+                     a.compute_ns + b.compute_ns)
+
+
+def delta(before: Snapshot, after: Snapshot) -> Snapshot:
+    """Per-model activity between two snapshots (models absent before count from zero)."""
+    zero = ModelTime(0, 0, 0, 0)
+    return {name: ModelTime(a.requests - before.get(name, zero).requests,
+                            a.executions - before.get(name, zero).executions,
+                            a.queue_ns - before.get(name, zero).queue_ns,
+                            a.compute_ns - before.get(name, zero).compute_ns)
+            for name, a in after.items()}
+
+
+def cascade_stages(cascade: str, models: Sequence[str]) -> list[str]:
+    """Stage models of `cascade_<size>` among `models`, in stage order."""
+    size = cascade.removeprefix("cascade_")
+    pattern = re.compile(rf"^{re.escape(size)}_stage(\d+)$")
+    found = [(int(m.group(1)), name) for name in models if (m := pattern.match(name))]
+    return [name for _, name in sorted(found)]
+
+
+def hop_costs(window: Snapshot, cascade: str, stages: Sequence[str]) -> dict[str, object]:
+    """Orchestration overhead of one BLS cascade over a window.
+
+    The cascade's compute time (it runs while its stage calls are in flight) minus its stages' queue + compute
+    time, both per cascade request, is what the BLS orchestration itself costs: tensor copies to and from the
+    stub, building child requests, the asyncio round trips. The cascade's own queue time is admission wait,
+    not orchestration, so it is reported but not subtracted. Per hop divides by the stage calls per request.
+
+    Returns:
+        JSON-ready dict; `None` overhead when the cascade served nothing in the window.
+    """
+    c = window.get(cascade, ModelTime(0, 0, 0, 0))
+    per_model = {name: {**asdict(window[name]), **window[name].per_request_ms()} for name in (cascade, *stages)
+                 if name in window}
+    if c.requests == 0:
+        return {"cascade": cascade, "stages": list(stages), "per_model": per_model, "cascade_requests": 0,
+                "hops_per_request": None, "overhead_ms_per_request": None, "overhead_ms_per_hop": None}
+    hops = sum(window[s].requests for s in stages if s in window)
+    stage_ns = sum(window[s].queue_ns + window[s].compute_ns for s in stages if s in window)
+    overhead_ms = (c.compute_ns - stage_ns) / c.requests / 1e6
+    hops_per_request = hops / c.requests
+    return {
+        "cascade": cascade, "stages": list(stages), "per_model": per_model, "cascade_requests": c.requests,
+        "cascade_queue_ms_per_request": c.queue_ns / c.requests / 1e6,
+        "cascade_compute_ms_per_request": c.compute_ns / c.requests / 1e6,
+        "stages_ms_per_request": stage_ns / c.requests / 1e6,
+        "hops_per_request": hops_per_request,
+        "overhead_ms_per_request": overhead_ms,
+        "overhead_ms_per_hop": overhead_ms / hops_per_request if hops_per_request else None,
+        "definition": "cascade compute - sum(stage queue + compute), per cascade request; per hop: / stage calls",
+    }
+
+
+async def snapshot(client: object) -> Snapshot:
+    """Cumulative statistics of every model (asyncio gRPC client)."""
+    return parse_statistics(await client.get_inference_statistics(as_json=True))  # type: ignore[attr-defined]

@@ -1,0 +1,59 @@
+"""Both benchmarks end to end on the tiny repository, through `main([...])` with --quick (no performance targets)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from adaptive_client.bench.cli import main
+from adaptive_serving.repository import RepositoryOptions, build_repository
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tiny_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("bench") / "repository"
+    build_repository(tiny_export, repo, RepositoryOptions(entry_size="tiny"))
+    return repo
+
+
+def test_bench_exit_quick(tiny_repo: Path, tiny_export: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench-exit"
+    assert main(["exit", "--repo", str(tiny_repo), "--export", str(tiny_export), "--out", str(out), "--quick",
+                 "--samples", "24", "--concurrency", "1", "4"]) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["models"] == ["adaptive", "tiny_full"] and r["reference"] == "tiny_full"
+    for model in r["models"]:
+        for c in ("1", "4"):
+            run = r["runs"][model][c]
+            assert run["errors"] == 0 and run["samples_answered"] == 24
+            assert run["throughput_sps"] > 0 and run["p50_ms"] <= run["p99_ms"]
+            assert 0.0 <= run["accuracy"] <= 1.0
+    assert sum(r["runs"]["adaptive"]["1"]["exit_stage_counts"].values()) == 24
+    assert set(r["comparison"]["4"]) == {"throughput_ratio", "accuracy_diff"}
+    hop = r["hop_costs"]["1"]["cascade_tiny"]
+    assert hop["stages"] == ["tiny_stage1", "tiny_stage2"] and hop["cascade_requests"] == 24
+    assert 1.0 <= hop["hops_per_request"] <= 2.0 and hop["overhead_ms_per_request"] is not None
+    assert r["dataset"]["samples"] == 24
+    assert (out / "results.md").read_text().startswith("# bench-exit")
+    assert (out / "throughput_vs_concurrency.png").stat().st_size > 0
+
+
+def test_bench_classes_quick(tiny_repo: Path, tiny_export: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench-classes"
+    assert main(["classes", "--repo", str(tiny_repo), "--export", str(tiny_export), "--out", str(out), "--quick",
+                 "--duration-s", "1.5"]) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["capacity_sps"] > 0
+    assert set(r["unloaded"]) == set(r["classes"]) == {"critical", "sensitive", "batch"}
+    assert r["open_loop"]["sent"] == sum(c["sent"] for c in r["classes"].values()) > 0
+    for name, c in r["classes"].items():
+        assert c["lost"] == 0, name
+        assert c["sent"] == c["answered"] + c["rejected"], name
+        assert sum(c["rejected_by_status"].values()) == c["rejected"], name
+    assert r["verdicts"]["none_lost"] and r["verdicts"]["sent_equals_answered_plus_rejected"]
+    assert set(r["verdicts"]) >= {"critical_p99_within_factor", "no_critical_rejections", "batch_takes_shedding"}
+    assert (out / "latency_per_class.png").stat().st_size > 0

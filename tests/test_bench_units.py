@@ -1,0 +1,113 @@
+"""Benchmark tooling without a server: statistics deltas, hop cost, class mix, per-class accounting, verdicts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from adaptive_client.bench import classes_bench, exit_bench, stats
+from adaptive_client.bench.cli import main
+from adaptive_client.bench.load import percentiles_ms
+from adaptive_client.bench.requests import Outcome, RequestKwargs, classify_error, status_name
+from adaptive_serving.config import LATENCY_CLASSES
+
+
+def _raw(models: dict[str, tuple[int, int, int, int]]) -> dict[str, object]:
+    """Statistics JSON as Triton 2.51 returns it: name -> (success count, executions, queue ns, infer ns)."""
+    return {"model_stats": [
+        {"name": n, "version": "1", "execution_count": str(e), "inference_stats": {
+            "success": {"count": str(c), "ns": "0"}, "queue": {"count": str(c), "ns": str(q)},
+            "compute_input": {"count": str(c), "ns": "0"}, "compute_infer": {"count": str(c), "ns": str(i)},
+            "compute_output": {}}}
+        for n, (c, e, q, i) in models.items()]}
+
+
+def test_hop_costs_subtract_stage_time_from_cascade_compute() -> None:
+    before = stats.parse_statistics(_raw({"cascade_tiny": (10, 10, 0, 0), "tiny_stage1": (10, 10, 0, 0)}))
+    after = stats.parse_statistics(_raw({
+        "cascade_tiny": (20, 15, 5_000_000, 100_000_000),  # 10 requests: 10 ms compute each
+        "tiny_stage1": (20, 15, 1_000_000, 29_000_000),    # 10 calls, 3 ms each
+        "tiny_stage2": (5, 5, 0, 20_000_000),              # 5 calls, 4 ms each
+    }))
+    window = stats.delta(before, after)
+    h = stats.hop_costs(window, "cascade_tiny", stats.cascade_stages("cascade_tiny", list(after)))
+    assert h["stages"] == ["tiny_stage1", "tiny_stage2"]
+    assert h["cascade_requests"] == 10
+    assert h["hops_per_request"] == pytest.approx(1.5)
+    assert h["stages_ms_per_request"] == pytest.approx(5.0)  # (30 + 20 ms) / 10
+    assert h["overhead_ms_per_request"] == pytest.approx(5.0)  # 10 - 5
+    assert h["overhead_ms_per_hop"] == pytest.approx(5.0 / 1.5)
+
+
+def test_hop_costs_of_an_idle_cascade_are_none() -> None:
+    h = stats.hop_costs({}, "cascade_tiny", ["tiny_stage1"])
+    assert h["overhead_ms_per_request"] is None and h["cascade_requests"] == 0
+
+
+def test_cascade_stages_are_ordered_numerically() -> None:
+    models = ["large_stage10", "large_stage2", "large_stage1", "large_full", "small_stage1"]
+    assert stats.cascade_stages("cascade_large", models) == ["large_stage1", "large_stage2", "large_stage10"]
+
+
+def test_reference_is_large_full_else_the_largest() -> None:
+    assert exit_bench.full_models(["large_full", "small_full", "adaptive", "medium_full"]) == [
+        "small_full", "medium_full", "large_full"]
+    assert exit_bench.reference_model(["small_full", "large_full"]) == "large_full"
+    assert exit_bench.reference_model(["tiny_full"]) == "tiny_full"
+    assert exit_bench.reference_model([]) is None
+
+
+def test_request_kwargs_send_timeout_only_when_nonzero() -> None:
+    assert RequestKwargs.for_class(LATENCY_CLASSES["critical"]).as_dict() == {
+        "priority": 1, "timeout": LATENCY_CLASSES["critical"].queue_timeout_us}
+    assert RequestKwargs.for_class(LATENCY_CLASSES["batch"]).as_dict() == {"priority": 3}
+
+
+def test_errors_are_typed() -> None:
+    assert status_name("StatusCode.UNAVAILABLE") == "UNAVAILABLE"
+    assert classify_error("UNAVAILABLE", "in ensemble 'adaptive', Request timeout expired") == "queue_timeout"
+    assert classify_error("INTERNAL", "stage failed: boom") == "other"
+
+
+def test_class_picker_follows_the_mix() -> None:
+    pick = classes_bench.class_picker()
+    rng = np.random.default_rng(0)
+    drawn = [pick(rng)[0] for _ in range(5000)]
+    for name, share in classes_bench.CLASS_MIX.items():
+        assert abs(drawn.count(name) / len(drawn) - share) < 0.03, name
+    with pytest.raises(ValueError, match="sum to 1"):
+        classes_bench.class_picker({"critical": 0.5})
+    with pytest.raises(ValueError, match="unknown latency classes"):
+        classes_bench.class_picker({"urgent": 1.0})
+
+
+def test_per_class_accounting_and_verdicts() -> None:
+    sent = ["critical", "sensitive", "batch", "batch", "batch"]
+    ok = np.zeros(1, dtype=bool)
+    outcomes = {
+        0: Outcome(5.0, labels=np.zeros(1), deadline_cut=ok),
+        1: Outcome(3.0, error_status="UNAVAILABLE", error_reason="queue_timeout",
+                   error_message="Request timeout expired"),
+        2: Outcome(900.0, labels=np.zeros(1), deadline_cut=ok),
+        3: Outcome(800.0, labels=np.zeros(1), deadline_cut=ok),
+    }  # request 4 never answered: lost
+    unloaded = {"critical": 4.0, "sensitive": 4.0, "batch": 4.0}
+    classes = classes_bench.per_class_summary(sent, outcomes, [4], unloaded)
+    assert classes["sensitive"]["rejected_by_status"] == {"UNAVAILABLE": 1}
+    assert classes["batch"]["lost"] == 1
+    assert classes["batch"]["sent"] == 3 and classes["batch"]["answered"] == 2 and classes["batch"]["late"] == 2
+    v = classes_bench.verdicts(classes, unloaded)
+    assert v["critical_p99_within_factor"] and v["no_critical_rejections"] and v["batch_takes_shedding"]
+    assert not v["none_lost"] and not v["sent_equals_answered_plus_rejected"]
+
+
+def test_percentiles_of_nothing_are_none() -> None:
+    assert percentiles_ms([])["p99_ms"] is None
+    assert percentiles_ms([1.0, 2.0, 3.0])["p50_ms"] == pytest.approx(2.0)
+
+
+def test_cli_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    assert "exit" in capsys.readouterr().out
