@@ -7,7 +7,7 @@ METRICS_PORT ?= 8002
 export PYTHONUNBUFFERED := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help setup test serve demo clean
+.PHONY: help setup test export repository serve demo bench-exit bench-classes clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -18,11 +18,26 @@ setup: ## create .venv with the pinned set, perf_analyzer and the Triton Python 
 test: setup ## run the test suite against real tritonservers it starts itself
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-serve: setup ## serve $(REPO) on 127.0.0.1 (HTTP $(HTTP_PORT), gRPC $(GRPC_PORT), metrics $(METRICS_PORT)) until Ctrl-C
+export: setup ## train, export and calibrate the model family into build/export (progress bars, summary table)
+	$(PY) -m adaptive_export build --out build/export
+
+build/export/manifest.json:
+	$(MAKE) export
+
+repository: setup build/export/manifest.json ## generate build/model_repository from build/export (TARGET=local|container)
+	$(PY) -m adaptive_serving.repository --export build/export --out $(REPO) --target $(or $(TARGET),local)
+
+serve: setup $(if $(filter build/model_repository,$(REPO)),repository) ## serve $(REPO) on 127.0.0.1 (HTTP $(HTTP_PORT), gRPC $(GRPC_PORT), metrics $(METRICS_PORT)) until Ctrl-C
 	$(PY) -m adaptive_serving.server --repo $(REPO) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 demo: setup ## the main job: build, serve, run a mixed workload, print what happened
 	$(PY) -m adaptive_serving.demo
+
+bench-exit: repository ## adaptive vs <size>_full: throughput, latency, accuracy, per-hop cost (results/bench-exit)
+	$(PY) -m adaptive_client.bench exit --repo $(REPO) --export build/export --out results/bench-exit
+
+bench-classes: repository ## capacity, then a 2x-capacity mixed-class open-loop load (results/bench-classes)
+	$(PY) -m adaptive_client.bench classes --repo $(REPO) --export build/export --out results/bench-classes
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from adaptive_serving.server import TritonServer
+from adaptive_serving.server import TritonServer, free_ports  # noqa: F401 - tests import free_ports from here
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_REPOSITORY = ROOT / "model_repository" / "sample"
@@ -24,22 +23,8 @@ SESSION_TAG = uuid.uuid4().hex
 os.environ["ADAPTIVE_TEST_SESSION"] = SESSION_TAG
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports the OS says are free right now (bound then released together, so they are distinct)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def make_server(repo: Path, tmp: Path, **kwargs: object) -> TritonServer:
-    http, grpc, metrics = free_ports(3)
-    return TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics,
-                        log_path=tmp / f"tritonserver-{http}.log", **kwargs)  # type: ignore[arg-type]
+    return TritonServer.on_free_ports(repo, log_path=tmp / f"tritonserver-{uuid.uuid4().hex[:8]}.log", **kwargs)
 
 
 @pytest.fixture(scope="session")

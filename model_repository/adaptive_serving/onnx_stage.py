@@ -18,15 +18,17 @@ class OnnxStage:
 
     Args:
         onnx_file: exported stage.
-        threads: onnxruntime intra-op threads (each Triton instance is its own process).
+        threads: onnxruntime intra-op threads (each Triton instance is its own process); 0 = one per core.
     """
 
-    def __init__(self, onnx_file: Path, *, threads: int = 1) -> None:
+    def __init__(self, onnx_file: Path, *, threads: int = 0) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Several stage sessions share the cores: idle threads must sleep, not spin.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]

@@ -48,18 +48,21 @@ class RepositoryOptions:
         cascade_instances: cascade instances; each runs one batch of requests at a time, so this bounds the
             work admitted past the priority gate.
         stage_instances: instances per stage model.
-        intra_op_threads: onnxruntime threads per stage instance (local target).
+        intra_op_threads: onnxruntime threads per stage instance (local target); 0 = one per core.
         max_queue_delay_us: dynamic batcher delay for stage models (survivors wait this long for company).
         gate_queue_delay_us: batcher delay at the priority-ordered entry steps.
+        gate_batch: preferred batch (in samples) of one cascade execution: with `cascade_instances`, it bounds
+            the work a newly arrived critical request can find ahead of it past the gate.
     """
 
     target: str = "local"
     entry_size: str = "large"
     cascade_instances: int = 2
     stage_instances: int = 1
-    intra_op_threads: int = 1
+    intra_op_threads: int = 0
     max_queue_delay_us: int = 2000
     gate_queue_delay_us: int = 0
+    gate_batch: int = 8
 
 
 def _tensor(name: str, dtype: str, dims: Sequence[int]) -> str:
@@ -70,8 +73,9 @@ def _params(**values: object) -> str:
     return "\n".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in values.items())
 
 
-def class_batching(delay_us: int) -> str:
-    """Dynamic batching with one priority level per latency class and each class's queue timeout."""
+def class_batching(delay_us: int, preferred_batch: int | None = None) -> str:
+    """Dynamic batching with one priority level per latency class and each class's queue timeout (a cap: a
+    request may shorten its class's timeout, never extend it)."""
     levels = max(c.priority for c in LATENCY_CLASSES.values())
     default_level = max(LATENCY_CLASSES.values(), key=lambda c: c.priority).priority
     policies = "\n".join(
@@ -79,7 +83,8 @@ def class_batching(delay_us: int) -> str:
         f"default_timeout_microseconds: {c.queue_timeout_us or NO_TIMEOUT_US} allow_timeout_override: true }} }}"
         for c in sorted(LATENCY_CLASSES.values(), key=lambda c: c.priority)
     )
-    return (f"dynamic_batching {{\n  max_queue_delay_microseconds: {delay_us}\n  priority_levels: {levels}\n"
+    preferred = f"  preferred_batch_size: [ {preferred_batch} ]\n" if preferred_batch else ""
+    return (f"dynamic_batching {{\n{preferred}  max_queue_delay_microseconds: {delay_us}\n  priority_levels: {levels}\n"
             f"  default_priority_level: {default_level}\n"
             f"  default_queue_policy {{ timeout_action: REJECT default_timeout_microseconds: {NO_TIMEOUT_US} "
             f"allow_timeout_override: true }}\n{policies}\n}}")
@@ -145,7 +150,7 @@ def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
         f'name: "cascade_{cfg.name}"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
         f"input [ {_tensor(names.INPUT_IDS, 'TYPE_INT64', [-1])}, {_tensor(names.ATTENTION_MASK, 'TYPE_INT64', [-1])} ]",
         f"output [ {', '.join(outputs)} ]",
-        class_batching(opts.gate_queue_delay_us), _instances(opts.cascade_instances),
+        class_batching(opts.gate_queue_delay_us, opts.gate_batch), _instances(opts.cascade_instances),
         _params(plan_file="plan.json", sep_id=102),
     ]) + "\n"
 

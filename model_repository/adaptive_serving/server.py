@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,18 @@ def server_binary() -> Path:
     if not binary.exists():
         raise ServerError(f"tritonserver binary missing at {binary}")
     return binary
+
+
+def free_ports(count: int) -> list[int]:
+    """Loopback ports the OS says are free right now (bound then released together, so they are distinct)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _tail(path: Path, lines: int) -> str:
@@ -112,6 +125,14 @@ class TritonServer:
         self.backend_dir = Path(backend_dir) if backend_dir else default_backend_dir()
         self.extra_args = tuple(extra_args)
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def on_free_ports(cls, model_repository: Path, *, log_path: Path, **kwargs: object) -> TritonServer:
+        """A not-yet-started server on loopback ports that are free now (tests, benchmarks, the demo)."""
+        http, grpc, metrics = free_ports(3)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        return cls(model_repository, http_port=http, grpc_port=grpc, metrics_port=metrics, log_path=log_path,
+                   **kwargs)  # type: ignore[arg-type]
 
     @property
     def http_url(self) -> str:

@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Heavy imports after parsing, so --help is instant.
     from adaptive_client.bench import classes_bench, exit_bench
     from adaptive_client.bench.data import load_eval_samples
-    from adaptive_client.bench.serve import bench_server
+    from adaptive_serving.server import TritonServer
     from adaptive_serving.server import ServerError
 
     out: Path = args.out or DEFAULT_OUT[args.benchmark]
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     started = time.time()
     try:
-        with bench_server(args.repo, out / "tritonserver.log") as server:
+        with TritonServer.on_free_ports(args.repo, log_path=out / "tritonserver.log") as server:
             print(f"tritonserver ready on {server.grpc_url} (repository {args.repo}); running {args.benchmark}",
                   file=sys.stderr, flush=True)
             run = exit_bench.run_exit_bench if args.benchmark == "exit" else classes_bench.run_classes_bench

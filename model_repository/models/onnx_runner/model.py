@@ -21,7 +21,7 @@ class TritonPythonModel:
         if "onnx_file" not in params:
             raise pb_utils.TritonModelException(f"{args['model_name']}: config parameter 'onnx_file' is missing")
         model_dir = Path(args["model_repository"]) / args["model_version"]
-        self.stage = OnnxStage(model_dir / params["onnx_file"], threads=int(params.get("intra_op_threads", "1")))
+        self.stage = OnnxStage(model_dir / params["onnx_file"], threads=int(params.get("intra_op_threads", "0")))
         self.outputs = [o["name"] for o in config["output"]]
         self.inject_delay_s = float(params.get("inject_delay_ms", "0")) / 1e3
         self.inject_error = params.get("inject_error", "")

