@@ -87,7 +87,7 @@ def _split_threshold(conf: np.ndarray) -> float:
 @pytest.fixture
 def tiny_repo(tiny_export: Path, tmp_path: Path) -> Path:
     repo = tmp_path / "repo"
-    build_repository(tiny_export, repo, RepositoryOptions(entry_size="tiny", cascade_instances=1))
+    build_repository(tiny_export, repo, RepositoryOptions(entry_size="tiny"))
     return repo
 
 
@@ -147,7 +147,7 @@ def test_survivors_of_concurrent_requests_are_rebatched(tiny_repo: Path, serve) 
     assert executions < inferences, "survivors of separate requests should share stage-2 executions"
 
 
-def test_higher_class_jumps_the_queue(tiny_repo: Path, serve) -> None:
+def test_higher_class_jumps_the_queue(tiny_export: Path, tiny_repo: Path, serve) -> None:
     """A sensitive request sent behind queued batch requests overtakes them at the cascade gate. (Sensitive, not
     critical: a class's queue timeout is a cap requests may shorten but not extend, and a critical request's 50 ms
     would expire behind the execution already running here.)"""
@@ -181,7 +181,9 @@ def test_higher_class_jumps_the_queue(tiny_repo: Path, serve) -> None:
     assert done.index("sensitive") <= 3, done
 
 
-def test_deadline_cuts_the_cascade_short(tiny_repo: Path, serve) -> None:
+def test_deadline_cuts_the_cascade_short(tiny_export: Path, tiny_repo: Path, serve) -> None:
+    # One cascade instance: each instance learns its own stage-latency estimate.
+    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", cascade_instances=1))
     _set_thresholds(tiny_repo, [1.0])
     _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=400)
     server = serve(tiny_repo)
@@ -258,3 +260,17 @@ def test_unknown_class_is_rejected_with_the_known_ones() -> None:
 def test_full_baseline_matches_local_full_depth(tiny_server: TritonServer, tiny_export: Path, local_outputs) -> None:
     result = _infer(tiny_server.grpc_url, _texts(TEXTS), model="tiny_full")
     np.testing.assert_allclose(result.as_numpy(names.LOGITS), local_outputs["logits2"], atol=1e-4)
+
+
+def test_critical_deadline_takes_the_express_lane(tiny_server: TritonServer) -> None:
+    client = grpcclient.InferenceServerClient(tiny_server.grpc_url)
+
+    def calls(model: str) -> int:
+        return int(client.get_inference_statistics(model, as_json=True)["model_stats"][0].get("inference_count", 0))
+
+    before = calls("tiny_stage1_express"), calls("tiny_stage1")
+    critical = LATENCY_CLASSES["critical"]
+    _infer(tiny_server.grpc_url, _texts(TEXTS[:3]), priority=critical.priority, timeout=critical.queue_timeout_us)
+    assert (calls("tiny_stage1_express") - before[0], calls("tiny_stage1") - before[1]) == (3, 0)
+    _infer(tiny_server.grpc_url, _texts(TEXTS[:2]), priority=LATENCY_CLASSES["batch"].priority)
+    assert (calls("tiny_stage1_express") - before[0], calls("tiny_stage1") - before[1]) == (3, 2)

@@ -3,6 +3,7 @@ names its tensors exactly as names.py and the ONNX graphs do."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import onnx
@@ -31,7 +32,8 @@ def repo(request: pytest.FixtureRequest, tiny_export: Path, tmp_path_factory: py
 def test_every_config_parses_against_the_schema(repo: Path) -> None:
     configs = sorted(repo.glob("*/config.pbtxt"))
     assert {c.parent.name for c in configs} == {"adaptive", "tokenizer_tiny", "cascade_tiny", "tiny_stage1",
-                                                 "tiny_stage2", "tiny_full_encoder", "tiny_full"}
+                                                 "tiny_stage2", "tiny_stage1_express", "tiny_stage2_express",
+                                                 "tiny_full_encoder", "tiny_full"}
     for path in configs:
         config = _parse(path)
         assert config.name == path.parent.name
@@ -69,6 +71,16 @@ def test_entry_gate_has_one_priority_level_per_class(repo: Path) -> None:
     # Stage queues are FIFO (BLS children carry no priority) but honour the cascade's remaining budget.
     stage = _parse(repo / "tiny_stage2" / "config.pbtxt").dynamic_batching
     assert stage.priority_levels == 0 and stage.default_queue_policy.allow_timeout_override
+
+
+def test_express_lane_has_cpu_priority(repo: Path) -> None:
+    standard = _parse(repo / "tiny_stage1" / "config.pbtxt")
+    express = _parse(repo / "tiny_stage1_express" / "config.pbtxt")
+    if standard.backend == "python":
+        assert int(standard.parameters["nice"].string_value) > int(express.parameters["nice"].string_value) == 0
+    plan = json.loads((repo / "cascade_tiny" / "1" / "plan.json").read_text())
+    assert plan["express_models"] == ["tiny_stage1_express", "tiny_stage2_express"]
+    assert plan["express_max_timeout_us"] == LATENCY_CLASSES["critical"].queue_timeout_us
 
 
 def test_ensembles_wire_existing_models(repo: Path) -> None:

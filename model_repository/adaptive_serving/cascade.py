@@ -25,6 +25,8 @@ class CascadePlan:
         thresholds: confidence needed to leave at each stage but the last (the last always answers).
         confidence: name of the confidence policy the thresholds were calibrated for.
         max_seq_len: tokens the size reads.
+        express_models: the same stages in the express lane (own instances, full CPU priority); empty = none.
+        express_max_timeout_us: requests whose timeout is nonzero and at most this take the express lane.
     """
 
     size: str
@@ -33,6 +35,8 @@ class CascadePlan:
     thresholds: tuple[float, ...]
     confidence: str
     max_seq_len: int
+    express_models: tuple[str, ...] = ()
+    express_max_timeout_us: int = 0
 
     def __post_init__(self) -> None:
         if len(self.thresholds) != len(self.stage_models) - 1:
@@ -41,6 +45,18 @@ class CascadePlan:
         for t in self.thresholds:
             if not 0.0 <= t <= 1.0:
                 raise ValueError(f"{self.size}: threshold {t} outside the allowed range [0, 1]")
+        if self.express_models and len(self.express_models) != len(self.stage_models):
+            raise ValueError(f"{self.size}: {len(self.express_models)} express stages for {len(self.stage_models)} stages")
+
+    def lane(self, timeout_us: int) -> tuple[str, ...]:
+        """Stage models for a request: the express lane for tight deadlines (the critical class), else standard.
+
+        A BLS model cannot see its request's priority, but it can see the timeout, and the class config gives
+        critical the tightest one.
+        """
+        if self.express_models and 0 < timeout_us <= self.express_max_timeout_us:
+            return self.express_models
+        return self.stage_models
 
     def to_json(self) -> str:
         return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}, indent=1)
@@ -50,7 +66,8 @@ class CascadePlan:
         raw = json.loads(Path(path).read_text())
         return cls(size=raw["size"], stage_models=tuple(raw["stage_models"]), exit_layers=tuple(raw["exit_layers"]),
                    thresholds=tuple(float(t) for t in raw["thresholds"]), confidence=raw["confidence"],
-                   max_seq_len=int(raw["max_seq_len"]))
+                   max_seq_len=int(raw["max_seq_len"]), express_models=tuple(raw.get("express_models", ())),
+                   express_max_timeout_us=int(raw.get("express_max_timeout_us", 0)))
 
 
 class CascadeState:

@@ -5,14 +5,17 @@
 Models (one source of truth, two targets):
   tokenizer_<size>          Python: text -> input_ids, attention_mask (the size's token budget)
   <size>_stage<i>           one exit stage; `local`: Python + onnxruntime, `container`: native onnxruntime backend
+  <size>_stage<i>_express   the same stage in the express lane: own instance, full CPU priority (critical class)
   <size>_full_encoder       full depth, no exits (same two targets)
   <size>_full               ensemble: tokenizer_<size> -> <size>_full_encoder (the baseline)
   cascade_<size>            Python BLS over the size's stages
   adaptive                  ensemble: tokenizer_<entry size> -> cascade_<entry size> (the entry point)
 
 Latency classes: the entry's steps (tokenizer, cascade) have one priority level per class with the class's
-queue timeout; the cascade's queue is the admission gate, and its instance count bounds the work in flight
-behind it (BLS child requests cannot carry a priority, so stage queues are plain FIFO).
+queue timeout; the cascade's queue is the admission gate, and its instances times its preferred batch bound
+the work in flight behind it. BLS child requests cannot carry a priority, so past the gate the class order is
+kept by lanes: the cascade sends requests with a critical-class deadline to express stage instances, and the
+standard lane runs at a lower CPU priority (`nice`), so it yields the cores to them.
 """
 
 from __future__ import annotations
@@ -53,16 +56,20 @@ class RepositoryOptions:
         gate_queue_delay_us: batcher delay at the priority-ordered entry steps.
         gate_batch: preferred batch (in samples) of one cascade execution: with `cascade_instances`, it bounds
             the work a newly arrived critical request can find ahead of it past the gate.
+        express_lane: add `<stage>_express` models for critical-deadline requests (see the module docstring).
+        standard_nice: CPU niceness of standard-lane stage processes (local target).
     """
 
     target: str = "local"
     entry_size: str = "large"
-    cascade_instances: int = 2
+    cascade_instances: int = 8
     stage_instances: int = 1
     intra_op_threads: int = 0
     max_queue_delay_us: int = 2000
     gate_queue_delay_us: int = 0
-    gate_batch: int = 8
+    gate_batch: int = 1
+    express_lane: bool = True
+    standard_nice: int = 10
 
 
 def _tensor(name: str, dtype: str, dims: Sequence[int]) -> str:
@@ -123,13 +130,14 @@ def stage_io(cfg: EarlyExitConfig, stage: int | None) -> tuple[list[str], list[s
     return ([ids, mask] if first else [hidden_in, mask]), ([logits] if last else [hidden, logits])
 
 
-def encoder_config(name: str, cfg: EarlyExitConfig, stage: int | None, opts: RepositoryOptions) -> str:
+def encoder_config(name: str, cfg: EarlyExitConfig, stage: int | None, opts: RepositoryOptions, *,
+                   nice: int = 0) -> str:
     inputs, outputs = stage_io(cfg, stage)
     head = [f'name: "{name}"']
     if opts.target == "local":
         head += ['backend: "python"']
         tail = [_instances(opts.stage_instances),
-                _params(onnx_file="model.onnx", intra_op_threads=opts.intra_op_threads)]
+                _params(onnx_file="model.onnx", intra_op_threads=opts.intra_op_threads, nice=nice)]
     else:
         head += ['backend: "onnxruntime"', 'default_model_filename: "model.onnx"']
         tail = [_instances(opts.stage_instances, "KIND_GPU")]
@@ -184,16 +192,18 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def load_plan(export_dir: Path, cfg: EarlyExitConfig) -> CascadePlan:
+def load_plan(export_dir: Path, cfg: EarlyExitConfig, express_lane: bool = True) -> CascadePlan:
     """The calibrated cascade plan of one size, from its thresholds.json.
 
     Raises:
         FileNotFoundError: the size was not exported.
     """
     raw = json.loads((export_dir / cfg.name / "thresholds.json").read_text())
-    return CascadePlan(size=cfg.name, stage_models=tuple(cfg.stage_model_name(s) for s in range(1, cfg.num_stages + 1)),
-                       exit_layers=cfg.exit_layers, thresholds=tuple(raw["thresholds"]), confidence=raw["policy"],
-                       max_seq_len=cfg.max_seq_len)
+    stages = tuple(cfg.stage_model_name(s) for s in range(1, cfg.num_stages + 1))
+    return CascadePlan(size=cfg.name, stage_models=stages, exit_layers=cfg.exit_layers,
+                       thresholds=tuple(raw["thresholds"]), confidence=raw["policy"], max_seq_len=cfg.max_seq_len,
+                       express_models=tuple(f"{s}_express" for s in stages) if express_lane else (),
+                       express_max_timeout_us=LATENCY_CLASSES["critical"].queue_timeout_us)
 
 
 def exported_sizes(export_dir: Path) -> dict[str, EarlyExitConfig]:
@@ -231,8 +241,8 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
         models.append(name)
         return version
 
-    def encoder(name: str, cfg: EarlyExitConfig, stage: int | None, onnx: Path) -> None:
-        version = _write(out / name, encoder_config(name, cfg, stage, options))
+    def encoder(name: str, cfg: EarlyExitConfig, stage: int | None, onnx: Path, nice: int = 0) -> None:
+        version = _write(out / name, encoder_config(name, cfg, stage, options, nice=nice))
         if options.target == "local":
             shutil.copy2(MODELS_SRC / "onnx_runner" / "model.py", version / "model.py")
         _link_or_copy(onnx, version / "model.onnx")
@@ -243,7 +253,10 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
         version = python_model(f"tokenizer_{size}", tokenizer_config(cfg, options), "tokenizer")
         shutil.copy2(tokenizer_json, version / "tokenizer.json")
         for stage in range(1, cfg.num_stages + 1):
-            encoder(cfg.stage_model_name(stage), cfg, stage, export_dir / size / f"stage{stage}.onnx")
+            onnx = export_dir / size / f"stage{stage}.onnx"
+            encoder(cfg.stage_model_name(stage), cfg, stage, onnx, nice=options.standard_nice)
+            if options.express_lane:
+                encoder(f"{cfg.stage_model_name(stage)}_express", cfg, stage, onnx)
         encoder(f"{size}_full_encoder", cfg, None, export_dir / size / "full.onnx")
         _write(out / cfg.full_model_name, ensemble_config(
             cfg.full_model_name,
@@ -252,7 +265,7 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
             [text_in], [_tensor(names.LOGITS, "TYPE_FP32", [cfg.num_labels])]))
         models.append(cfg.full_model_name)
         version = python_model(f"cascade_{size}", cascade_config(cfg, options), "cascade")
-        (version / "plan.json").write_text(load_plan(export_dir, cfg).to_json())
+        (version / "plan.json").write_text(load_plan(export_dir, cfg, options.express_lane).to_json())
 
     entry = sizes[options.entry_size]
     cascade_outputs = [names.LABEL, names.CONFIDENCE, names.EXIT_STAGE, names.EXIT_LAYER, names.MODEL_SIZE,

@@ -44,11 +44,13 @@ class TritonPythonModel:
         ids = pb_utils.get_input_tensor_by_name(request, names.INPUT_IDS).as_numpy()
         mask = pb_utils.get_input_tensor_by_name(request, names.ATTENTION_MASK).as_numpy()
         ids, mask = truncate(ids, mask, self.plan.max_seq_len, self.sep_id)
-        budget_s = request.timeout() / 1e6  # 0: no deadline
+        timeout_us = request.timeout()
+        budget_s = timeout_us / 1e6  # 0: no deadline
+        lane = self.plan.lane(timeout_us)
         state = CascadeState(ids.shape[0], self.confidence)
         hidden = None
         last = len(self.plan.stage_models)
-        for stage, model in enumerate(self.plan.stage_models, start=1):
+        for stage, model in enumerate(lane, start=1):
             elapsed = time.monotonic() - start
             if stage > 1 and not self.latency.fits(stage, elapsed, budget_s):
                 state.cut_short()
@@ -61,7 +63,10 @@ class TritonPythonModel:
             wanted = [names.LOGITS] if stage == last else [names.HIDDEN, names.LOGITS]
             t0 = time.monotonic()
             try:
-                out = await self._call(model, inputs, wanted, budget_s - elapsed if budget_s > 0 else 0.0)
+                # Stage 1 runs without a deadline (an admitted request needs at least one exit); later stages
+                # carry the remaining budget, so a stage queue that holds them too long expires the call.
+                remaining_s = budget_s - elapsed if budget_s > 0 and stage > 1 else 0.0
+                out = await self._call(model, inputs, wanted, remaining_s)
             except StageError as e:
                 if stage > 1 and budget_s > 0 and "timeout" in str(e).lower():
                     state.cut_short()  # the stage queue expired the call: answer with what we have

@@ -1,11 +1,13 @@
 """ONNX runner: one exit stage or a full-depth encoder, on onnxruntime (CPU) inside the Python backend.
 
 Requests that the dynamic batcher groups are joined, run once, and split back (PyTriton's @batch).
+`nice` lowers the CPU priority of this instance's process (the standard lane yields the CPU to the express lane).
 Fault injection for tests and drills (config parameters, off by default): `inject_delay_ms` sleeps before
 each call, `inject_error` fails every call with that message.
 """
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -20,6 +22,7 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         if "onnx_file" not in params:
             raise pb_utils.TritonModelException(f"{args['model_name']}: config parameter 'onnx_file' is missing")
+        os.nice(int(params.get("nice", "0")))
         model_dir = Path(args["model_repository"]) / args["model_version"]
         self.stage = OnnxStage(model_dir / params["onnx_file"], threads=int(params.get("intra_op_threads", "0")))
         self.outputs = [o["name"] for o in config["output"]]
