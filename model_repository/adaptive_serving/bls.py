@@ -1,0 +1,81 @@
+"""Run one size's exit stages over BLS: the loop shared by the cascade and router models.
+
+Imports `triton_python_backend_utils` lazily, so it only works inside a Python-backend stub.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from adaptive_serving import names
+from adaptive_serving.cascade import CascadePlan, CascadeState, StageLatency
+from adaptive_serving.text_input import truncate
+
+
+class StageError(Exception):
+    """A stage call failed; the message names the stage and carries the server's message."""
+
+
+async def call_stage(model: str, inputs: dict[str, np.ndarray], wanted: list[str], remaining_s: float
+                     ) -> dict[str, np.ndarray]:
+    """One BLS call; `remaining_s` > 0 becomes the child request's queue timeout.
+
+    Raises:
+        StageError: the stage answered with an error.
+    """
+    import triton_python_backend_utils as pb_utils
+
+    tensors = [pb_utils.Tensor(k, np.ascontiguousarray(v)) for k, v in inputs.items()]
+    timeout_us = max(int(remaining_s * 1e6), 1) if remaining_s > 0 else 0
+    request = pb_utils.InferenceRequest(model_name=model, inputs=tensors, requested_output_names=wanted,
+                                        timeout=timeout_us)
+    response = await request.async_exec()
+    if response.has_error():
+        raise StageError(f"stage {model} failed: {response.error().message()}")
+    return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in wanted}
+
+
+async def run_cascade(plan: CascadePlan, state: CascadeState, ids: np.ndarray, mask: np.ndarray, *,
+                      sep_id: int, timeout_us: int, started: float, latency: StageLatency) -> CascadeState:
+    """Run `plan`'s stages for `ids`/`mask` (all rows of `state` alive); every sample leaves at its first
+    confident exit. When the next stage would likely overrun the deadline (`timeout_us` after `started`,
+    a `time.monotonic()` value), the samples still running answer with their latest exit, flagged.
+
+    Raises:
+        StageError: a stage failed (other than a late stage expiring in its queue, which cuts short).
+    """
+    ids, mask = truncate(ids, mask, plan.max_seq_len, sep_id)
+    budget_s = timeout_us / 1e6  # 0: no deadline
+    lane = plan.lane(timeout_us)
+    last = len(lane)
+    hidden = None
+    for stage, model in enumerate(lane, start=1):
+        elapsed = time.monotonic() - started
+        if stage > 1 and not latency.fits(stage, elapsed, budget_s):
+            state.cut_short()
+            break
+        if stage == 1:
+            inputs = {names.INPUT_IDS: ids, names.ATTENTION_MASK: mask}
+        else:
+            inputs = {names.HIDDEN_IN: hidden, names.ATTENTION_MASK: mask[state.alive]}
+        wanted = [names.LOGITS] if stage == last else [names.HIDDEN, names.LOGITS]
+        # Stage 1 runs without a deadline (an admitted request needs at least one exit); later stages carry
+        # the remaining budget, so a stage queue that holds them too long expires the call.
+        remaining_s = budget_s - elapsed if budget_s > 0 and stage > 1 else 0.0
+        t0 = time.monotonic()
+        try:
+            out = await call_stage(model, inputs, wanted, remaining_s)
+        except StageError as e:
+            if stage > 1 and budget_s > 0 and "timeout" in str(e).lower():
+                state.cut_short()  # expired in the stage queue: answer with what we have
+                break
+            raise
+        latency.update(stage, time.monotonic() - t0)
+        threshold = None if stage == last else plan.thresholds[stage - 1]
+        stay = state.observe(stage, out[names.LOGITS], threshold)
+        if state.done:
+            break
+        hidden = out[names.HIDDEN][stay]
+    return state
