@@ -62,12 +62,15 @@ class CascadePlan:
         return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}, indent=1)
 
     @classmethod
-    def from_file(cls, path: Path) -> CascadePlan:
-        raw = json.loads(Path(path).read_text())
+    def from_dict(cls, raw: dict) -> CascadePlan:
         return cls(size=raw["size"], stage_models=tuple(raw["stage_models"]), exit_layers=tuple(raw["exit_layers"]),
                    thresholds=tuple(float(t) for t in raw["thresholds"]), confidence=raw["confidence"],
                    max_seq_len=int(raw["max_seq_len"]), express_models=tuple(raw.get("express_models", ())),
                    express_max_timeout_us=int(raw.get("express_max_timeout_us", 0)))
+
+    @classmethod
+    def from_file(cls, path: Path) -> CascadePlan:
+        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 class CascadeState:

@@ -1,0 +1,151 @@
+"""Router (BLS): estimate each text's complexity, start it at the cheapest target likely to get it right,
+run that target (an early-exit cascade, or any text -> logits model), and escalate to the next target while
+the answer's confidence is below the calibrated threshold.
+
+Texts of one request are grouped by target and each group goes through its target together. Outcomes are
+logged off the hot path for recalibration; a sampled share is also sent to the audit model (the largest,
+full depth) to label them. The plan file is re-read when it changes, so recalibration needs no restart.
+"""
+
+import asyncio
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from adaptive_export.confidence import get_policy, softmax
+from adaptive_serving import names
+from adaptive_serving.bls import StageError, call_stage, run_cascade
+from adaptive_serving.cascade import CascadeState, StageLatency
+from adaptive_serving.complexity_features import extract_features
+from adaptive_serving.outcomes import OutcomeRecorder
+from adaptive_serving.router_plan import RouterPlan
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        for key in ("plan_file", "sep_id"):
+            if key not in params:
+                raise pb_utils.TritonModelException(f"{args['model_name']}: config parameter '{key}' is missing")
+        self.version_dir = Path(args["model_repository"]) / args["model_version"]
+        self.plan_path = self.version_dir / params["plan_file"]
+        self.sep_id = int(params["sep_id"])
+        self.reload_interval_s = float(params.get("reload_interval_s", "2"))
+        self.audit_model = params.get("audit_model", "")
+        outcomes = params.get("outcomes_file", "")
+        self.recorder = OutcomeRecorder(Path(outcomes)) if outcomes else None
+        self.model_name = args["model_name"]
+        self._load()
+
+    def _load(self):
+        import onnxruntime as ort
+
+        plan = RouterPlan.read(self.plan_path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        self.estimator = ort.InferenceSession(str(self.version_dir / plan.estimator_file), options,
+                                              providers=["CPUExecutionProvider"])
+        self.policies = [get_policy(t.cascade.confidence if t.cascade else "max_prob") for t in plan.targets]
+        self.latency = [StageLatency(len(t.cascade.stage_models)) if t.cascade else None for t in plan.targets]
+        self.plan = plan
+        self.plan_mtime = os.stat(self.plan_path).st_mtime_ns
+        self.next_check = time.monotonic() + self.reload_interval_s
+
+    def _maybe_reload(self):
+        if time.monotonic() < self.next_check:
+            return
+        self.next_check = time.monotonic() + self.reload_interval_s
+        if os.stat(self.plan_path).st_mtime_ns != self.plan_mtime:
+            try:
+                self._load()
+                pb_utils.Logger.log_info(f"{self.model_name}: reloaded {self.plan_path}")
+            except Exception as e:  # a bad plan keeps the old one serving
+                pb_utils.Logger.log_error(f"{self.model_name}: kept the old plan, new one failed: {e}")
+
+    async def execute(self, requests):
+        self._maybe_reload()
+        return list(await asyncio.gather(*(self._run(r) for r in requests)))
+
+    async def _run(self, request):
+        started = time.monotonic()
+        plan = self.plan
+        raw = pb_utils.get_input_tensor_by_name(request, names.TEXT).as_numpy().reshape(-1)
+        ids = pb_utils.get_input_tensor_by_name(request, names.INPUT_IDS).as_numpy()
+        mask = pb_utils.get_input_tensor_by_name(request, names.ATTENTION_MASK).as_numpy()
+        texts = [t.decode("utf-8") for t in raw]  # the tokenizer step already rejected bad text
+        probs = softmax(self.estimator.run(None, {"features": extract_features(texts)})[0])
+        start = plan.start_targets(probs)
+        n = len(texts)
+        label = np.zeros(n, np.int64)
+        score = np.zeros(n, np.float32)
+        exit_stage = np.zeros(n, np.int32)
+        exit_layer = np.zeros(n, np.int32)
+        target = np.zeros(n, np.int32)
+        cut = np.zeros(n, bool)
+        escalated = np.zeros(n, np.int32)
+        audit = (asyncio.ensure_future(self._audit(raw))
+                 if self.audit_model and random.random() < plan.audit_rate else None)
+        pending = np.zeros(0, np.int64)
+        try:
+            for t, spec in enumerate(plan.targets):
+                rows = np.sort(np.concatenate([pending, np.flatnonzero(start == t)]))
+                if rows.size == 0:
+                    continue
+                if spec.kind == "cascade":
+                    state = CascadeState(rows.size, self.policies[t])
+                    await run_cascade(spec.cascade, state, ids[rows], mask[rows], sep_id=self.sep_id,
+                                      timeout_us=request.timeout(), started=started, latency=self.latency[t])
+                    label[rows], score[rows], exit_stage[rows] = state.label, state.score, state.exit_stage
+                    exit_layer[rows] = np.array(spec.cascade.exit_layers, np.int32)[state.exit_stage - 1]
+                    cut[rows] = state.deadline_cut
+                else:
+                    out = await call_stage(spec.model_name, {names.TEXT: raw[rows].reshape(-1, 1)}, [names.LOGITS], 0.0)
+                    logits = out[names.LOGITS]
+                    label[rows], score[rows], exit_stage[rows] = logits.argmax(-1), self.policies[t](logits), 1
+                target[rows] = t
+                last = t == len(plan.targets) - 1
+                go_on = np.zeros(rows.size, bool) if last else (score[rows] < plan.escalate_thresholds[t]) & ~cut[rows]
+                pending = rows[go_on]
+                escalated[pending] += 1
+        except StageError as e:
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.model_name}: {e}"))
+        audit_labels = await audit if audit is not None else None
+        latency_ms = (time.monotonic() - started) * 1e3
+        if self.recorder is not None:
+            for i in range(n):
+                self.recorder.record({
+                    "t": time.time(), "probs": probs[i].round(4).tolist(), "start": int(start[i]),
+                    "target": int(target[i]), "exit_stage": int(exit_stage[i]), "confidence": float(score[i]),
+                    "escalated": int(escalated[i]), "label": int(label[i]), "deadline_cut": bool(cut[i]),
+                    "latency_ms": round(latency_ms, 3),
+                    "audit_label": None if audit_labels is None else int(audit_labels[i]),
+                })
+        sizes = np.array([[plan.targets[t].name.encode()] for t in target], dtype=np.object_)
+        return pb_utils.InferenceResponse([
+            pb_utils.Tensor(names.LABEL, label.reshape(n, 1)),
+            pb_utils.Tensor(names.CONFIDENCE, score.reshape(n, 1)),
+            pb_utils.Tensor(names.EXIT_STAGE, exit_stage.reshape(n, 1)),
+            pb_utils.Tensor(names.EXIT_LAYER, exit_layer.reshape(n, 1)),
+            pb_utils.Tensor(names.MODEL_SIZE, sizes),
+            pb_utils.Tensor(names.DEADLINE_CUT, cut.reshape(n, 1)),
+            pb_utils.Tensor(names.COMPLEXITY, plan.complexity(probs).reshape(n, 1)),
+            pb_utils.Tensor(names.ESCALATIONS, escalated.reshape(n, 1)),
+        ])
+
+    async def _audit(self, raw):
+        """Labels from the audit model (largest target, full depth), run beside the routed path."""
+        try:
+            out = await call_stage(self.audit_model, {names.TEXT: raw.reshape(-1, 1)}, [names.LOGITS], 0.0)
+            return out[names.LOGITS].argmax(-1)
+        except StageError:
+            return None
+
+    def finalize(self):
+        if self.recorder is not None:
+            self.recorder.close()
