@@ -17,3 +17,7 @@ DEADLINE_CUT = "deadline_cut"
 # Stages >= 2 read the previous stage's HIDDEN output under this name: a middle stage both reads and writes hidden
 # states, and ONNX graphs (and Triton configs) need distinct input and output names.
 HIDDEN_IN = "hidden_in"
+
+# Router outputs (the `adaptive` entry when a router is built).
+COMPLEXITY = "complexity"
+ESCALATIONS = "escalations"

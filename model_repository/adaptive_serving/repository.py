@@ -9,7 +9,9 @@ Models (one source of truth, two targets):
   <size>_full_encoder       full depth, no exits (same two targets)
   <size>_full               ensemble: tokenizer_<size> -> <size>_full_encoder (the baseline)
   cascade_<size>            Python BLS over the size's stages
-  adaptive                  ensemble: tokenizer_<entry size> -> cascade_<entry size> (the entry point)
+  router                    Python BLS: complexity estimate -> start size -> cascade -> escalate (when the export
+                            has a trained estimator, `complexity/router.json`)
+  adaptive                  ensemble: tokenizer_<entry size> -> router, or -> cascade_<entry size> without one
 
 Latency classes: the entry's steps (tokenizer, cascade) have one priority level per class with the class's
 queue timeout; the cascade's queue is the admission gate, and its instances times its preferred batch bound
@@ -31,6 +33,7 @@ from pathlib import Path
 from adaptive_serving import names
 from adaptive_serving.cascade import CascadePlan
 from adaptive_serving.config import LATENCY_CLASSES, MAX_BATCH_SIZE, MAX_TEXT_BYTES, PATHS, SIZES, EarlyExitConfig
+from adaptive_serving.router_plan import RouterPlan, RouteTarget
 
 MODELS_SRC = Path(__file__).resolve().parents[1] / "models"
 TARGETS = ("local", "container")
@@ -58,6 +61,9 @@ class RepositoryOptions:
             the work a newly arrived critical request can find ahead of it past the gate.
         express_lane: add `<stage>_express` models for critical-deadline requests (see the module docstring).
         standard_nice: CPU niceness of standard-lane stage processes (local target).
+        router: put the router behind `adaptive` when the export has one (`complexity/router.json`).
+        audit_rate: share of routed requests also sent to the largest `<size>_full` to label outcomes.
+        outcomes_file: where the router logs per-request outcomes ("" = no log).
     """
 
     target: str = "local"
@@ -70,6 +76,9 @@ class RepositoryOptions:
     gate_batch: int = 1
     express_lane: bool = True
     standard_nice: int = 10
+    router: bool = True
+    audit_rate: float = 0.02
+    outcomes_file: str = str(PATHS.root / "outcomes" / "router.jsonl")
 
 
 def _tensor(name: str, dtype: str, dims: Sequence[int]) -> str:
@@ -161,6 +170,41 @@ def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
         class_batching(opts.gate_queue_delay_us, opts.gate_batch), _instances(opts.cascade_instances),
         _params(plan_file="plan.json", sep_id=102),
     ]) + "\n"
+
+
+def router_config(opts: RepositoryOptions, audit_model: str) -> str:
+    outputs = [
+        _tensor(names.LABEL, "TYPE_INT64", [1]), _tensor(names.CONFIDENCE, "TYPE_FP32", [1]),
+        _tensor(names.EXIT_STAGE, "TYPE_INT32", [1]), _tensor(names.EXIT_LAYER, "TYPE_INT32", [1]),
+        _tensor(names.MODEL_SIZE, "TYPE_STRING", [1]), _tensor(names.DEADLINE_CUT, "TYPE_BOOL", [1]),
+        _tensor(names.COMPLEXITY, "TYPE_FP32", [1]), _tensor(names.ESCALATIONS, "TYPE_INT32", [1]),
+    ]
+    inputs = [_tensor(names.TEXT, "TYPE_STRING", [1]), _tensor(names.INPUT_IDS, "TYPE_INT64", [-1]),
+              _tensor(names.ATTENTION_MASK, "TYPE_INT64", [-1])]
+    return "\n".join([
+        'name: "router"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
+        f"input [ {', '.join(inputs)} ]", f"output [ {', '.join(outputs)} ]",
+        class_batching(opts.gate_queue_delay_us, opts.gate_batch), _instances(opts.cascade_instances),
+        _params(plan_file="plan.json", sep_id=102, audit_model=audit_model, outcomes_file=opts.outcomes_file),
+    ]) + "\n"
+
+
+def load_router_plan(export_dir: Path, sizes: dict[str, EarlyExitConfig], opts: RepositoryOptions) -> RouterPlan | None:
+    """The router plan from the export's calibrated `complexity/router.json` (None when there is none)."""
+    path = export_dir / "complexity" / "router.json"
+    if not path.exists():
+        return None
+    raw = json.loads(path.read_text())
+    order = [s for s in raw["sizes"] if s in sizes]
+    if raw.get("estimator") is None or len(order) < 2:
+        return None  # one size: nothing to route between
+    # Relative cost per call: FLOPs per sample of each size's full depth on the evaluation mix.
+    flops = json.loads((export_dir / "manifest.json").read_text())["flops_per_sample_eval_mix"]
+    targets = tuple(RouteTarget(name=s, kind="cascade", relative_cost=float(flops[s]) / float(flops[order[-1]]),
+                                cascade=load_plan(export_dir, sizes[s], opts.express_lane)) for s in order)
+    escalate = tuple(float(raw["escalate_thresholds"].get(s, 0.0)) for s in order)
+    return RouterPlan(targets=targets, route_threshold=float(raw["q"]), escalate_thresholds=escalate,
+                      audit_rate=opts.audit_rate, knob={"max_accuracy_loss": raw.get("max_accuracy_loss")})
 
 
 def ensemble_config(name: str, steps: Sequence[tuple[str, dict[str, str], dict[str, str]]],
@@ -268,16 +312,24 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
         (version / "plan.json").write_text(load_plan(export_dir, cfg, options.express_lane).to_json())
 
     entry = sizes[options.entry_size]
-    cascade_outputs = [names.LABEL, names.CONFIDENCE, names.EXIT_STAGE, names.EXIT_LAYER, names.MODEL_SIZE,
-                       names.DEADLINE_CUT]
     out_types = {names.LABEL: "TYPE_INT64", names.CONFIDENCE: "TYPE_FP32", names.EXIT_STAGE: "TYPE_INT32",
-                 names.EXIT_LAYER: "TYPE_INT32", names.MODEL_SIZE: "TYPE_STRING", names.DEADLINE_CUT: "TYPE_BOOL"}
-    _write(out / ENTRY_MODEL, ensemble_config(
-        ENTRY_MODEL,
-        [(f"tokenizer_{entry.name}", {names.TEXT: names.TEXT}, {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}),
-         (f"cascade_{entry.name}", {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"},
-          {n: n for n in cascade_outputs})],
-        [text_in], [_tensor(n, out_types[n], [1]) for n in cascade_outputs]))
+                 names.EXIT_LAYER: "TYPE_INT32", names.MODEL_SIZE: "TYPE_STRING", names.DEADLINE_CUT: "TYPE_BOOL",
+                 names.COMPLEXITY: "TYPE_FP32", names.ESCALATIONS: "TYPE_INT32"}
+    tokenize = (f"tokenizer_{entry.name}", {names.TEXT: names.TEXT}, {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"})
+    plan = load_router_plan(export_dir, sizes, options) if options.router else None
+    if plan is not None:
+        version = python_model("router", router_config(options, f"{plan.targets[-1].name}_full"), "router")
+        estimator = json.loads((export_dir / "complexity" / "router.json").read_text())["estimator"]
+        shutil.copy2(export_dir / estimator, version / plan.estimator_file)
+        plan.write(version / "plan.json")
+        outputs = list(out_types)
+        last = ("router", {names.TEXT: names.TEXT, names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"},
+                {n: n for n in outputs})
+    else:
+        outputs = list(out_types)[:6]
+        last = (f"cascade_{entry.name}", {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}, {n: n for n in outputs})
+    _write(out / ENTRY_MODEL, ensemble_config(ENTRY_MODEL, [tokenize, last], [text_in],
+                                              [_tensor(n, out_types[n], [1]) for n in outputs]))
     models.append(ENTRY_MODEL)
     return models
 

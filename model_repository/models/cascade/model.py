@@ -6,14 +6,13 @@ timeout, the samples still running answer with their latest exit and the deadlin
 """
 
 import asyncio
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from adaptive_export.confidence import get_policy
+from adaptive_serving.model_args import model_params
 from adaptive_serving import names
 from adaptive_serving.bls import StageError, run_cascade
 from adaptive_serving.cascade import CascadePlan, CascadeState, StageLatency
@@ -21,12 +20,8 @@ from adaptive_serving.cascade import CascadePlan, CascadeState, StageLatency
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        for key in ("plan_file", "sep_id"):
-            if key not in params:
-                raise pb_utils.TritonModelException(f"{args['model_name']}: config parameter '{key}' is missing")
-        self.plan = CascadePlan.from_file(Path(args["model_repository"]) / args["model_version"] / params["plan_file"])
+        params, version_dir = model_params(args, ("plan_file", "sep_id"))
+        self.plan = CascadePlan.from_file(version_dir / params["plan_file"])
         self.confidence = get_policy(self.plan.confidence)
         self.sep_id = int(params["sep_id"])
         self.latency = StageLatency(len(self.plan.stage_models))

@@ -9,23 +9,19 @@ each call, `inject_error` fails every call with that message.
 import json
 import os
 import time
-from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
+from adaptive_serving.model_args import model_params
 from adaptive_serving.onnx_stage import OnnxStage
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        if "onnx_file" not in params:
-            raise pb_utils.TritonModelException(f"{args['model_name']}: config parameter 'onnx_file' is missing")
+        params, version_dir = model_params(args, ("onnx_file",))
         os.nice(int(params.get("nice", "0")))
-        model_dir = Path(args["model_repository"]) / args["model_version"]
-        self.stage = OnnxStage(model_dir / params["onnx_file"], threads=int(params.get("intra_op_threads", "0")))
-        self.outputs = [o["name"] for o in config["output"]]
+        self.stage = OnnxStage(version_dir / params["onnx_file"], threads=int(params.get("intra_op_threads", "0")))
+        self.outputs = [o["name"] for o in json.loads(args["model_config"])["output"]]
         self.inject_delay_s = float(params.get("inject_delay_ms", "0")) / 1e3
         self.inject_error = params.get("inject_error", "")
         self.model_name = args["model_name"]

@@ -8,7 +8,6 @@ full depth) to label them. The plan file is re-read when it changes, so recalibr
 """
 
 import asyncio
-import json
 import os
 import random
 import time
@@ -18,6 +17,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from adaptive_export.confidence import get_policy, softmax
+from adaptive_serving.model_args import model_params
 from adaptive_serving import names
 from adaptive_serving.bls import StageError, call_stage, run_cascade
 from adaptive_serving.cascade import CascadeState, StageLatency
@@ -28,12 +28,8 @@ from adaptive_serving.router_plan import RouterPlan
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        for key in ("plan_file", "sep_id"):
-            if key not in params:
-                raise pb_utils.TritonModelException(f"{args['model_name']}: config parameter '{key}' is missing")
-        self.version_dir = Path(args["model_repository"]) / args["model_version"]
+        params, version_dir = model_params(args, ("plan_file", "sep_id"))
+        self.version_dir = version_dir
         self.plan_path = self.version_dir / params["plan_file"]
         self.sep_id = int(params["sep_id"])
         self.reload_interval_s = float(params.get("reload_interval_s", "2"))

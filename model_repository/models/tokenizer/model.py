@@ -3,25 +3,18 @@
 Bad text (empty, too long, invalid UTF-8, NUL) fails only its own request with INVALID_ARG.
 """
 
-import json
-from pathlib import Path
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from adaptive_serving.model_args import model_params
 from adaptive_serving import names
 from adaptive_serving.text_input import InputError, TextTokenizer, decode_texts
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        for key in ("tokenizer_file", "max_seq_len", "max_text_bytes"):
-            if key not in params:
-                raise pb_utils.TritonModelException(f"{args['model_name']}: config parameter '{key}' is missing")
-        model_dir = Path(args["model_repository"]) / args["model_version"]
-        self.tokenize = TextTokenizer(model_dir / params["tokenizer_file"], int(params["max_seq_len"]))
+        params, version_dir = model_params(args, ("tokenizer_file", "max_seq_len", "max_text_bytes"))
+        self.tokenize = TextTokenizer(version_dir / params["tokenizer_file"], int(params["max_seq_len"]))
         self.max_text_bytes = int(params["max_text_bytes"])
         self.model_name = args["model_name"]
 
