@@ -7,7 +7,7 @@ METRICS_PORT ?= 8002
 export PYTHONUNBUFFERED := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help setup test export repository serve demo bench-exit bench-classes clean
+.PHONY: help setup test export repository serve demo bench-exit bench-classes bench-route clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -34,10 +34,13 @@ demo: setup ## the main job: build, serve, run a mixed workload, print what happ
 	$(PY) -m adaptive_serving.demo
 
 bench-exit: repository ## adaptive vs <size>_full: throughput, latency, accuracy, per-hop cost (results/bench-exit)
-	$(PY) -m adaptive_client.bench exit --repo $(REPO) --export build/export --out results/bench-exit
+	$(PY) -m adaptive_client.bench exit --repo $(REPO) --export build/export --out results/bench-exit --also large_exit
 
 bench-classes: repository ## capacity, then a 2x-capacity mixed-class open-loop load (results/bench-classes)
 	$(PY) -m adaptive_client.bench classes --repo $(REPO) --export build/export --out results/bench-classes
+
+bench-route: repository ## routing policies: FLOPs (simulated) and measured cost, accuracy, router overhead (results/bench-route)
+	$(PY) -m adaptive_client.bench route --repo $(REPO) --export build/export --out results/bench-route
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build

@@ -33,7 +33,7 @@ def test_every_config_parses_against_the_schema(repo: Path) -> None:
     configs = sorted(repo.glob("*/config.pbtxt"))
     assert {c.parent.name for c in configs} == {"adaptive", "tokenizer_tiny", "cascade_tiny", "tiny_stage1",
                                                  "tiny_stage2", "tiny_stage1_express", "tiny_stage2_express",
-                                                 "tiny_full_encoder", "tiny_full"}
+                                                 "tiny_full_encoder", "tiny_full", "tiny_exit"}
     for path in configs:
         config = _parse(path)
         assert config.name == path.parent.name
@@ -85,7 +85,7 @@ def test_express_lane_has_cpu_priority(repo: Path) -> None:
 
 def test_ensembles_wire_existing_models(repo: Path) -> None:
     models = {p.parent.name for p in repo.glob("*/config.pbtxt")}
-    for name in ("adaptive", "tiny_full"):
+    for name in ("adaptive", "tiny_full", "tiny_exit"):
         config = _parse(repo / name / "config.pbtxt")
         assert config.platform == "ensemble"
         assert all(step.model_name in models for step in config.ensemble_scheduling.step)

@@ -19,8 +19,8 @@ from adaptive_serving.complexity_features import HANDCRAFTED_NAMES, NUM_FEATURES
 from adaptive_serving.outcomes import read_outcomes
 from adaptive_serving.recalibrate import main as recalibrate_main
 from adaptive_serving.config import EarlyExitConfig
-from adaptive_serving.repository import (RepositoryOptions, _tensor, build_repository, ensemble_config, load_plan,
-                                         router_config)
+from adaptive_serving.repository import (CASCADE_OUTPUTS, OUTPUT_TYPES, RepositoryOptions, _tensor, build_repository,
+                                         ensemble_config, load_plan, router_config)
 from adaptive_serving.router_plan import RouterPlan, RouteTarget
 from adaptive_serving.server import TritonServer
 from conftest import make_server
@@ -63,15 +63,13 @@ def router_repo(tiny_export: Path, tmp_path: Path) -> Path:
     (version / "model.py").write_text((Path(__file__).parents[1] / "model_repository/models/router/model.py").read_text())
     _length_estimator(version / plan.estimator_file)
     plan.write(version / "plan.json")
-    outputs = [names.LABEL, names.CONFIDENCE, names.EXIT_STAGE, names.EXIT_LAYER, names.MODEL_SIZE,
-               names.DEADLINE_CUT, names.COMPLEXITY, names.ESCALATIONS]
-    types = ["TYPE_INT64", "TYPE_FP32", "TYPE_INT32", "TYPE_INT32", "TYPE_STRING", "TYPE_BOOL", "TYPE_FP32", "TYPE_INT32"]
+    outputs = [*CASCADE_OUTPUTS, names.COMPLEXITY, names.ESCALATIONS]
     (repo / "adaptive" / "config.pbtxt").write_text(ensemble_config(
         "adaptive",
         [("tokenizer_tiny", {names.TEXT: names.TEXT}, {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}),
          ("router", {names.TEXT: names.TEXT, names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"},
           {n: n for n in outputs})],
-        [_tensor(names.TEXT, "TYPE_STRING", [1])], [_tensor(n, t, [1]) for n, t in zip(outputs, types)]))
+        [_tensor(names.TEXT, "TYPE_STRING", [1])], [_tensor(n, OUTPUT_TYPES[n], [1]) for n in outputs]))
     return repo
 
 

@@ -9,6 +9,7 @@ Models (one source of truth, two targets):
   <size>_full_encoder       full depth, no exits (same two targets)
   <size>_full               ensemble: tokenizer_<size> -> <size>_full_encoder (the baseline)
   cascade_<size>            Python BLS over the size's stages
+  <size>_exit               ensemble: tokenizer_<size> -> cascade_<size> (early exit on one size, no routing)
   router                    Python BLS: complexity estimate -> start size -> cascade -> escalate (when the export
                             has a trained estimator, `complexity/router.json`)
   adaptive                  ensemble: tokenizer_<entry size> -> router, or -> cascade_<entry size> without one
@@ -41,6 +42,11 @@ ENTRY_MODEL = "adaptive"
 # Timeout for queues that take no class timeout: long enough never to fire on its own, nonzero so that a
 # client's (or the cascade's) timeout can override it (Triton ignores overrides when the default is 0).
 NO_TIMEOUT_US = 3_600_000_000
+CASCADE_OUTPUTS = (names.LABEL, names.CONFIDENCE, names.EXIT_STAGE, names.EXIT_LAYER, names.MODEL_SIZE,
+                   names.DEADLINE_CUT)
+OUTPUT_TYPES = {names.LABEL: "TYPE_INT64", names.CONFIDENCE: "TYPE_FP32", names.EXIT_STAGE: "TYPE_INT32",
+                names.EXIT_LAYER: "TYPE_INT32", names.MODEL_SIZE: "TYPE_STRING", names.DEADLINE_CUT: "TYPE_BOOL",
+                names.COMPLEXITY: "TYPE_FP32", names.ESCALATIONS: "TYPE_INT32"}
 
 
 @dataclass(frozen=True)
@@ -158,11 +164,7 @@ def encoder_config(name: str, cfg: EarlyExitConfig, stage: int | None, opts: Rep
 
 
 def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
-    outputs = [
-        _tensor(names.LABEL, "TYPE_INT64", [1]), _tensor(names.CONFIDENCE, "TYPE_FP32", [1]),
-        _tensor(names.EXIT_STAGE, "TYPE_INT32", [1]), _tensor(names.EXIT_LAYER, "TYPE_INT32", [1]),
-        _tensor(names.MODEL_SIZE, "TYPE_STRING", [1]), _tensor(names.DEADLINE_CUT, "TYPE_BOOL", [1]),
-    ]
+    outputs = [_tensor(n, OUTPUT_TYPES[n], [1]) for n in CASCADE_OUTPUTS]
     return "\n".join([
         f'name: "cascade_{cfg.name}"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
         f"input [ {_tensor(names.INPUT_IDS, 'TYPE_INT64', [-1])}, {_tensor(names.ATTENTION_MASK, 'TYPE_INT64', [-1])} ]",
@@ -173,12 +175,7 @@ def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
 
 
 def router_config(opts: RepositoryOptions, audit_model: str) -> str:
-    outputs = [
-        _tensor(names.LABEL, "TYPE_INT64", [1]), _tensor(names.CONFIDENCE, "TYPE_FP32", [1]),
-        _tensor(names.EXIT_STAGE, "TYPE_INT32", [1]), _tensor(names.EXIT_LAYER, "TYPE_INT32", [1]),
-        _tensor(names.MODEL_SIZE, "TYPE_STRING", [1]), _tensor(names.DEADLINE_CUT, "TYPE_BOOL", [1]),
-        _tensor(names.COMPLEXITY, "TYPE_FP32", [1]), _tensor(names.ESCALATIONS, "TYPE_INT32", [1]),
-    ]
+    outputs = [_tensor(n, OUTPUT_TYPES[n], [1]) for n in (*CASCADE_OUTPUTS, names.COMPLEXITY, names.ESCALATIONS)]
     inputs = [_tensor(names.TEXT, "TYPE_STRING", [1]), _tensor(names.INPUT_IDS, "TYPE_INT64", [-1]),
               _tensor(names.ATTENTION_MASK, "TYPE_INT64", [-1])]
     return "\n".join([
@@ -310,11 +307,15 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
         models.append(cfg.full_model_name)
         version = python_model(f"cascade_{size}", cascade_config(cfg, options), "cascade")
         (version / "plan.json").write_text(load_plan(export_dir, cfg, options.express_lane).to_json())
+        _write(out / f"{size}_exit", ensemble_config(
+            f"{size}_exit",
+            [(f"tokenizer_{size}", {names.TEXT: names.TEXT}, {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}),
+             (f"cascade_{size}", {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"},
+              {n: n for n in CASCADE_OUTPUTS})],
+            [text_in], [_tensor(n, OUTPUT_TYPES[n], [1]) for n in CASCADE_OUTPUTS]))
+        models.append(f"{size}_exit")
 
     entry = sizes[options.entry_size]
-    out_types = {names.LABEL: "TYPE_INT64", names.CONFIDENCE: "TYPE_FP32", names.EXIT_STAGE: "TYPE_INT32",
-                 names.EXIT_LAYER: "TYPE_INT32", names.MODEL_SIZE: "TYPE_STRING", names.DEADLINE_CUT: "TYPE_BOOL",
-                 names.COMPLEXITY: "TYPE_FP32", names.ESCALATIONS: "TYPE_INT32"}
     tokenize = (f"tokenizer_{entry.name}", {names.TEXT: names.TEXT}, {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"})
     plan = load_router_plan(export_dir, sizes, options) if options.router else None
     if plan is not None:
@@ -322,14 +323,14 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
         estimator = json.loads((export_dir / "complexity" / "router.json").read_text())["estimator"]
         shutil.copy2(export_dir / estimator, version / plan.estimator_file)
         plan.write(version / "plan.json")
-        outputs = list(out_types)
+        outputs = [*CASCADE_OUTPUTS, names.COMPLEXITY, names.ESCALATIONS]
         last = ("router", {names.TEXT: names.TEXT, names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"},
                 {n: n for n in outputs})
     else:
-        outputs = list(out_types)[:6]
+        outputs = list(CASCADE_OUTPUTS)
         last = (f"cascade_{entry.name}", {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}, {n: n for n in outputs})
     _write(out / ENTRY_MODEL, ensemble_config(ENTRY_MODEL, [tokenize, last], [text_in],
-                                              [_tensor(n, out_types[n], [1]) for n in outputs]))
+                                              [_tensor(n, OUTPUT_TYPES[n], [1]) for n in outputs]))
     models.append(ENTRY_MODEL)
     return models
 

@@ -12,8 +12,10 @@ from pathlib import Path
 
 from adaptive_serving.config import PATHS
 
-DEFAULT_OUT = {"exit": PATHS.results / "bench-exit", "classes": PATHS.results / "bench-classes"}
-PLOT_NAME = {"exit": "throughput_vs_concurrency.png", "classes": "latency_per_class.png"}
+DEFAULT_OUT = {"exit": PATHS.results / "bench-exit", "classes": PATHS.results / "bench-classes",
+               "route": PATHS.results / "bench-route"}
+PLOT_NAME = {"exit": "throughput_vs_concurrency.png", "classes": "latency_per_class.png",
+             "route": "cost_vs_accuracy.png"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--batch-size", type=int, default=None, help="texts per request (default 1)")
     ex.add_argument("--concurrency", type=int, nargs="+", default=None, help="closed-loop sweep (default 1 4 8 16)")
     ex.add_argument("--samples", type=int, default=None, help="evaluation-mix samples (default all; --quick 64)")
+    ex.add_argument("--entry", default=None, help="entry model measured against the baselines (default adaptive)")
+    ex.add_argument("--also", nargs="+", default=None, help="more entries to measure, e.g. large_exit")
     cl = parser.add_argument_group("classes")
     cl.add_argument("--duration-s", type=float, default=None, help="open-loop seconds (default 30; --quick 5)")
     cl.add_argument("--load-factor", type=float, default=None, help="open-loop rate / capacity (default 2)")
@@ -42,7 +46,7 @@ def _overrides(args: argparse.Namespace, **fields: object) -> dict[str, object]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Heavy imports after parsing, so --help is instant.
-    from adaptive_client.bench import classes_bench, exit_bench
+    from adaptive_client.bench import classes_bench, exit_bench, route_bench
     from adaptive_client.bench.data import load_eval_samples
     from adaptive_serving.server import TritonServer
     from adaptive_serving.server import ServerError
@@ -54,8 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = exit_bench.QUICK if args.quick else exit_bench.ExitBenchConfig()
         config = dataclasses.replace(base, **_overrides(
             args, batch_size=args.batch_size, samples=args.samples, seed=args.seed,
-            concurrency=tuple(args.concurrency) if args.concurrency else None))
+            concurrency=tuple(args.concurrency) if args.concurrency else None, entry=args.entry,
+            extra_entries=tuple(args.also) if args.also else None))
         limit = config.samples
+    elif args.benchmark == "route":
+        module = route_bench
+        limit = args.samples or (64 if args.quick else None)
     else:
         module = classes_bench
         base = classes_bench.QUICK if args.quick else classes_bench.ClassesBenchConfig()
@@ -72,9 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         with TritonServer.on_free_ports(args.repo, log_path=out / "tritonserver.log") as server:
             print(f"tritonserver ready on {server.grpc_url} (repository {args.repo}); running {args.benchmark}",
                   file=sys.stderr, flush=True)
-            run = exit_bench.run_exit_bench if args.benchmark == "exit" else classes_bench.run_classes_bench
-            results = run(server.grpc_url, samples, config)
-    except (ServerError, RuntimeError) as e:
+            if args.benchmark == "route":
+                results = route_bench.run_route_bench(server.grpc_url, samples, args.export,
+                                                      concurrency=(args.concurrency or [route_bench.CONCURRENCY])[0])
+            else:
+                run = exit_bench.run_exit_bench if args.benchmark == "exit" else classes_bench.run_classes_bench
+                results = run(server.grpc_url, samples, config)
+    except (ServerError, RuntimeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     results["dataset"] = {"split": "test", "samples": len(samples), "mix_size": samples.mix_size,

@@ -35,6 +35,8 @@ class ExitBenchConfig:
         samples: evaluation-mix samples (None = the whole mix).
         warmup_requests: unmeasured requests per model before each sweep point.
         seed: seeds the sample subset.
+        entry: the entry measured against the `<size>_full` baselines (hop costs and ratios are its).
+        extra_entries: more text-in models measured in the same sweep (e.g. `large_exit`: early exit alone).
     """
 
     concurrency: tuple[int, ...] = (1, 4, 8, 16)
@@ -42,6 +44,8 @@ class ExitBenchConfig:
     samples: int | None = None
     warmup_requests: int = 8
     seed: int = 0
+    entry: str = ENTRY
+    extra_entries: tuple[str, ...] = ()
 
 
 QUICK = ExitBenchConfig(concurrency=(1, 4), samples=64, warmup_requests=4)
@@ -96,10 +100,11 @@ async def _run(url: str, samples: EvalSamples, config: ExitBenchConfig) -> dict[
     try:
         index = await client.get_model_repository_index(as_json=True)
         ready = sorted(m["name"] for m in index.get("models", []) if m.get("state") == "READY")
-        if ENTRY not in ready:
-            raise RuntimeError(f"model {ENTRY!r} is not ready on {url}; ready models: {ready}")
+        entry = config.entry
+        if entry not in ready:
+            raise RuntimeError(f"model {entry!r} is not ready on {url}; ready models: {ready}")
         fulls = full_models(ready)
-        models = [ENTRY, *fulls]
+        models = [entry, *[m for m in config.extra_entries if m in ready], *fulls]
         cascades = [m for m in ready if m.startswith("cascade_")]
         texts = samples.texts
         b = config.batch_size
@@ -120,7 +125,7 @@ async def _run(url: str, samples: EvalSamples, config: ExitBenchConfig) -> dict[
                 scored["wall_s"] = run.wall_s
                 scored["throughput_sps"] = scored["samples_answered"] / run.wall_s if run.wall_s else 0.0
                 runs[model][str(c)] = scored
-                if model == ENTRY:
+                if model == entry:
                     window = stats.delta(before, after)
                     hops[str(c)] = {cas: stats.hop_costs(window, cas, stats.cascade_stages(cas, ready))
                                     for cas in cascades if window.get(cas) and window[cas].requests}
@@ -130,13 +135,13 @@ async def _run(url: str, samples: EvalSamples, config: ExitBenchConfig) -> dict[
     comparison = {}
     if ref is not None:
         for c in map(str, config.concurrency):
-            a, r = runs[ENTRY][c], runs[ref][c]
+            a, r = runs[entry][c], runs[ref][c]
             comparison[c] = {
                 "throughput_ratio": a["throughput_sps"] / r["throughput_sps"] if r["throughput_sps"] else None,
                 "accuracy_diff": (a["accuracy"] - r["accuracy"]
                                   if a["accuracy"] is not None and r["accuracy"] is not None else None),
             }
-    return {"models": models, "reference": ref, "runs": runs, "comparison": comparison, "hop_costs": hops}
+    return {"entry": entry, "models": models, "reference": ref, "runs": runs, "comparison": comparison, "hop_costs": hops}
 
 
 def run_exit_bench(url: str, samples: EvalSamples, config: ExitBenchConfig) -> dict[str, object]:
@@ -166,13 +171,14 @@ def markdown(results: dict[str, object]) -> str:
             lines.append(f"| {model} | {c} | {r['throughput_sps']:.1f} | {_f(r['p50_ms'])} | {_f(r['p99_ms'])} "
                          f"| {acc} | {r['errors']} |")
     if results["comparison"]:
-        lines += ["", f"## {ENTRY} vs {results['reference']}", "",
+        lines += ["", f"## {results['entry']} vs {results['reference']}", "",
                   "| concurrency | throughput ratio | accuracy diff (points) |", "|---|---|---|"]
         for c, r in results["comparison"].items():
             diff = "n/a" if r["accuracy_diff"] is None else f"{100 * r['accuracy_diff']:+.2f}"
             lines.append(f"| {c} | {_f(r['throughput_ratio'], 3)} | {diff} |")
-    lines += ["", f"## Exit stages of {ENTRY}", "", "| concurrency | distribution | deadline cuts |", "|---|---|---|"]
-    for c, r in results["runs"][ENTRY].items():
+    lines += ["", f"## Exit stages of {results['entry']}", "", "| concurrency | distribution | deadline cuts |",
+              "|---|---|---|"]
+    for c, r in results["runs"][results["entry"]].items():
         dist = ", ".join(f"stage {k}: {v:.1%}" for k, v in r.get("exit_stage_distribution", {}).items())
         lines.append(f"| {c} | {dist} | {r.get('deadline_cut', 0)} |")
     lines += ["", "## BLS hop cost (Triton statistics API)", "",
