@@ -2,10 +2,11 @@
 
 1. builds the model family if `build/export` has none (`python -m adaptive_export build`),
 2. generates the model repository and starts the local tritonserver on free loopback ports,
-3. runs a mixed workload on the `adaptive` entry: the three latency classes at once, closed loop,
-   over the evaluation mix of the test split,
+3. runs a mixed workload on the `adaptive` entry (router + early exit): the three latency classes at once,
+   closed loop, over the evaluation mix of the test split,
 4. runs the same texts through `large_full` (full depth, no exits),
-5. prints per-class latency, exit shares, accuracy of both, and the speed-up; stops the server.
+5. prints per-class latency, routing shares and escalations, exit shares, accuracy of both, cost against
+   always-large and the speed-up; stops the server.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def _report(samples, result: dict[str, object]) -> str:
              f"{'cut short':>9}"]
     correct = answered = 0
     stages: Counter[int] = Counter()
+    sizes: Counter[str] = Counter()
+    escalated = 0
     by_view: dict[int, Counter[int]] = {}
     for (name, run), idx in zip(result["runs"].items(), result["slices"]):
         ok = [o for o in run.outcomes if o.ok]
@@ -74,6 +77,8 @@ def _report(samples, result: dict[str, object]) -> str:
             answered += 1
             correct += int(o.labels[0] == samples.labels[sample])
             stages[int(o.exit_stage[0])] += 1
+            sizes[o.model_size[0].decode()] += 1
+            escalated += int(o.escalations is not None and o.escalations[0] > 0)
             by_view.setdefault(int(samples.views[sample]), Counter())[int(o.exit_stage[0])] += 1
     base = result["baseline"]
     base_ok = [(j, o) for j, o in zip(base.items, base.outcomes) if o.ok]
@@ -81,8 +86,10 @@ def _report(samples, result: dict[str, object]) -> str:
     n = len(samples)
     adaptive_tput = answered / result["adaptive_wall_s"]
     base_tput = len(base_ok) / base.wall_s
-    lines += ["", "exit shares (adaptive, large size): " + ", ".join(
-        f"stage {s}: {stages[s] / max(answered, 1):.0%}" for s in sorted(stages))]
+    lines += ["", "answered by size: " + ", ".join(f"{k} {v / max(answered, 1):.0%}" for k, v in sorted(sizes.items()))
+              + f"; escalated to a larger size: {escalated / max(answered, 1):.1%}",
+              "exit shares (stage of the size that answered): " + ", ".join(
+                  f"stage {s}: {stages[s] / max(answered, 1):.0%}" for s in sorted(stages))]
     for view in sorted(by_view):
         counts = by_view[view]
         total = sum(counts.values())
@@ -94,6 +101,8 @@ def _report(samples, result: dict[str, object]) -> str:
         f"{'adaptive':<12} {answered:>8} {correct / max(answered, 1):>9.4f} {adaptive_tput:>10.1f}",
         f"{BASELINE:<12} {len(base_ok):>8} {base_correct / max(len(base_ok), 1):>9.4f} {base_tput:>10.1f}",
         "",
+        f"cost against always-large: {1e3 / adaptive_tput:.1f} ms of server time per text for adaptive, "
+        f"{1e3 / base_tput:.1f} ms for {BASELINE}",
         f"speed-up of adaptive over {BASELINE}: {adaptive_tput / base_tput:.2f}x throughput, accuracy "
         f"{100 * (correct / max(answered, 1) - base_correct / max(len(base_ok), 1)):+.2f} points "
         f"({n} texts of the test evaluation mix, same server, same run)",

@@ -12,7 +12,7 @@ from adaptive_serving import names
 from adaptive_serving.config import LatencyClass
 
 # Outputs read back per model kind: the entry answers a label, the full baselines answer logits.
-ADAPTIVE_OUTPUTS = (names.LABEL, names.EXIT_STAGE, names.DEADLINE_CUT)
+ADAPTIVE_OUTPUTS = (names.LABEL, names.EXIT_STAGE, names.DEADLINE_CUT, names.MODEL_SIZE)
 FULL_OUTPUTS = (names.LOGITS,)
 QUEUE_TIMEOUT_MESSAGE = "Request timeout expired"  # what Triton 2.51 says when a queue policy rejects
 
@@ -26,6 +26,8 @@ class Outcome:
         labels: predicted class per text (None when rejected).
         exit_stage: exit stage per text (entry model only).
         deadline_cut: deadline flag per text (entry model only).
+        model_size: size that answered, per text (entry model only).
+        escalations: times each text was escalated to a larger size (router entry only).
         error_status: gRPC status name of the error (e.g. "UNAVAILABLE"); None when answered.
         error_reason: "queue_timeout" for a queue-policy rejection, else "other"; None when answered.
         error_message: the server's message.
@@ -35,6 +37,8 @@ class Outcome:
     labels: np.ndarray | None = None
     exit_stage: np.ndarray | None = None
     deadline_cut: np.ndarray | None = None
+    model_size: np.ndarray | None = None
+    escalations: np.ndarray | None = None
     error_status: str | None = None
     error_reason: str | None = None
     error_message: str = ""
@@ -108,6 +112,9 @@ async def infer(client: object, model: str, texts: Sequence[str], kwargs: Reques
     latency_ms = (time.perf_counter() - t0) * 1e3
     if names.LOGITS in wanted:
         return Outcome(latency_ms, labels=result.as_numpy(names.LOGITS).argmax(axis=-1))  # (B, C) -> (B,)
+    escalations = result.as_numpy(names.ESCALATIONS)  # None unless the entry is the router
     return Outcome(latency_ms, labels=result.as_numpy(names.LABEL).reshape(-1),
                    exit_stage=result.as_numpy(names.EXIT_STAGE).reshape(-1),
-                   deadline_cut=result.as_numpy(names.DEADLINE_CUT).reshape(-1))
+                   deadline_cut=result.as_numpy(names.DEADLINE_CUT).reshape(-1),
+                   model_size=result.as_numpy(names.MODEL_SIZE).reshape(-1),
+                   escalations=None if escalations is None else escalations.reshape(-1))
