@@ -44,3 +44,17 @@ bench-route: repository ## routing policies: FLOPs (simulated) and measured cost
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build
+
+# --- client load tooling (adaptive_client.perf / loadtest) ---
+URL ?=
+LOAD_TIME ?= 60s
+.PHONY: perf-sweep perf-classes load
+
+perf-sweep: repository ## perf_analyzer concurrency + Poisson-rate sweeps of adaptive, <size>_full and stages (results/perf/*.csv)
+	$(PY) -m adaptive_client.perf sweep $(if $(URL),--url $(URL),--repo $(REPO)) --export build/export --out results/perf
+
+perf-classes: repository ## one perf_analyzer per latency class at once, priority checked in the verbose server log (results/perf)
+	$(PY) -m adaptive_client.perf classes $(if $(URL),--url $(URL),--repo $(REPO)) --export build/export --out results/perf
+
+load: repository ## locust headless for $(LOAD_TIME) on $(URL) or a server of $(REPO); non-zero exit on a failed SLA verdict (results/load)
+	$(PY) -m adaptive_client.loadtest $(if $(URL),--url $(URL),--repo $(REPO)) --time $(LOAD_TIME) --export build/export --out results/load
