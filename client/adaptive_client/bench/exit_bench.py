@@ -105,7 +105,7 @@ async def _run(url: str, samples: EvalSamples, config: ExitBenchConfig) -> dict[
             raise RuntimeError(f"model {entry!r} is not ready on {url}; ready models: {ready}")
         fulls = full_models(ready)
         models = [entry, *[m for m in config.extra_entries if m in ready], *fulls]
-        cascades = [m for m in ready if m.startswith("cascade_")]
+        cascades = [m for m in ready if m.startswith("cascade_") or m == stats.ROUTER]
         texts = samples.texts
         b = config.batch_size
         batches = [np.arange(i, min(i + b, len(texts))) for i in range(0, len(texts), b)]

@@ -6,6 +6,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
+ROUTER = "router"  # the cross-size orchestrator, when the entry routes
+
 # inference_stats fields that make up a request's time inside one model.
 _COMPUTE_FIELDS = ("compute_input", "compute_infer", "compute_output")
 
@@ -64,7 +66,10 @@ def delta(before: Snapshot, after: Snapshot) -> Snapshot:
 
 
 def cascade_stages(cascade: str, models: Sequence[str]) -> list[str]:
-    """Stage models of `cascade_<size>` among `models`, in stage order."""
+    """Stage models of `cascade_<size>` among `models`, in stage order; for the `router`, every size's stages
+    (both lanes: it calls them all)."""
+    if cascade == ROUTER:
+        return sorted(name for name in models if re.match(r"^.+_stage\d+(_express)?$", name))
     size = cascade.removeprefix("cascade_")
     pattern = re.compile(rf"^{re.escape(size)}_stage(\d+)$")
     found = [(int(m.group(1)), name) for name in models if (m := pattern.match(name))]
