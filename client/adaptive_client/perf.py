@@ -236,7 +236,7 @@ def _parser() -> argparse.ArgumentParser:
     io.add_argument("--rows", type=int, default=INPUT_ROWS, help="evaluation-mix texts in the input data")
     load = parser.add_argument_group("load")
     load.add_argument("--models", nargs="+", default=None, help="sweep: models (default: all served)")
-    load.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4])
+    load.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 3, 4], help="evenly spaced")
     load.add_argument("--rate", type=float, nargs="+", default=None, help="Poisson rates (evenly spaced)")
     load.add_argument("--measurement-interval-ms", type=int, default=2000)
     load.add_argument("--stability-percentage", type=float, default=10.0)
