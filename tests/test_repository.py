@@ -89,3 +89,13 @@ def test_ensembles_wire_existing_models(repo: Path) -> None:
         config = _parse(repo / name / "config.pbtxt")
         assert config.platform == "ensemble"
         assert all(step.model_name in models for step in config.ensemble_scheduling.step)
+
+
+def test_cli_builds_and_reports_errors(tiny_export: Path, tmp_path: Path) -> None:
+    from adaptive_serving.repository import main
+
+    assert main(["--export", str(tiny_export), "--out", str(tmp_path / "repo"), "--entry-size", "tiny",
+                 "--no-router"]) == 0
+    assert (tmp_path / "repo" / "adaptive" / "config.pbtxt").exists()
+    assert main(["--export", str(tmp_path / "missing"), "--out", str(tmp_path / "other")]) == 1
+    assert main(["--export", str(tiny_export), "--out", str(tmp_path / "other"), "--entry-size", "huge"]) == 1

@@ -343,9 +343,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--entry-size", default="large", help=f"size behind the entry ({', '.join(SIZES)}, or tiny)")
     parser.add_argument("--cascade-instances", type=int, default=RepositoryOptions.cascade_instances)
     parser.add_argument("--stage-instances", type=int, default=RepositoryOptions.stage_instances)
+    parser.add_argument("--no-router", action="store_true", help="entry = the entry size's cascade, no routing")
+    parser.add_argument("--audit-rate", type=float, default=RepositoryOptions.audit_rate,
+                        help="share of routed requests also sent to the largest <size>_full (outcome labels)")
     args = parser.parse_args(argv)
     options = RepositoryOptions(target=args.target, entry_size=args.entry_size,
-                                cascade_instances=args.cascade_instances, stage_instances=args.stage_instances)
+                                cascade_instances=args.cascade_instances, stage_instances=args.stage_instances,
+                                router=not args.no_router, audit_rate=args.audit_rate)
     try:
         models = build_repository(args.export, args.out, options)
     except (FileNotFoundError, ValueError) as e:
