@@ -115,3 +115,23 @@ def test_cli_check_starts_and_stops(tmp_path: Path) -> None:
                                "--metrics-port", str(metrics), "--log", str(tmp_path / "cli.log"), "--check"])
     assert code == 0
     assert "Started GRPCInferenceService" in (tmp_path / "cli.log").read_text()
+
+
+def test_server_stops_when_its_launcher_is_killed(tmp_path: Path) -> None:
+    """A launcher killed before it can stop the server (SIGKILL) takes the server with it."""
+    import subprocess
+    import sys
+    import time
+
+    http, grpc, metrics = free_ports(3)
+    launcher = subprocess.Popen([sys.executable, "-m", "adaptive_serving.server", "--repo", str(SAMPLE_REPOSITORY),
+                                 "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
+                                 "--log", str(tmp_path / "orphan.log")], stdout=subprocess.PIPE, text=True)
+    assert "tritonserver ready" in launcher.stdout.readline()
+    server = next(p for p in psutil.Process(launcher.pid).children() if p.name() == "tritonserver")
+    launcher.kill()
+    launcher.wait()
+    deadline = time.monotonic() + 30
+    while server.is_running() and server.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not server.is_running() or server.status() == psutil.STATUS_ZOMBIE

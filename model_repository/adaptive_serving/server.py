@@ -193,9 +193,11 @@ class TritonServer:
         if not self.model_repository.is_dir():
             raise ServerError(f"model repository {self.model_repository} does not exist")
         log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it; closed in stop()
-        # A new session makes the server and its stubs one process group we can signal together.
+        # A new session makes the server and its stubs one process group we can signal together; the parent-death
+        # signal stops the server when this process is killed before it could call stop().
         self._proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.environment(), start_new_session=True
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.environment(), start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self._log = log
         deadline = time.monotonic() + ready_timeout_s
@@ -258,6 +260,15 @@ class TritonServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux for SIGTERM when the thread that started us dies (PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _killpg(pgid: int) -> None:
