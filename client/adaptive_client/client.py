@@ -96,6 +96,9 @@ def _translate(e: Exception) -> AdaptiveClientError:
     status = str((status_fn() if callable(status_fn) else status_fn) or "")
     message = e.message() if hasattr(e, "message") and callable(e.message) else str(e)
     text = f"{status} {message}".lower()
+    # A restarting server listens before its models are loaded (HTTP answers that with a 400): not admitted.
+    if "has no available versions" in text or "is not ready" in text:
+        return ServerUnavailableError(message)
     if "invalid_arg" in text or "400" in status:
         return InvalidInputError(message)
     if "timeout expired" in text or "exceeds maximum queue size" in text:

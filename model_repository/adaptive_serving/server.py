@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -193,11 +194,13 @@ class TritonServer:
         if not self.model_repository.is_dir():
             raise ServerError(f"model repository {self.model_repository} does not exist")
         log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it; closed in stop()
-        # A new session makes the server and its stubs one process group we can signal together; the parent-death
-        # signal stops the server when this process is killed before it could call stop().
+        # A new session makes the server and its stubs one process group we can signal together. The parent-death
+        # signal stops the server when this process is killed before it could call stop(); Linux sends it when the
+        # starting *thread* ends, so it is only asked for from the main thread.
+        on_main_thread = threading.current_thread() is threading.main_thread()
         self._proc = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.environment(), start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent if on_main_thread else None,
         )
         self._log = log
         deadline = time.monotonic() + ready_timeout_s
