@@ -177,8 +177,9 @@ def test_higher_class_jumps_the_queue(tiny_export: Path, tiny_repo: Path, serve)
     while len(done) < 9 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(done) == 9 and not any(":error" in d for d in done), done
-    # Only the batch requests already executing may finish first; the sensitive one overtakes the rest.
-    assert done.index("sensitive") <= 3, done
+    # FIFO would put it last (index 8). Ahead of it may finish the request executing and the few that Triton's
+    # batcher had already formed into payloads for the busy instance; it overtakes the rest.
+    assert done.index("sensitive") <= 4, done
 
 
 def test_deadline_cuts_the_cascade_short(tiny_export: Path, tiny_repo: Path, serve) -> None:
