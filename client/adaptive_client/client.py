@@ -187,7 +187,20 @@ def _results(out: dict[str, np.ndarray], count: int, latency_ms: float) -> list[
     ]
 
 
-class AdaptiveClient:
+class _Settings:
+    """What the sync and async clients share: the parsed URL, the model, the timeout and the retry rule."""
+
+    def __init__(self, url: str, model_name: str, network_timeout_s: float, max_retries: int,
+                 backoff_s: float) -> None:
+        _check_retry_args(max_retries, backoff_s)
+        self.protocol, self.address = split_url(url)
+        self.model_name = model_name
+        self.network_timeout_s = network_timeout_s
+        self.max_retries, self.backoff_s = max_retries, backoff_s
+        self._outputs: set[str] | None = None
+
+
+class AdaptiveClient(_Settings):
     """Client of one model (default `adaptive`) on one server.
 
     Args:
@@ -203,12 +216,7 @@ class AdaptiveClient:
 
     def __init__(self, url: str, model_name: str = "adaptive", *, network_timeout_s: float = 60.0,
                  max_retries: int = 0, backoff_s: float = 0.1) -> None:
-        _check_retry_args(max_retries, backoff_s)
-        self.protocol, self.address = split_url(url)
-        self.model_name = model_name
-        self.network_timeout_s = network_timeout_s
-        self.max_retries, self.backoff_s = max_retries, backoff_s
-        self._outputs: set[str] | None = None
+        _Settings.__init__(self, url, model_name, network_timeout_s, max_retries, backoff_s)
         if self.protocol == "grpc":
             import tritonclient.grpc as module
             self._client = module.InferenceServerClient(self.address)
@@ -274,7 +282,7 @@ class AdaptiveClient:
         self.close()
 
 
-class AsyncAdaptiveClient:
+class AsyncAdaptiveClient(_Settings):
     """The asyncio twin of `AdaptiveClient` (tritonclient.grpc.aio / tritonclient.http.aio); create it inside a
     running event loop and use `async with`.
 
@@ -291,12 +299,7 @@ class AsyncAdaptiveClient:
 
     def __init__(self, url: str, model_name: str = "adaptive", *, network_timeout_s: float = 60.0,
                  max_retries: int = 3, backoff_s: float = 0.1) -> None:
-        _check_retry_args(max_retries, backoff_s)
-        self.protocol, self.address = split_url(url)
-        self.model_name = model_name
-        self.network_timeout_s = network_timeout_s
-        self.max_retries, self.backoff_s = max_retries, backoff_s
-        self._outputs: set[str] | None = None
+        _Settings.__init__(self, url, model_name, network_timeout_s, max_retries, backoff_s)
         if self.protocol == "grpc":
             import tritonclient.grpc.aio as module
             self._client = module.InferenceServerClient(self.address)
