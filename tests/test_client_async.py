@@ -170,5 +170,10 @@ def test_batching_helpers_against_server(tiny_server: TritonServer) -> None:
     a, b, report = asyncio.run(go())
     with AdaptiveClient(tiny_server.grpc_url) as client:
         expected = [r.label for r in client.classify(texts)]
-    assert [r.label for r in a] == expected and [r.label for r in b] == expected  # input order kept
+    assert [r.label for r in a] == expected  # input order kept
+    # Critical and sensitive texts carry deadlines: on a busy machine the cascade may cut them short at an earlier
+    # exit (flagged), whose label may differ. Batch texts have no deadline and must match, in input order.
+    classes = ["critical", "batch", "sensitive", "batch"]
+    assert all(r.label == e or (r.deadline_cut and c != "batch") for r, e, c in zip(b, expected, classes))
+    assert [r.label for r, c in zip(b, classes) if c == "batch"] == [e for e, c in zip(expected, classes) if c == "batch"]
     assert "complexity-aware throughput" in batching.markdown(report)
