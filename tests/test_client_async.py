@@ -162,7 +162,15 @@ def test_batching_helpers_against_server(tiny_server: TritonServer) -> None:
     async def go() -> tuple[list[CascadeResult], list[CascadeResult], dict[str, object]]:
         async with AsyncAdaptiveClient(tiny_server.grpc_url) as client:
             a = await batching.classify_complexity_batched(client, texts)
-            b = await batching.classify_latency_batched(client, texts, ["critical", "batch", "sensitive", "batch"])
+            # A critical request queued past its 50 ms timeout on a busy CI core is rejected (typed, by design);
+            # the helper passes that on, so try the whole call again a few times.
+            for attempt in range(3):
+                try:
+                    b = await batching.classify_latency_batched(client, texts, ["critical", "batch", "sensitive", "batch"])
+                    break
+                except RejectedError:
+                    if attempt == 2:
+                        raise
         report = await batching.batching_bench(tiny_server.grpc_url, texts * 4, __import__("numpy").zeros(16, int),
                                                repeats=1)
         return a, b, report
