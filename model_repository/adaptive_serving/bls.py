@@ -18,23 +18,57 @@ class StageError(Exception):
     """A stage call failed; the message names the stage and carries the server's message."""
 
 
-async def call_stage(model: str, inputs: dict[str, np.ndarray], wanted: list[str], remaining_s: float
-                     ) -> dict[str, np.ndarray]:
+async def call_stage(model: str, inputs: dict[str, object], wanted: list[str], remaining_s: float, *,
+                     gpu_outputs: bool = False) -> dict[str, object]:
     """One BLS call; `remaining_s` > 0 becomes the child request's queue timeout.
+
+    Inputs and outputs are numpy arrays when in CPU memory and torch tensors (through DLPack) when on a GPU;
+    `gpu_outputs` asks Triton to leave the outputs in GPU memory (torch stages on a GPU).
 
     Raises:
         StageError: the stage answered with an error.
     """
     import triton_python_backend_utils as pb_utils
 
-    tensors = [pb_utils.Tensor(k, np.ascontiguousarray(v)) for k, v in inputs.items()]
+    tensors = [_to_triton(pb_utils, k, v) for k, v in inputs.items()]
     timeout_us = max(int(remaining_s * 1e6), 1) if remaining_s > 0 else 0
+    extra = {"preferred_memory": pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_GPU, 0)} if gpu_outputs else {}
     request = pb_utils.InferenceRequest(model_name=model, inputs=tensors, requested_output_names=wanted,
-                                        timeout=timeout_us)
+                                        timeout=timeout_us, **extra)
     response = await request.async_exec()
     if response.has_error():
         raise StageError(f"stage {model} failed: {response.error().message()}")
-    return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in wanted}
+    return {name: _from_triton(pb_utils.get_output_tensor_by_name(response, name)) for name in wanted}
+
+
+def _to_triton(pb_utils: object, name: str, value: object) -> object:
+    if isinstance(value, np.ndarray):
+        return pb_utils.Tensor(name, np.ascontiguousarray(value))
+    from torch.utils import dlpack
+
+    return pb_utils.Tensor.from_dlpack(name, dlpack.to_dlpack(value.contiguous()))
+
+
+def _from_triton(tensor: object) -> object:
+    if tensor.is_cpu():
+        return tensor.as_numpy()
+    from torch.utils import dlpack
+
+    return dlpack.from_dlpack(tensor.to_dlpack())
+
+
+def as_numpy(x: object) -> np.ndarray:
+    """A stage output on the CPU as numpy (GPU tensors are copied back)."""
+    return x if isinstance(x, np.ndarray) else x.cpu().numpy()
+
+
+def take_rows(x: object, keep: np.ndarray) -> object:
+    """Rows of `x` (numpy, or a torch tensor on any device) where the boolean `keep` is set."""
+    if isinstance(x, np.ndarray):
+        return x[keep]
+    import torch
+
+    return x[torch.from_numpy(keep).to(x.device)]
 
 
 async def run_cascade(plan: CascadePlan, state: CascadeState, ids: np.ndarray, mask: np.ndarray, *,
@@ -66,7 +100,7 @@ async def run_cascade(plan: CascadePlan, state: CascadeState, ids: np.ndarray, m
         remaining_s = budget_s - elapsed if budget_s > 0 and stage > 1 else 0.0
         t0 = time.monotonic()
         try:
-            out = await call_stage(model, inputs, wanted, remaining_s)
+            out = await call_stage(model, inputs, wanted, remaining_s, gpu_outputs=plan.device == "gpu")
         except StageError as e:
             if stage > 1 and budget_s > 0 and "timeout" in str(e).lower():
                 state.cut_short()  # expired in the stage queue: answer with what we have
@@ -74,8 +108,8 @@ async def run_cascade(plan: CascadePlan, state: CascadeState, ids: np.ndarray, m
             raise
         latency.update(stage, time.monotonic() - t0)
         threshold = None if stage == last else plan.thresholds[stage - 1]
-        stay = state.observe(stage, out[names.LOGITS], threshold)
+        stay = state.observe(stage, as_numpy(out[names.LOGITS]), threshold)
         if state.done:
             break
-        hidden = out[names.HIDDEN][stay]
+        hidden = take_rows(out[names.HIDDEN], stay)
     return state

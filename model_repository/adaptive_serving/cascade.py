@@ -27,6 +27,7 @@ class CascadePlan:
         max_seq_len: tokens the size reads.
         express_models: the same stages in the express lane (own instances, full CPU priority); empty = none.
         express_max_timeout_us: requests whose timeout is nonzero and at most this take the express lane.
+        device: where the stages run, "cpu" or "gpu" (on a GPU, hidden states stay in GPU memory between stages).
     """
 
     size: str
@@ -37,6 +38,7 @@ class CascadePlan:
     max_seq_len: int
     express_models: tuple[str, ...] = ()
     express_max_timeout_us: int = 0
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if len(self.thresholds) != len(self.stage_models) - 1:
@@ -47,6 +49,8 @@ class CascadePlan:
                 raise ValueError(f"{self.size}: threshold {t} outside the allowed range [0, 1]")
         if self.express_models and len(self.express_models) != len(self.stage_models):
             raise ValueError(f"{self.size}: {len(self.express_models)} express stages for {len(self.stage_models)} stages")
+        if self.device not in ("cpu", "gpu"):
+            raise ValueError(f"{self.size}: device must be 'cpu' or 'gpu', got {self.device!r}")
 
     def lane(self, timeout_us: int) -> tuple[str, ...]:
         """Stage models for a request: the express lane for tight deadlines (the critical class), else standard.
@@ -66,7 +70,8 @@ class CascadePlan:
         return cls(size=raw["size"], stage_models=tuple(raw["stage_models"]), exit_layers=tuple(raw["exit_layers"]),
                    thresholds=tuple(float(t) for t in raw["thresholds"]), confidence=raw["confidence"],
                    max_seq_len=int(raw["max_seq_len"]), express_models=tuple(raw.get("express_models", ())),
-                   express_max_timeout_us=int(raw.get("express_max_timeout_us", 0)))
+                   express_max_timeout_us=int(raw.get("express_max_timeout_us", 0)),
+                   device=raw.get("device", "cpu"))
 
     @classmethod
     def from_file(cls, path: Path) -> CascadePlan:

@@ -4,7 +4,8 @@
 
 Models (one source of truth, two targets):
   tokenizer_<size>          Python: text -> input_ids, attention_mask (the size's token budget)
-  <size>_stage<i>           one exit stage; `local`: Python + onnxruntime, `container`: native onnxruntime backend
+  <size>_stage<i>           one exit stage; `local`: Python + onnxruntime on the CPU, or Python + torch on a GPU (or the
+                            CPU) with `--runtime torch`; `container`: native onnxruntime backend
   <size>_stage<i>_express   the same stage in the express lane: own instance, full CPU priority (critical class)
   <size>_full_encoder       full depth, no exits (same two targets)
   <size>_full               ensemble: tokenizer_<size> -> <size>_full_encoder (the baseline)
@@ -38,6 +39,8 @@ from adaptive_serving.router_plan import RouterPlan, RouteTarget
 
 MODELS_SRC = Path(__file__).resolve().parents[1] / "models"
 TARGETS = ("local", "container")
+RUNTIMES = ("onnx", "torch")
+DEVICES = ("cpu", "gpu")
 ENTRY_MODEL = "adaptive"
 # Timeout for queues that take no class timeout: long enough never to fire on its own, nonzero so that a
 # client's (or the cascade's) timeout can override it (Triton ignores overrides when the default is 0).
@@ -70,6 +73,9 @@ class RepositoryOptions:
         router: put the router behind `adaptive` when the export has one (`complexity/router.json`).
         audit_rate: share of routed requests also sent to the largest `<size>_full` to label outcomes.
         outcomes_file: where the router logs per-request outcomes ("" = no log).
+        runtime: stage runtime of the local target: "onnx" (onnxruntime, CPU) or "torch" (from the safetensors).
+        device: "cpu" or "gpu" (torch runtime only: stage instances are KIND_GPU, tensors stay on the device).
+        dtype: torch compute precision ("float32", "bfloat16", "float16"); the tensor contract stays float32.
     """
 
     target: str = "local"
@@ -85,6 +91,19 @@ class RepositoryOptions:
     router: bool = True
     audit_rate: float = 0.02
     outcomes_file: str = str(PATHS.root / "outcomes" / "router.jsonl")
+    runtime: str = "onnx"
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if self.runtime not in RUNTIMES or self.device not in DEVICES:
+            raise ValueError(f"runtime must be one of {RUNTIMES} and device one of {DEVICES}, "
+                             f"got {self.runtime!r}, {self.device!r}")
+        if self.device == "gpu" and (self.target, self.runtime) != ("local", "torch"):
+            raise ValueError("device 'gpu' needs the local target's torch runtime (the container target's stages are "
+                             "always KIND_GPU; onnxruntime here is CPU-only)")
 
 
 def _tensor(name: str, dtype: str, dims: Sequence[int]) -> str:
@@ -149,7 +168,14 @@ def encoder_config(name: str, cfg: EarlyExitConfig, stage: int | None, opts: Rep
                    nice: int = 0) -> str:
     inputs, outputs = stage_io(cfg, stage)
     head = [f'name: "{name}"']
-    if opts.target == "local":
+    if opts.target == "local" and opts.runtime == "torch":
+        head += ['backend: "python"']
+        params = dict(weights_file="weights.safetensors", stage="full" if stage is None else stage, dtype=opts.dtype,
+                      intra_op_threads=opts.intra_op_threads, nice=nice)
+        if opts.device == "gpu":
+            params["FORCE_CPU_ONLY_INPUT_TENSORS"] = "no"  # hidden states arrive in GPU memory
+        tail = [_instances(opts.stage_instances, "KIND_GPU" if opts.device == "gpu" else "KIND_CPU"), _params(**params)]
+    elif opts.target == "local":
         head += ['backend: "python"']
         tail = [_instances(opts.stage_instances),
                 _params(onnx_file="model.onnx", intra_op_threads=opts.intra_op_threads, nice=nice)]
@@ -198,7 +224,7 @@ def load_router_plan(export_dir: Path, sizes: dict[str, EarlyExitConfig], opts: 
     # Relative cost per call: FLOPs per sample of each size's full depth on the evaluation mix.
     flops = json.loads((export_dir / "manifest.json").read_text())["flops_per_sample_eval_mix"]
     targets = tuple(RouteTarget(name=s, kind="cascade", relative_cost=float(flops[s]) / float(flops[order[-1]]),
-                                cascade=load_plan(export_dir, sizes[s], opts.express_lane)) for s in order)
+                                cascade=load_plan(export_dir, sizes[s], opts)) for s in order)
     escalate = tuple(float(raw["escalate_thresholds"].get(s, 0.0)) for s in order)
     return RouterPlan(targets=targets, route_threshold=float(raw["q"]), escalate_thresholds=escalate,
                       audit_rate=opts.audit_rate, knob={"max_accuracy_loss": raw.get("max_accuracy_loss")})
@@ -233,7 +259,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def load_plan(export_dir: Path, cfg: EarlyExitConfig, express_lane: bool = True) -> CascadePlan:
+def load_plan(export_dir: Path, cfg: EarlyExitConfig, opts: RepositoryOptions = RepositoryOptions()) -> CascadePlan:
     """The calibrated cascade plan of one size, from its thresholds.json.
 
     Raises:
@@ -243,8 +269,8 @@ def load_plan(export_dir: Path, cfg: EarlyExitConfig, express_lane: bool = True)
     stages = tuple(cfg.stage_model_name(s) for s in range(1, cfg.num_stages + 1))
     return CascadePlan(size=cfg.name, stage_models=stages, exit_layers=cfg.exit_layers,
                        thresholds=tuple(raw["thresholds"]), confidence=raw["policy"], max_seq_len=cfg.max_seq_len,
-                       express_models=tuple(f"{s}_express" for s in stages) if express_lane else (),
-                       express_max_timeout_us=LATENCY_CLASSES["critical"].queue_timeout_us)
+                       express_models=tuple(f"{s}_express" for s in stages) if opts.express_lane else (),
+                       express_max_timeout_us=LATENCY_CLASSES["critical"].queue_timeout_us, device=opts.device)
 
 
 def exported_sizes(export_dir: Path) -> dict[str, EarlyExitConfig]:
@@ -265,8 +291,6 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
         ValueError: unknown target or entry size.
         FileNotFoundError: the export build is missing files.
     """
-    if options.target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, got {options.target!r}")
     sizes = exported_sizes(export_dir)
     if options.entry_size not in sizes:
         raise ValueError(f"entry size {options.entry_size!r} not exported; have {sorted(sizes)}")
@@ -284,9 +308,13 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
 
     def encoder(name: str, cfg: EarlyExitConfig, stage: int | None, onnx: Path, nice: int = 0) -> None:
         version = _write(out / name, encoder_config(name, cfg, stage, options, nice=nice))
-        if options.target == "local":
-            shutil.copy2(MODELS_SRC / "onnx_runner" / "model.py", version / "model.py")
-        _link_or_copy(onnx, version / "model.onnx")
+        if options.target == "local" and options.runtime == "torch":
+            shutil.copy2(MODELS_SRC / "torch_runner" / "model.py", version / "model.py")
+            _link_or_copy(export_dir / cfg.name / "weights.safetensors", version / "weights.safetensors")
+        else:
+            if options.target == "local":
+                shutil.copy2(MODELS_SRC / "onnx_runner" / "model.py", version / "model.py")
+            _link_or_copy(onnx, version / "model.onnx")
         models.append(name)
 
     text_in = _tensor(names.TEXT, "TYPE_STRING", [1])
@@ -306,7 +334,7 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
             [text_in], [_tensor(names.LOGITS, "TYPE_FP32", [cfg.num_labels])]))
         models.append(cfg.full_model_name)
         version = python_model(f"cascade_{size}", cascade_config(cfg, options), "cascade")
-        (version / "plan.json").write_text(load_plan(export_dir, cfg, options.express_lane).to_json())
+        (version / "plan.json").write_text(load_plan(export_dir, cfg, options).to_json())
         _write(out / f"{size}_exit", ensemble_config(
             f"{size}_exit",
             [(f"tokenizer_{size}", {names.TEXT: names.TEXT}, {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}),
@@ -343,13 +371,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--entry-size", default="large", help=f"size behind the entry ({', '.join(SIZES)}, or tiny)")
     parser.add_argument("--cascade-instances", type=int, default=RepositoryOptions.cascade_instances)
     parser.add_argument("--stage-instances", type=int, default=RepositoryOptions.stage_instances)
+    parser.add_argument("--runtime", choices=RUNTIMES, default="onnx", help="stage runtime of the local target")
+    parser.add_argument("--device", choices=DEVICES, default="cpu", help="gpu: torch stages as KIND_GPU instances")
+    parser.add_argument("--dtype", default="float32", help="torch compute precision: float32, bfloat16, float16")
     parser.add_argument("--no-router", action="store_true", help="entry = the entry size's cascade, no routing")
     parser.add_argument("--audit-rate", type=float, default=RepositoryOptions.audit_rate,
                         help="share of routed requests also sent to the largest <size>_full (outcome labels)")
     args = parser.parse_args(argv)
     options = RepositoryOptions(target=args.target, entry_size=args.entry_size,
                                 cascade_instances=args.cascade_instances, stage_instances=args.stage_instances,
-                                router=not args.no_router, audit_rate=args.audit_rate)
+                                router=not args.no_router, audit_rate=args.audit_rate, runtime=args.runtime,
+                                device=args.device, dtype=args.dtype)
     try:
         models = build_repository(args.export, args.out, options)
     except (FileNotFoundError, ValueError) as e:

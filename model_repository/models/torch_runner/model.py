@@ -1,0 +1,58 @@
+"""Torch runner: one exit stage or a full-depth encoder in torch, on the instance's GPU (KIND_GPU) or the CPU.
+
+Inputs arrive through DLPack wherever they live; the hidden output leaves through DLPack, so between GPU stages
+it stays on the device. Logits leave on the CPU: they are a few numbers per sample and the cascade decides exits
+on the CPU (copying them also waits for the stream, so the hidden output is complete when it is handed over).
+`nice` and `inject_delay_ms` / `inject_error` work as in the ONNX runner.
+"""
+
+import os
+import time
+
+import torch
+import triton_python_backend_utils as pb_utils
+from torch.utils import dlpack
+
+from adaptive_serving import names
+from adaptive_serving.model_args import model_params
+from adaptive_serving.torch_stage import TorchStage
+
+
+def _to_torch(tensor):
+    return dlpack.from_dlpack(tensor.to_dlpack())
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        params, version_dir = model_params(args, ("weights_file", "stage", "dtype"))
+        os.nice(int(params.get("nice", "0")))
+        threads = int(params.get("intra_op_threads", "0"))
+        if threads:
+            torch.set_num_threads(threads)
+        gpu = args["model_instance_kind"] == "GPU"
+        device = f"cuda:{args['model_instance_device_id']}" if gpu else "cpu"
+        stage = None if params["stage"] == "full" else int(params["stage"])
+        self.stage = TorchStage(version_dir / params["weights_file"], stage, device=device, dtype=params["dtype"])
+        self.inject_delay_s = float(params.get("inject_delay_ms", "0")) / 1e3
+        self.inject_error = params.get("inject_error", "")
+        self.model_name = args["model_name"]
+
+    def execute(self, requests):
+        if self.inject_delay_s:
+            time.sleep(self.inject_delay_s)
+        try:
+            if self.inject_error:
+                raise RuntimeError(self.inject_error)
+            per_request = [{n: _to_torch(pb_utils.get_input_tensor_by_name(r, n)) for n in self.stage.input_names}
+                           for r in requests]
+            results = self.stage.run_batched(per_request)
+            responses = []
+            for out in results:
+                tensors = [pb_utils.Tensor(names.LOGITS, out[names.LOGITS].cpu().numpy())]
+                if names.HIDDEN in out:
+                    tensors.append(pb_utils.Tensor.from_dlpack(names.HIDDEN, dlpack.to_dlpack(out[names.HIDDEN])))
+                responses.append(pb_utils.InferenceResponse(tensors))
+        except Exception as e:  # a failing stage fails only the requests of this call, with the reason
+            error = pb_utils.TritonError(f"{self.model_name}: {type(e).__name__}: {e}", pb_utils.TritonError.INTERNAL)
+            return [pb_utils.InferenceResponse(error=error) for _ in requests]
+        return responses
