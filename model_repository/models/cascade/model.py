@@ -16,6 +16,7 @@ from adaptive_serving.model_args import model_params
 from adaptive_serving import names
 from adaptive_serving.bls import StageError, run_cascade
 from adaptive_serving.cascade import CascadePlan, CascadeState, StageLatency
+from adaptive_serving.metrics import ModelMetrics
 
 
 class TritonPythonModel:
@@ -26,6 +27,7 @@ class TritonPythonModel:
         self.sep_id = int(params["sep_id"])
         self.latency = StageLatency(len(self.plan.stage_models))
         self.model_name = args["model_name"]
+        self.metrics = ModelMetrics(self.model_name, {self.plan.size: len(self.plan.stage_models)})
 
     async def execute(self, requests):
         return list(await asyncio.gather(*(self._run(r) for r in requests)))
@@ -40,6 +42,7 @@ class TritonPythonModel:
                               started=started, latency=self.latency)
         except StageError as e:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.model_name}: {e}"))
+        self.metrics.answered(request.timeout(), self.plan.size, state.exit_stage, state.deadline_cut, started)
         n = state.label.shape[0]
         layers = np.array(self.plan.exit_layers, dtype=np.int32)[state.exit_stage - 1]
         return pb_utils.InferenceResponse([

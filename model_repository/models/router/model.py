@@ -22,6 +22,7 @@ from adaptive_serving import names
 from adaptive_serving.bls import StageError, call_stage, run_cascade
 from adaptive_serving.cascade import CascadeState, StageLatency
 from adaptive_serving.complexity_features import extract_features
+from adaptive_serving.metrics import ModelMetrics
 from adaptive_serving.outcomes import OutcomeRecorder
 from adaptive_serving.router_plan import RouterPlan
 
@@ -38,6 +39,9 @@ class TritonPythonModel:
         self.recorder = OutcomeRecorder(Path(outcomes)) if outcomes else None
         self.model_name = args["model_name"]
         self._load()
+        self.metrics = ModelMetrics(
+            self.model_name, {t.name: len(t.cascade.stage_models) if t.cascade else 1 for t in self.plan.targets},
+            routes=True)
 
     def _load(self):
         import onnxruntime as ort
@@ -112,6 +116,8 @@ class TritonPythonModel:
         except StageError as e:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.model_name}: {e}"))
         audit_labels = await audit if audit is not None else None
+        names_of = np.array([t.name for t in plan.targets], dtype=np.object_)
+        self.metrics.answered(request.timeout(), names_of[target], exit_stage, cut, started, routed=names_of[start])
         latency_ms = (time.monotonic() - started) * 1e3
         if self.recorder is not None:
             for i in range(n):
