@@ -15,6 +15,18 @@ T-free part, the per-token attention coefficient, and the value at the size's `m
 Bytes per token of a stage are its interface activations: stage 1 reads input_ids + attention_mask (2 x int64),
 later stages read hidden (H x float32) + attention_mask (int64); every stage but the last writes hidden (H x float32).
 This is what crosses Triton between stages (logits are per sequence, C x float32).
+
+Bytes moved by a stage's compute (the roofline's denominator; `stage_bytes`), elements of `dtype_bytes` each, for
+B sequences of T tokens, nh heads, assuming unfused kernels that read each operand and write each result once:
+
+* weights, read once per call: one layer has 4*H^2 + 2*H*I + 9*H + I parameters (four H x H projections with
+  bias, the two feed-forward matmuls with bias, two LayerNorms); an exit head H*h + h + h*C + C.
+* activations of one layer: 20*B*T*H + 4*B*T*I + 4*B*nh*T^2 (Q, K, V projections read x three times and write
+  three results; the score matmul reads Q and K; mask + softmax read and write the scores once; the weighted sum
+  reads scores and V; the output projection, both residual + LayerNorm steps and the feed-forward each read
+  inputs and write outputs; GELU reads and writes B*T*I).
+* stage 1's embeddings: the B*T gathered word rows, T position rows, the sum and its LayerNorm: 4*B*T*H.
+* the exit head's pooling reads B*T*H; the interface tensors (see above) are counted at their own widths.
 """
 
 from __future__ import annotations
@@ -141,3 +153,60 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def layer_params(config: EarlyExitConfig) -> int:
+    """Parameters of one encoder layer (projections, feed-forward, two LayerNorms, all with biases)."""
+    h, i = config.hidden_size, config.intermediate_size
+    return 4 * h * h + 2 * h * i + 9 * h + i
+
+
+def head_params(config: EarlyExitConfig) -> int:
+    """Parameters of one exit head."""
+    return config.hidden_size * config.head_hidden + config.head_hidden + config.head_hidden * config.num_labels \
+        + config.num_labels
+
+
+def layer_activation_elements(config: EarlyExitConfig, batch: int, tokens: int) -> dict[str, int]:
+    """Activation elements one layer reads + writes for `batch` sequences of `tokens` (see the module docstring).
+
+    Returns:
+        {"hidden": 20*B*T*H, "feed_forward": 4*B*T*I, "attention_scores": 4*B*nh*T^2}.
+    """
+    b, t, h = batch, tokens, config.hidden_size
+    return {"hidden": 20 * b * t * h, "feed_forward": 4 * b * t * config.intermediate_size,
+            "attention_scores": 4 * b * config.num_heads * t * t}
+
+
+def stage_bytes(config: EarlyExitConfig, stage: int, batch: int, tokens: int, dtype_bytes: int = FLOAT32_BYTES
+                ) -> dict[str, int]:
+    """Bytes one call of 1-based `stage` moves for `batch` sequences of `tokens` tokens, by kind.
+
+    Args:
+        config: the size.
+        stage: 1-based stage index.
+        batch: sequences in the call.
+        tokens: tokens per sequence (padded length).
+        dtype_bytes: bytes per weight and activation element (4 for float32, 2 for bf16/fp16).
+
+    Returns:
+        {"weights", "activations", "attention_scores", "interface", "total"}: weights (the stage's layers and head,
+        plus the gathered embedding rows for stage 1), layer activations other than the attention scores, the
+        attention score traffic, the stage's input and output tensors (as they cross Triton), and their sum.
+    """
+    start, end = config.stage_layers(stage)
+    n, b, t, h = end - start, batch, tokens, config.hidden_size
+    act = layer_activation_elements(config, b, t)
+    weights = n * layer_params(config) + head_params(config)
+    hidden = n * (act["hidden"] + act["feed_forward"]) + b * t * h  # + the head's pooling read
+    if stage == 1:
+        weights += (b * t + t) * h  # gathered word and position rows: a lookup, not the whole table
+        hidden += 4 * b * t * h
+    cost = stage_cost_table(config)[stage - 1]
+    interface = b * t * (cost["activation_bytes_per_token_in"] + cost["activation_bytes_per_token_out"]) \
+        + b * config.num_labels * FLOAT32_BYTES
+    out = {"weights": weights * dtype_bytes, "activations": hidden * dtype_bytes,
+           "attention_scores": n * act["attention_scores"] * dtype_bytes, "interface": interface}
+    out["total"] = sum(out.values())
+    return out
+
