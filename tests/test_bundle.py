@@ -1,0 +1,94 @@
+"""The offline bundle (adaptive_serving.bundle): built for this Python from the tiny repository, unpacked in a
+temp folder, started with its own start.sh on free loopback ports; it answers, and stops leaving nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from adaptive_client.client import AdaptiveClient
+from adaptive_serving.bundle import BundleError, BundleOptions, build_bundle, main as bundle_main
+from conftest import free_ports
+from test_router_server import router_repo  # noqa: F401 - the tiny family behind the router
+
+PYVER = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _ready(http_port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=1) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def test_bundle_refuses_a_python_without_stub_and_a_missing_repository(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match=r"no Python backend stub for Python 2\.7; the wheel has \[.*'3\.12'"):
+        build_bundle(BundleOptions(repository=tmp_path, python="2.7", out=tmp_path))
+    with pytest.raises(BundleError, match="is not a model repository"):
+        build_bundle(BundleOptions(repository=tmp_path / "none", python=PYVER, out=tmp_path))
+    assert bundle_main(["--repo", str(tmp_path / "none"), "--out", str(tmp_path)]) == 1
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_unpacked_bundle_starts_answers_and_stops(router_repo: Path, tmp_path: Path) -> None:  # noqa: F811
+    # xz level 0: the test checks what is inside, not how small it gets (make bundle uses 6).
+    assert bundle_main(["--repo", str(router_repo), "--out", str(tmp_path / "out"), "--xz-level", "0"]) == 0
+    archive = tmp_path / "out" / f"triton-adaptive-{PYVER}.tar.xz"
+    manifest = json.loads((tmp_path / "out" / f"triton-adaptive-{PYVER}.manifest.json").read_text())
+    assert manifest["python"] == PYVER and {"router", "cascade_tiny"} <= set(manifest["models"])
+    assert not any(lib.startswith("libpython") for lib in manifest["libraries"]), "only what the binaries load"
+
+    unpacked = tmp_path / "elsewhere"
+    unpacked.mkdir()
+    with tarfile.open(archive) as tar:
+        tar.extractall(unpacked, filter="tar")
+    top = unpacked / f"triton-adaptive-{PYVER}"
+    http, grpc, metrics = free_ports(3)
+    env = {**os.environ, "PYTHON": sys.executable, "HTTP_PORT": str(http), "GRPC_PORT": str(grpc),
+           "METRICS_PORT": str(metrics)}
+    log = open(tmp_path / "bundle-server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([str(top / "start.sh")], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    family: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not _ready(http):
+            assert proc.poll() is None, (tmp_path / "bundle-server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "bundle server not ready in 120 s"
+            time.sleep(0.5)
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        exe = Path(family[0].exe())
+        assert exe.is_relative_to(top), f"the server must run from the bundle, ran {exe}"
+        with AdaptiveClient(f"grpc://127.0.0.1:{grpc}") as client:
+            [result] = client.classify(["Shares fell sharply on Monday"], latency_class="critical")
+        assert result.model_size == "tiny" and result.exit_stage >= 1
+        # start.sh pointed the router's outcome log (an absolute path of the build host) into the bundle.
+        assert f'string_value: "{top}/outcomes/router.jsonl"' in (top / "models" / "router" / "config.pbtxt").read_text()
+        deadline = time.monotonic() + 10
+        while not (top / "outcomes" / "router.jsonl").exists():
+            assert time.monotonic() < deadline, "the router logged no outcome inside the bundle"
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+    gone, alive = psutil.wait_procs(family, timeout=10)
+    assert not alive, f"left running: {[p.pid for p in alive]}"
