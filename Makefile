@@ -58,3 +58,11 @@ perf-classes: repository ## one perf_analyzer per latency class at once, priorit
 
 load: repository ## locust headless for $(LOAD_TIME) on $(URL) or a server of $(REPO); non-zero exit on a failed SLA verdict (results/load)
 	$(PY) -m adaptive_client.loadtest $(if $(URL),--url $(URL),--repo $(REPO)) --time $(LOAD_TIME) --export build/export --out results/load
+
+# --- profiling (adaptive_profiling) ---
+PROFILE_OUT ?= results/profile/cpu
+PROFILE_ARGS ?=
+.PHONY: profile
+
+profile: repository ## per-stage latency, memory, throughput vs batch, roofline, torch.profiler, NVML, per-hop server time ($(PROFILE_OUT)/report.md)
+	$(PY) -m adaptive_profiling --export build/export $(if $(URL),--url $(URL),--repo $(REPO)) --out $(PROFILE_OUT) $(PROFILE_ARGS)

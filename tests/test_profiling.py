@@ -151,6 +151,9 @@ def test_whole_report_on_the_tiny_export(tiny_export: Path, tiny_server, tmp_pat
         assert p["bound"] == ("memory" if p["intensity"] < result["peaks"]["ridge"] else "compute")
         assert p["achieved_flops_per_s"] == pytest.approx(p["flops"] / p["time_s"])
     assert "**tiny stage 1** (T=32):" in report and "**tiny stage 2** (T=32):" in report
+    peak = {(t["stage"], t["batch"]): t["peak_activation_bytes"] for t in result["offline"]["timings"]}
+    assert all(peak[(s, 4)] > peak[(s, 1)] > 0 for s in (1, 2))  # activations grow with the batch
+    assert {r["device"] for r in result["projections"]} == {"H100 SXM", "H200 SXM"}
     assert "No GPU sampling:" in report or result["nvml"]["available"]
 
     # Server side: the tiny_exit path in order, each hop counted by both the statistics API and the metrics.

@@ -58,6 +58,12 @@ def markdown(result: Mapping) -> str:
     lines = [f"# Profile: {', '.join(cfg['sizes'])} on {dev['name']} ({dev['torch_device']}, {dtype})", ""]
     lines += [f"torch {dev['torch']}, {dev['threads']} threads, Python {dev['python']}; "
               f"export `{result['export']['dir']}`; {result['seconds']:.0f} s.", ""]
+    la = result.get("load_average")
+    if la:
+        busy = max(la["start"][0], la["end"][0]) > la["cpus"]
+        lines += [f"Load average (1 min) {la['start'][0]:.1f} at the start and {la['end'][0]:.1f} at the end on "
+                  f"{la['cpus']} CPUs" + (": above the CPU count, so other work shared the cores and CPU times are "
+                                          "inflated." if busy else "."), ""]
     if cfg.get("argv"):
         lines += [f"Command: `python -m adaptive_profiling {' '.join(cfg['argv'])}`", ""]
 
@@ -103,6 +109,28 @@ def markdown(result: Mapping) -> str:
               "`adaptive_export.manifest.stage_bytes`). Larger batches reuse each weight for more tokens, so "
               "intensity rises with batch size until activations dominate; then it depends on T and the widths "
               "only. '% of roof' is achieved FLOP/s over the attainable roof at that intensity.", ""]
+
+    proj = result.get("projections") or []
+    if proj:
+        devices = list(dict.fromkeys((r["device"], r["dtype"]) for r in proj))
+        keys = list(dict.fromkeys((r["size"], r["stage"]) for r in proj))
+
+        def cell(dev: tuple[str, str], key: tuple[str, int]) -> str:
+            rows = [r for r in proj if (r["device"], r["dtype"]) == dev and (r["size"], r["stage"]) == key]
+            mem = [str(r["batch"]) for r in rows if r["bound"] == "memory"]
+            comp = [str(r["batch"]) for r in rows if r["bound"] == "compute"]
+            return " / ".join(x for x in (f"memory {','.join(mem)}" if mem else "",
+                                          f"compute {','.join(comp)}" if comp else "") if x)
+
+        lines += ["### The same stages against datasheet ridge points", "",
+                  "Analytic intensities only (bytes at each dtype's element size), against the table's ridges: "
+                  + ", ".join(f"{d} {t}: {next(r['ridge'] for r in proj if (r['device'], r['dtype']) == (d, t)):.0f}"
+                              " FLOP/B" for d, t in devices) + ". Cells list batch sizes.", ""]
+        lines += _table(("stage", *(f"{d} {t}" for d, t in devices)),
+                        [(f"{k[0]} stage {k[1]}", *(cell(d, k) for d in devices)) for k in keys])
+        lines += ["", "Half-precision tensor cores raise the compute peak about 15x over FP32 while the bandwidth stays: "
+                  "the ridge moves right and stages that are compute-bound in FP32 become memory-bound; fusing "
+                  "attention and the feed-forward (fewer activation round trips) is then what raises intensity.", ""]
 
     lines += [f"## Top operators (torch.profiler, batch {cfg['profile_batch']})", ""]
     for o in off["ops"]:

@@ -4,6 +4,7 @@ operators, NVML, and per-hop server time, written to one folder as JSON, PNGs an
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -17,7 +18,7 @@ from .nvml import NvmlSampler
 from .peaks import DevicePeaks, measure_peaks, table_peaks
 from .report import markdown
 from .roofline import DTYPE_BYTES, roofline_point
-from .stages import PeakMemory, load_stages, module_bytes, read_manifest, size_configs, stage_inputs, time_call
+from .stages import load_stages, module_bytes, peak_memory, read_manifest, size_configs, stage_inputs, time_call
 
 JSON_NAME, REPORT_NAME = "profile.json", "report.md"
 
@@ -89,26 +90,50 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _peaks(device: str, cfg: ProfileConfig) -> tuple[DevicePeaks, DevicePeaks]:
-    """(the roof used, the host measurement); the roof is the table entry when the GPU is in the table."""
-    import torch
-
-    measured = measure_peaks(device, cfg.dtype, matmul_n=cfg.peak_matmul_n, copy_mib=cfg.peak_copy_mib)
-    table = table_peaks(torch.cuda.get_device_name(device)) if device.startswith("cuda") else None
-    return (table or measured), measured
+def _measure(device: str, cfg: ProfileConfig) -> DevicePeaks:
+    return measure_peaks(device, cfg.dtype, matmul_n=cfg.peak_matmul_n, copy_mib=cfg.peak_copy_mib)
 
 
-def _offline(cfg: ProfileConfig, device: str, sizes: dict, roof: DevicePeaks, out: Path) -> dict[str, list]:
-    """Latency, memory and roofline per (size, stage, batch); torch.profiler per (size, stage)."""
+def _best(a: DevicePeaks, b: DevicePeaks) -> DevicePeaks:
+    """The higher compute and the higher bandwidth of two measurements (on a shared host, one may be disturbed)."""
+    flops = {k: max(a.flops_per_s[k], b.flops_per_s[k]) for k in a.flops_per_s}
+    return DevicePeaks(a.name, flops, max(a.bytes_per_s, b.bytes_per_s), a.source + "; best of start and end of run")
+
+
+# Devices whose ridge points the report also applies to the measured stages (analytic intensities only).
+PROJECTION_DEVICES = ("NVIDIA H100 80GB HBM3", "NVIDIA H200")
+PROJECTION_DTYPES = ("float32", "bfloat16")
+
+
+def _projections(sizes: dict, points: list[dict]) -> list[dict]:
+    """Memory- or compute-bound verdicts of every profiled (size, stage, batch) against the table devices' ridges,
+    with bytes counted at each dtype's element size."""
+    from .roofline import stage_cost
+
+    rows = []
+    for reported in PROJECTION_DEVICES:
+        table = table_peaks(reported)
+        assert table is not None
+        for dtype in PROJECTION_DTYPES:
+            for p in points:
+                flops, by_kind = stage_cost(sizes[p["size"]], p["stage"], p["batch"], p["tokens"], dtype)
+                intensity = flops / by_kind["total"]
+                rows.append({"device": table.name, "dtype": dtype, "size": p["size"], "stage": p["stage"],
+                             "batch": p["batch"], "intensity": intensity, "ridge": table.ridge(dtype),
+                             "bound": "memory" if intensity < table.ridge(dtype) else "compute"})
+    return rows
+
+
+def _offline(cfg: ProfileConfig, device: str, sizes: dict, out: Path) -> dict[str, list]:
+    """Latency and memory per (size, stage, batch); torch.profiler per (size, stage)."""
     import torch
     from tqdm import tqdm
 
     from .torch_ops import profile_ops, write_ops_csv
 
-    timings, points, ops = [], [], []
+    timings, ops = [], []
     total = sum(c.num_stages * (len(cfg.batch_sizes) + 1) for c in sizes.values())
     bar = tqdm(total=total, desc="stages", unit="run", file=sys.stderr)
-    peak_flops, peak_bytes = roof.flops(cfg.dtype), roof.bytes_per_s
     for name, config in sizes.items():
         tokens = min(cfg.seq_len or config.max_seq_len, config.max_seq_len)
         stages = load_stages(cfg.export_dir, name, device, cfg.dtype)
@@ -130,20 +155,23 @@ def _offline(cfg: ProfileConfig, device: str, sizes: dict, roof: DevicePeaks, ou
                         bar.update()
                     if batch not in cfg.batch_sizes:
                         continue
-                    with PeakMemory(device) as mem:  # the warm-up call: one-time allocations count too
-                        call()
+                    call()  # warm-up
+                    mem_bytes, mem_method = peak_memory(call, device)
                     t = time_call(call, device, warmup=0, min_iters=2, max_iters=cfg.max_iters,
                                   min_time_s=cfg.min_time_s)
-                point = roofline_point(config, s, batch, tokens, t.median_ms / 1e3, peak_flops, peak_bytes,
-                                       cfg.dtype)
                 timings.append({"size": name, "stage": s, "batch": batch, "tokens": tokens, **asdict(t),
                                 "samples_per_s": batch / (t.median_ms / 1e3), "weights_bytes": weights,
-                                "peak_activation_bytes": mem.peak_bytes, "memory_method": mem.method})
-                points.append(point.as_dict())
+                                "peak_activation_bytes": mem_bytes, "memory_method": mem_method})
                 bar.update()
         del stages
     bar.close()
-    return {"timings": timings, "roofline": points, "ops": ops}
+    return {"timings": timings, "ops": ops}
+
+
+def _roofline(timings: list[dict], sizes: dict, roof: DevicePeaks, dtype: str) -> list[dict]:
+    """Each timed (size, stage, batch) placed on the roof, at its median time."""
+    return [roofline_point(sizes[t["size"]], t["stage"], t["batch"], t["tokens"], t["median_ms"] / 1e3,
+                           roof.flops(dtype), roof.bytes_per_s, dtype).as_dict() for t in timings]
 
 
 def _server(cfg: ProfileConfig, sizes: dict, out: Path) -> dict[str, object]:
@@ -244,10 +272,16 @@ def run_profile(cfg: ProfileConfig) -> dict[str, object]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    load_start = os.getloadavg()
     with NvmlSampler(torch.cuda.current_device() if device.startswith("cuda") else 0,
                      interval_s=cfg.nvml_interval_s) as sampler:
-        roof, measured = _peaks(device, cfg)
-        offline = _offline(cfg, device, sizes, roof, out)
+        first = _measure(device, cfg)
+        table = table_peaks(torch.cuda.get_device_name(device)) if device.startswith("cuda") else None
+        offline = _offline(cfg, device, sizes, out)
+        # Measured once before and once after the sweep; without a table entry the better of the two is the roof.
+        measured = _best(first, _measure(device, cfg))
+        roof = table or measured
+        offline["roofline"] = _roofline(offline["timings"], sizes, roof, cfg.dtype)
         server, server_error = None, None
         if cfg.server:
             try:
@@ -259,7 +293,7 @@ def run_profile(cfg: ProfileConfig) -> dict[str, object]:
         "ok": server_error is None,
         "config": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
                    "sizes": list(sizes)},
-        "device": {"torch_device": device, "name": roof.name if device.startswith("cuda") else measured.name,
+        "device": {"torch_device": device, "name": torch.cuda.get_device_name(device) if device.startswith("cuda") else measured.name,
                    "torch": torch.__version__, "threads": torch.get_num_threads(),
                    "python": platform.python_version(), "host": platform.node()},
         "peaks": {"roof": roof.as_dict(), "measured": measured.as_dict(), "ridge": roof.ridge(cfg.dtype)},
@@ -267,6 +301,8 @@ def run_profile(cfg: ProfileConfig) -> dict[str, object]:
         "offline": offline,
         "server": server, "server_error": server_error,
         "nvml": sampler.summary(),
+        "projections": _projections(sizes, offline["roofline"]),
+        "load_average": {"start": list(load_start), "end": list(os.getloadavg()), "cpus": os.cpu_count()},
         "seconds": time.time() - started, "started_unix": started,
     }
     written = _plots(result, out)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,55 +108,39 @@ def time_call(fn: Callable[[], object], device: str, *, warmup: int = 1, min_ite
     return Timing(len(times), statistics.median(times), times[0], times[min(len(times) - 1, int(0.9 * len(times)))])
 
 
-class PeakMemory:
-    """Peak memory of the work inside the `with` block, above what was in use when it started.
+def peak_memory(fn: Callable[[], object], device: str) -> tuple[int, str]:
+    """(peak bytes of tensors allocated during one call of `fn` above what was allocated before, method).
 
-    CUDA: `torch.cuda.max_memory_allocated` (exact, this process's tensors). CPU: the process RSS sampled every
-    millisecond in a thread (large tensors are mmap'ed and returned on free, so RSS tracks them; short peaks
-    between samples can be missed, so it is a lower bound).
+    CUDA: `torch.cuda.max_memory_allocated`. CPU: the allocation and free events torch.profiler records with
+    `profile_memory=True`, summed in order (the process RSS is no use here: glibc keeps freed heap pages for
+    reuse, so a call that fits in them shows no growth).
     """
+    import json
+    import tempfile
 
-    def __init__(self, device: str) -> None:
-        self.device = device
-        self.peak_bytes = 0
-        self.method = "torch.cuda.max_memory_allocated" if device.startswith("cuda") else "rss_sampled_1ms"
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    import torch
 
-    def __enter__(self) -> PeakMemory:
-        if self.device.startswith("cuda"):
-            import torch
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return max(0, torch.cuda.max_memory_allocated() - base), "torch.cuda.max_memory_allocated"
+    from torch.profiler import ProfilerActivity, profile
 
-            torch.cuda.synchronize()
-            self._base = torch.cuda.memory_allocated()
-            torch.cuda.reset_peak_memory_stats()
-        else:
-            import psutil
-
-            proc = psutil.Process()
-            self._base = proc.memory_info().rss
-            self._max = self._base
-
-            def watch() -> None:
-                while not self._stop.is_set():
-                    self._max = max(self._max, proc.memory_info().rss)
-                    self._stop.wait(0.001)
-
-            self._thread = threading.Thread(target=watch, name="rss-sampler", daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.device.startswith("cuda"):
-            import torch
-
-            torch.cuda.synchronize()
-            self.peak_bytes = max(0, torch.cuda.max_memory_allocated() - self._base)
-        else:
-            self._stop.set()
-            assert self._thread is not None
-            self._thread.join()
-            self.peak_bytes = max(0, self._max - self._base)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "memory.json"
+        prof.export_chrome_trace(str(path))
+        events = [e["args"] for e in json.loads(path.read_text())["traceEvents"] if e.get("name") == "[memory]"]
+    current = peak = 0
+    for e in events:
+        if e.get("Device Type", 0) == 0:  # CPU
+            current += int(e["Bytes"])
+            peak = max(peak, current)
+    return peak, "torch.profiler memory events (CPU tensors)"
 
 
 def module_bytes(module: object) -> int:
