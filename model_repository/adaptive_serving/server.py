@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -166,7 +167,9 @@ class TritonServer:
             f"--log-verbose={self.log_verbose}",
         ]
         cmd += [f"--load-model={name}" for name in self.load_models]
-        return cmd + list(self.extra_args)
+        # Host-specific flags from the operator, e.g. a larger CUDA memory pool on a GPU host (the Python backend
+        # moves GPU tensors between processes through it): ADAPTIVE_TRITON_ARGS="--cuda-memory-pool-byte-size=0:2147483648"
+        return cmd + shlex.split(os.environ.get("ADAPTIVE_TRITON_ARGS", "")) + list(self.extra_args)
 
     def environment(self) -> dict[str, str]:
         """Environment for the server: the wheel's shared libraries, and this Python first on PATH so the

