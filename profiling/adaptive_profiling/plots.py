@@ -70,8 +70,8 @@ def plot_roofline(points: Sequence[Mapping], peak_flops: float, peak_bytes: floa
     return _save(fig, out)
 
 
-def plot_vs_batch(rows: Sequence[Mapping], key: str, ylabel: str, out: Path, *, title: str, scale: float = 1.0
-                  ) -> Path:
+def plot_vs_batch(rows: Sequence[Mapping], key: str, ylabel: str, out: Path, *, title: str, scale: float = 1.0,
+                  log_y: bool = False) -> Path:
     """One line per (size, stage) of `row[key] * scale` against batch size (log-x)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -82,6 +82,8 @@ def plot_vs_batch(rows: Sequence[Mapping], key: str, ylabel: str, out: Path, *, 
             ax.plot([r["batch"] for r in sel], [r[key] * scale for r in sel], color=f"C{i}",
                     marker=MARKERS[(stage - 1) % len(MARKERS)], label=f"{size} stage {stage}")
     ax.set_xscale("log", base=2)
+    if log_y:
+        ax.set_yscale("log")
     ax.set_xlabel("batch size (sequences per call)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -95,12 +97,15 @@ def plot_stage_latency(rows: Sequence[Mapping], batch: int, out: Path, *, title:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     sizes = list(dict.fromkeys(r["size"] for r in rows))
+    widest = max(sum(r["median_ms"] for r in rows if r["size"] == s and r["batch"] == batch) for s in sizes)
     for i, size in enumerate(sizes):
         bottom = 0.0
         for r in sorted((r for r in rows if r["size"] == size and r["batch"] == batch), key=lambda r: r["stage"]):
             ax.barh(i, r["median_ms"], left=bottom, color=f"C{r['stage'] - 1}",
                     label=f"stage {r['stage']}" if i == 0 or r["stage"] > 2 else None)
-            ax.text(bottom + r["median_ms"] / 2, i, f"{r['median_ms']:.1f}", ha="center", va="center", fontsize=7)
+            if r["median_ms"] > 0.06 * widest:  # no label on a bar too narrow to hold it
+                ax.text(bottom + r["median_ms"] / 2, i, f"{r['median_ms']:.1f}", ha="center", va="center",
+                        fontsize=7)
             bottom += r["median_ms"]
     ax.set_yticks(range(len(sizes)), sizes)
     ax.set_xlabel(f"ms per call at batch {batch}")

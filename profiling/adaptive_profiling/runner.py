@@ -134,6 +134,10 @@ def _offline(cfg: ProfileConfig, device: str, sizes: dict, out: Path) -> dict[st
     timings, ops = [], []
     total = sum(c.num_stages * (len(cfg.batch_sizes) + 1) for c in sizes.values())
     bar = tqdm(total=total, desc="stages", unit="run", file=sys.stderr)
+    # Half precision: weights are converted, and autocast keeps the float32 attention mask and softmax from
+    # mixing dtypes in the matmuls (the model code is written for float32).
+    half = cfg.dtype != "float32"
+    autocast = torch.autocast(device.split(":")[0], dtype=getattr(torch, cfg.dtype), enabled=half)
     for name, config in sizes.items():
         tokens = min(cfg.seq_len or config.max_seq_len, config.max_seq_len)
         stages = load_stages(cfg.export_dir, name, device, cfg.dtype)
@@ -142,7 +146,7 @@ def _offline(cfg: ProfileConfig, device: str, sizes: dict, out: Path) -> dict[st
             for batch in sorted(set(cfg.batch_sizes) | {cfg.profile_batch}):
                 bar.set_postfix_str(f"{name} stage {s} batch {batch}")
                 x, mask = stage_inputs(config, s, batch, tokens, device, cfg.dtype, cfg.seed)
-                with torch.inference_mode():
+                with torch.inference_mode(), autocast:
                     def call() -> object:
                         return module(x, mask)
 
@@ -229,7 +233,7 @@ def _plots(result: dict, out: Path) -> list[Path]:
                                            out / "roofline.png", title=f"Roofline: {dev['name']} ({dtype})",
                                            measured=other))
         written.append(plots.plot_vs_batch(off["timings"], "samples_per_s", "sequences / s",
-                                           out / "throughput_vs_batch.png",
+                                           out / "throughput_vs_batch.png", log_y=True,
                                            title=f"Throughput per stage against batch size ({dev['name']})"))
         written.append(plots.plot_vs_batch(off["timings"], "peak_activation_bytes", "MiB above weights",
                                            out / "memory_vs_batch.png", scale=1 / 2**20,
