@@ -66,3 +66,14 @@ PROFILE_ARGS ?=
 
 profile: repository ## per-stage latency, memory, throughput vs batch, roofline, torch.profiler, NVML, per-hop server time ($(PROFILE_OUT)/report.md)
 	$(PY) -m adaptive_profiling --export build/export $(if $(URL),--url $(URL),--repo $(REPO)) --out $(PROFILE_OUT) $(PROFILE_ARGS)
+
+# --- deployment (docker/, offline bundle) ---
+PYVER ?=
+BUNDLE_REPO ?= build/model_repository
+.PHONY: docker-check bundle
+
+docker-check: setup ## lint and validate docker/: hadolint, yamllint, compose spec, dashboard/Prometheus schemas, Kubernetes schemas, cross-file checks
+	$(PY) docker/check.py
+
+bundle: setup $(if $(filter build/model_repository,$(BUNDLE_REPO)),repository) ## offline archive for air-gapped hosts: server, libs, stub for PYVER (default: the venv's), BUNDLE_REPO, wheels (build/bundle)
+	$(PY) -m adaptive_serving.bundle --repo $(BUNDLE_REPO) --out build/bundle $(if $(PYVER),--python $(PYVER))
