@@ -96,8 +96,9 @@ def _translate(e: Exception) -> AdaptiveClientError:
     status = str((status_fn() if callable(status_fn) else status_fn) or "")
     message = e.message() if hasattr(e, "message") and callable(e.message) else str(e)
     text = f"{status} {message}".lower()
-    # A restarting server listens before its models are loaded (HTTP answers that with a 400): not admitted.
-    if "has no available versions" in text or "is not ready" in text:
+    # A restarting server listens before its models are loaded (HTTP answers that with a 400): not admitted. A stopping
+    # server fails the BLS calls of requests still in flight with "Server not ready": never answered, safe to resend.
+    if "has no available versions" in text or "is not ready" in text or "server not ready" in text:
         return ServerUnavailableError(message)
     if "invalid_arg" in text or "400" in status:
         return InvalidInputError(message)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -32,6 +33,14 @@ from adaptive_serving.config import SERVER
 
 class ServerError(RuntimeError):
     """The server could not be found, started or made ready."""
+
+
+# Admin APIs that only callers with the server's admin key may use (Triton's restricted-API flags): shared memory
+# always (a registration names a /dev/shm object for the server to map), the model repository too when model
+# control is explicit (a load may carry model files). Health, metadata and inference stay open.
+ADMIN_HEADER = "admin-key"
+RESTRICTED_APIS = ("shared-memory",)
+RESTRICTED_APIS_EXPLICIT = ("model-repository", "shared-memory")
 
 
 def _site_packages() -> Path:
@@ -94,6 +103,7 @@ class TritonServer:
         load_models: with explicit control, models to load at start ("*" for all).
         backend_dir: backends folder; defaults to the one `make setup` prepares.
         extra_args: further tritonserver flags.
+        admin_key: the key of the restricted admin APIs (RESTRICTED_APIS); a random one per server when None.
 
     Example:
         with TritonServer(Path("build/model_repository")) as server:
@@ -114,6 +124,7 @@ class TritonServer:
         load_models: Sequence[str] = (),
         backend_dir: Path | None = None,
         extra_args: Sequence[str] = (),
+        admin_key: str | None = None,
     ) -> None:
         if model_control not in ("none", "explicit"):
             raise ValueError(f"model_control must be 'none' or 'explicit', got {model_control!r}")
@@ -126,6 +137,7 @@ class TritonServer:
         self.load_models = tuple(load_models)
         self.backend_dir = Path(backend_dir) if backend_dir else default_backend_dir()
         self.extra_args = tuple(extra_args)
+        self.admin_key = admin_key or secrets.token_hex(16)
         self._proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
@@ -167,9 +179,17 @@ class TritonServer:
             f"--log-verbose={self.log_verbose}",
         ]
         cmd += [f"--load-model={name}" for name in self.load_models]
+        apis = ",".join(RESTRICTED_APIS_EXPLICIT if self.model_control == "explicit" else RESTRICTED_APIS)
+        cmd += [f"--http-restricted-api={apis}:{ADMIN_HEADER}={self.admin_key}",
+                f"--grpc-restricted-protocol={apis}:{ADMIN_HEADER}={self.admin_key}"]
         # Host-specific flags from the operator, e.g. a larger CUDA memory pool on a GPU host (the Python backend
         # moves GPU tensors between processes through it): ADAPTIVE_TRITON_ARGS="--cuda-memory-pool-byte-size=0:2147483648"
         return cmd + shlex.split(os.environ.get("ADAPTIVE_TRITON_ARGS", "")) + list(self.extra_args)
+
+    def admin_headers(self, protocol: str = "http") -> dict[str, str]:
+        """Headers that unlock the restricted admin APIs (gRPC prefixes Triton's protocol tag to the key name)."""
+        name = ADMIN_HEADER if protocol == "http" else f"triton-grpc-protocol-{ADMIN_HEADER}"
+        return {name: self.admin_key}
 
     def environment(self) -> dict[str, str]:
         """Environment for the server: the wheel's shared libraries, and this Python first on PATH so the
@@ -196,7 +216,7 @@ class TritonServer:
             raise ServerError(f"Python backend stub missing at {stub}; run `make setup`")
         if not self.model_repository.is_dir():
             raise ServerError(f"model repository {self.model_repository} does not exist")
-        log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it; closed in stop()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it; closed in stop(); a restart appends
         # A new session makes the server and its stubs one process group we can signal together. The parent-death
         # signal stops the server when this process is killed before it could call stop(); Linux sends it when the
         # starting *thread* ends, so it is only asked for from the main thread.
@@ -297,6 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--log", type=Path, default=None, help="server log file (default: a temp file)")
     run.add_argument("--log-verbose", type=int, default=0)
     run.add_argument("--check", action="store_true", help="start, report ready, stop (a smoke test)")
+    run.add_argument("--no-watchdog", action="store_true",
+                     help="do not restart the server when a Python backend stub dies (see adaptive_serving.watchdog)")
     args = parser.parse_args(argv)
 
     server = TritonServer(
@@ -320,10 +342,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    from adaptive_serving.watchdog import StubWatchdog, describe  # imports this module: not at the top
+
+    watchdog = StubWatchdog(server, on_recovery=lambda r: print(describe(r), flush=True))
+    if not args.no_watchdog:
+        watchdog.start()
     try:
-        while not stop["now"] and server.is_running():
+        # A watchdog restart leaves the server stopped for a moment: only a server that stays down ends the loop.
+        while not stop["now"] and (server.is_running() or watchdog.restarting):
             time.sleep(0.5)
     finally:
+        watchdog.stop()
         alive = server.is_running()
         server.stop()
     if not alive and not stop["now"]:

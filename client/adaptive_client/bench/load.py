@@ -116,7 +116,7 @@ class OpenLoopResult:
 
 async def open_loop(pool: ClientPool, model: str, texts: Sequence[str], *, rate_per_s: float, duration_s: float,
                     pick_class: Callable[[np.random.Generator], tuple[str, RequestKwargs]], drain_timeout_s: float,
-                    seed: int = 0) -> OpenLoopResult:
+                    seed: int = 0, texts_per_request: int = 1) -> OpenLoopResult:
     """Poisson arrivals at `rate_per_s` for `duration_s`; each arrival is sent without waiting for any answer.
 
     Every request becomes a task; after the last send one wait with `drain_timeout_s` collects them, and any
@@ -131,6 +131,7 @@ async def open_loop(pool: ClientPool, model: str, texts: Sequence[str], *, rate_
         pick_class: draws a latency class (name, request kwargs) for each arrival.
         drain_timeout_s: final wait for answers after the last send.
         seed: seeds arrival times, classes and text order.
+        texts_per_request: texts in each request (consecutive texts of `texts`, cycled).
     """
     rng = np.random.default_rng(seed)
     result = OpenLoopResult()
@@ -150,7 +151,8 @@ async def open_loop(pool: ClientPool, model: str, texts: Sequence[str], *, rate_
         result.send_lag_ms.append(max(0.0, -wait) * 1e3)
         name, kwargs = pick_class(rng)
         result.sent.append(name)
-        tasks[asyncio.create_task(infer(pool.next(), model, [texts[i % len(texts)]], kwargs))] = i
+        batch = [texts[(i * texts_per_request + j) % len(texts)] for j in range(texts_per_request)]
+        tasks[asyncio.create_task(infer(pool.next(), model, batch, kwargs))] = i
         i += 1
         bar.update(1)
     result.send_s = time.perf_counter() - start
