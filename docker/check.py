@@ -126,12 +126,15 @@ def _compose_errors(root: Path) -> Iterator[str]:
                 if host not in services:
                     yield f"prometheus.yml job {job['job_name']}: target host {host!r} is not a compose service"
                 elif int(port) not in container_ports[host]:
-                    yield f"prometheus.yml job {job['job_name']}: {host} has no port {port} ({sorted(container_ports[host])})"
+                    yield (f"prometheus.yml job {job['job_name']}: {host} has no port {port} "
+                           f"({sorted(container_ports[host])})")
     provider_paths = {p["options"]["path"] for f in (root / "grafana" / "provisioning" / "dashboards").glob("*.yml")
                       for doc in _yaml_docs(f) for p in doc.get("providers", [])}
-    mounts = {v.split(":")[1] for v in services.get("grafana", {}).get("volumes", []) if "dashboards" in v.split(":")[0]}
+    grafana_volumes = services.get("grafana", {}).get("volumes", [])
+    mounts = {v.split(":")[1] for v in grafana_volumes if "dashboards" in v.split(":")[0]}
     if not provider_paths <= mounts:
-        yield f"grafana dashboards provider reads {sorted(provider_paths)}, compose mounts dashboards at {sorted(mounts)}"
+        yield (f"grafana dashboards provider reads {sorted(provider_paths)}, "
+               f"compose mounts dashboards at {sorted(mounts)}")
     dockerfile = (root / "Dockerfile").read_text()
     if not re.search(rf"^FROM {re.escape(TRITON_IMAGE)}\s*$", dockerfile, re.M):
         yield f"Dockerfile: the image must build FROM {TRITON_IMAGE} (the local server's tritonserver 2.51.0)"
@@ -177,7 +180,8 @@ def _k8s_errors(root: Path) -> Iterator[str]:
                 names = {p.get("name") for c in pod["spec"]["containers"] for p in c.get("ports", [])}
                 for port in svc["spec"]["ports"]:
                     if isinstance(port.get("targetPort"), str) and port["targetPort"] not in names:
-                        yield f"Service {svc['metadata']['name']}: targetPort {port['targetPort']!r} is not a port of {name}"
+                        yield (f"Service {svc['metadata']['name']}: targetPort {port['targetPort']!r} "
+                               f"is not a port of {name}")
     if deployments and not any(s["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
                                for s in by_kind.get("Service", []) for d in deployments.values()):
         yield "no Service selects the Deployment's pods"
@@ -188,8 +192,8 @@ def _k8s_errors(root: Path) -> Iterator[str]:
         for metric in hpa["spec"].get("metrics", []):
             spec = metric.get("pods") or metric.get("object")
             if spec and spec["metric"]["name"] not in served:
-                yield f"HPA {hpa['metadata']['name']}: metric {spec['metric']['name']!r} is served by no adapter rule " \
-                      f"({sorted(served)})"
+                yield (f"HPA {hpa['metadata']['name']}: metric {spec['metric']['name']!r} is served by no "
+                       f"adapter rule ({sorted(served)})")
 
 
 def check_consistency(root: Path) -> list[str]:

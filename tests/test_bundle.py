@@ -76,7 +76,8 @@ def test_unpacked_bundle_starts_answers_and_stops(router_repo: Path, tmp_path: P
             [result] = client.classify(["Shares fell sharply on Monday"], latency_class="critical")
         assert result.model_size == "tiny" and result.exit_stage >= 1
         # start.sh pointed the router's outcome log (an absolute path of the build host) into the bundle.
-        assert f'string_value: "{top}/outcomes/router.jsonl"' in (top / "models" / "router" / "config.pbtxt").read_text()
+        router_config = (top / "models" / "router" / "config.pbtxt").read_text()
+        assert f'string_value: "{top}/outcomes/router.jsonl"' in router_config
         deadline = time.monotonic() + 10
         while not (top / "outcomes" / "router.jsonl").exists():
             assert time.monotonic() < deadline, "the router logged no outcome inside the bundle"

@@ -43,6 +43,7 @@ PACKAGE_DIRS = ("model_repository/adaptive_serving", "export/adaptive_export", "
 # Binary modules the Python models import, keyed by what in the repository needs them.
 ALWAYS_NEEDED = ("numpy", "tokenizers")
 EXECUTABLES = ("/bin/tritonserver", "/triton_python_backend_stub")
+BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
 
 
 class BundleError(RuntimeError):
@@ -148,7 +149,7 @@ def download_wheels(specs: Sequence[str], python: str, dest: Path) -> list[Path]
     tag = python.replace(".", "")
     platforms = [f"--platform={p}" for p in ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64")]
     proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-                           f"--python-version={tag}", f"--implementation=cp", *platforms, "-d", str(dest), *specs],
+                           f"--python-version={tag}", "--implementation=cp", *platforms, "-d", str(dest), *specs],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise BundleError(f"pip download of {list(specs)} for Python {python} failed:\n{proc.stderr}")
@@ -185,8 +186,8 @@ if [ ! -f "$HERE/python/.unpacked" ]; then
     touch "$HERE/python/.unpacked"
 fi
 export PYTHONPATH="$HERE/python${{PYTHONPATH:+:$PYTHONPATH}}"
-missing="$("$PY" -c 'import importlib.util, sys; print(" ".join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))' \\
-    {" ".join(modules)})"
+check='import importlib.util as u, sys; print(" ".join(m for m in sys.argv[1:] if u.find_spec(m) is None))'
+missing="$("$PY" -c "$check" {" ".join(modules)})"
 if [ -n "$missing" ]; then
     echo "start.sh: $PY lacks: $missing (install them, or rebuild the bundle with --wheel)" >&2
     exit 1
@@ -195,9 +196,10 @@ fi
 export PATH="$(dirname "$PY"):$PATH"
 export LD_LIBRARY_PATH="$HERE/triton/lib${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"
 # The router's outcome log is an absolute path in its config: point it into this bundle, wherever it lives.
+key='(key: "outcomes_file" value: \\{{ string_value: ")[^"]*"'
 for cfg in "$HERE"/models/*/config.pbtxt; do
     if grep -q 'key: "outcomes_file"' "$cfg"; then
-        sed -i -E "s|(key: \\"outcomes_file\\" value: \\{{ string_value: \\")[^\\"]*\\"|\\1$HERE/outcomes/router.jsonl\\"|" "$cfg"
+        sed -i -E "s|$key|\\1$HERE/outcomes/router.jsonl\\"|" "$cfg"
     fi
 done
 exec "$HERE/triton/bin/tritonserver" --model-repository="$HERE/models" --backend-directory="$HERE/triton/backends" \\
@@ -261,8 +263,7 @@ def build_bundle(options: BundleOptions, progress: bool = True) -> Path:
         files: list[tuple[Path, str]] = [
             (server_dir / "bin" / "tritonserver", f"{top}/triton/bin/tritonserver"),
             *[(lib, f"{top}/triton/lib/{lib.name}") for lib in libs],
-            (backend / "libtriton_python.so", f"{top}/triton/backends/python/libtriton_python.so"),
-            (backend / "triton_python_backend_utils.py", f"{top}/triton/backends/python/triton_python_backend_utils.py"),
+            *[(backend / name, f"{top}/triton/backends/python/{name}") for name in BACKEND_FILES],
             (stub, f"{top}/triton/backends/python/triton_python_backend_stub"),
             *[(w, f"{top}/wheels/{w.name}") for w in wheels],
             *[(p, f"{top}/models/{p.relative_to(repository).as_posix()}")
