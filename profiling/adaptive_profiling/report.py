@@ -61,9 +61,10 @@ def markdown(result: Mapping) -> str:
     la = result.get("load_average")
     if la:
         busy = max(la["start"][0], la["end"][0]) > la["cpus"]
-        lines += [f"Load average (1 min) {la['start'][0]:.1f} at the start and {la['end'][0]:.1f} at the end on "
-                  f"{la['cpus']} CPUs" + (": above the CPU count, so other work shared the cores and CPU times are "
-                                          "inflated." if busy else "."), ""]
+        lines += [f"Load average (1 min) {la['start'][0]:.1f} at the start and {la['end'][0]:.1f} after the offline "
+                  f"sweep on {la['cpus']} CPUs" + (f": above the CPU count (this run's torch threads add "
+                                                   f"{dev['threads']}), so other work shared the cores and CPU "
+                                                   "times are inflated." if busy else "."), ""]
     if cfg.get("argv"):
         lines += [f"Command: `python -m adaptive_profiling {' '.join(cfg['argv'])}`", ""]
 

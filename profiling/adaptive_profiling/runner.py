@@ -286,6 +286,7 @@ def run_profile(cfg: ProfileConfig) -> dict[str, object]:
         measured = _best(first, _measure(device, cfg))
         roof = table or measured
         offline["roofline"] = _roofline(offline["timings"], sizes, roof, cfg.dtype)
+        load_offline = os.getloadavg()  # before the server part, which loads the cores itself
         server, server_error = None, None
         if cfg.server:
             try:
@@ -306,7 +307,7 @@ def run_profile(cfg: ProfileConfig) -> dict[str, object]:
         "server": server, "server_error": server_error,
         "nvml": sampler.summary(),
         "projections": _projections(sizes, offline["roofline"]),
-        "load_average": {"start": list(load_start), "end": list(os.getloadavg()), "cpus": os.cpu_count()},
+        "load_average": {"start": list(load_start), "end": list(load_offline), "cpus": os.cpu_count()},
         "seconds": time.time() - started, "started_unix": started,
     }
     written = _plots(result, out)
