@@ -72,8 +72,8 @@ PYVER ?=
 BUNDLE_REPO ?= build/model_repository
 .PHONY: docker-check bundle
 
-docker-check: setup ## lint and validate docker/: hadolint, yamllint, compose spec, dashboard/Prometheus schemas, Kubernetes schemas, cross-file checks
-	$(PY) docker/check.py
+docker-check: setup ## lint and validate docker/ (or DOCKER_DIR=): hadolint, yamllint, compose spec, dashboard/Prometheus schemas, Kubernetes schemas, cross-file checks
+	$(PY) docker/check.py $(if $(DOCKER_DIR),--dir $(DOCKER_DIR))
 
 bundle: setup $(if $(filter build/model_repository,$(BUNDLE_REPO)),repository) ## offline archive for air-gapped hosts: server, libs, stub for PYVER (default: the venv's), BUNDLE_REPO, wheels (build/bundle)
 	$(PY) -m adaptive_serving.bundle --repo $(BUNDLE_REPO) --out build/bundle $(if $(PYVER),--python $(PYVER))

@@ -40,6 +40,17 @@ def test_make_docker_check_passes() -> None:
     assert "6/6 checks passed" in proc.stdout
 
 
+def test_make_docker_check_fails_on_a_planted_error(tmp_path: Path) -> None:
+    copy = tmp_path / "docker"
+    shutil.copytree(ROOT / "docker", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    hpa = copy / "k8s" / "hpa.yaml"
+    hpa.write_text(hpa.read_text().replace("kind: Deployment", "kind: Deploymnt"))
+    proc = subprocess.run(["make", "-s", "docker-check", f"DOCKER_DIR={copy}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0, proc.stdout
+    assert "scaleTargetRef Deploymnt/triton-adaptive is not in k8s/" in proc.stdout, proc.stdout
+
+
 @pytest.mark.parametrize("case", sorted(PLANTED))
 def test_planted_error_fails_its_check(case: str, tmp_path: Path) -> None:
     rel, old, new, check, expected = PLANTED[case]
