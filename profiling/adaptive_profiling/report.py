@@ -129,7 +129,8 @@ def markdown(result: Mapping) -> str:
                               " FLOP/B" for d, t in devices) + ". Cells list batch sizes.", ""]
         lines += _table(("stage", *(f"{d} {t}" for d, t in devices)),
                         [(f"{k[0]} stage {k[1]}", *(cell(d, k) for d in devices)) for k in keys])
-        lines += ["", "Half-precision tensor cores raise the compute peak about 15x over FP32 while the bandwidth stays: "
+        lines += ["", "Half-precision tensor cores raise the compute peak about 15x over FP32 while the bandwidth "
+                  "stays: "
                   "the ridge moves right and stages that are compute-bound in FP32 become memory-bound; fusing "
                   "attention and the feed-forward (fewer activation round trips) is then what raises intensity.", ""]
 
