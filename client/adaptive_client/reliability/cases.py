@@ -1,0 +1,627 @@
+"""Bad inputs against the real server: a hand-picked list and a hypothesis-driven suite.
+
+Every case is one request whose right outcome is known before it is sent (`expect`): a valid answer, a typed
+error (INVALID_ARG naming the problem, NOT_FOUND for a model that does not exist, a refusal for an API that is
+off), or, for raw HTTP bodies, any answer or error that carries a message. A case fails when the outcome differs,
+when no answer comes within the per-request timeout (lost), or when the server process dies (a crash). Good
+requests run beside the cases on another connection and must all be answered.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from adaptive_serving import names
+from adaptive_serving.config import MAX_BATCH_SIZE, MAX_TEXT_BYTES
+from adaptive_serving.repository import CASCADE_OUTPUTS, ENTRY_MODEL
+from adaptive_serving.server import TritonServer
+from adaptive_client.reliability.target import SAMPLE_TEXTS, is_live
+
+# Per-request client timeout: a case with no outcome by then is counted lost.
+CASE_TIMEOUT_S = 30.0
+GOOD_TEXT = b"Shares in the bank fell after profits missed forecasts"
+EXPECTATIONS = ("answer", "invalid", "not_found", "refused", "typed")
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One input tensor as sent (data already in the shape and dtype the request declares)."""
+
+    name: str
+    datatype: str
+    data: np.ndarray
+
+
+@dataclass(frozen=True)
+class Case:
+    """One request and the outcome it must get.
+
+    Args:
+        name: what the case is.
+        protocol: "grpc", "http" (tritonclient), "raw_http" (bytes to an HTTP path) or "client" (the typed client).
+        expect: "answer" (valid outputs; a queue-timeout rejection also passes when `timeout_us` is set), "invalid"
+            (INVALID_ARG), "not_found" (unknown model), "refused" (any typed error), "typed" (raw HTTP: an answer,
+            or an error with a message).
+        message: text the error message must contain (case-insensitive; "" = any).
+        model: model name in the request.
+        inputs: input tensors (grpc/http).
+        outputs: requested outputs (None = all).
+        priority: request priority.
+        timeout_us: request queue timeout (0 = none).
+        version: model version string ("" = latest).
+        parameters: request parameters.
+        path: raw_http path; body and headers are sent as they are.
+        body: raw_http body.
+        headers: raw_http headers.
+        latency_class: "client" protocol: the class name passed to the typed client.
+    """
+
+    name: str
+    protocol: str
+    expect: str
+    message: str = ""
+    model: str = ENTRY_MODEL
+    inputs: tuple[Tensor, ...] = ()
+    outputs: tuple[str, ...] | None = None
+    priority: int = 0
+    timeout_us: int = 0
+    version: str = ""
+    parameters: dict[str, object] | None = None
+    path: str = ""
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),)
+    latency_class: str = ""
+
+    def __post_init__(self) -> None:
+        if self.expect not in EXPECTATIONS:
+            raise ValueError(f"case {self.name!r}: expect must be one of {EXPECTATIONS}, got {self.expect!r}")
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """What one case got.
+
+    Args:
+        name: the case's name.
+        protocol: its protocol.
+        expect: what it had to get.
+        got: "answer", "invalid", "not_found", "rejected", "refused", "error" (a typed error of another kind),
+            "lost" (no outcome within CASE_TIMEOUT_S, or the connection broke) or "crash".
+        status: gRPC status, HTTP code or exception type.
+        message: the error message (trimmed).
+        passed: the outcome is the expected one.
+        why: why it failed ("" when passed).
+        latency_ms: send to outcome.
+    """
+
+    name: str
+    protocol: str
+    expect: str
+    got: str
+    status: str
+    message: str
+    passed: bool
+    why: str
+    latency_ms: float
+
+
+def texts_tensor(items: Sequence[bytes]) -> Tensor:
+    """The entry's `text` input, shape (B, 1) BYTES."""
+    data = np.empty((len(items), 1), dtype=np.object_)
+    for i, item in enumerate(items):
+        data[i, 0] = item
+    return Tensor(names.TEXT, "BYTES", data)
+
+
+def element_problem(item: bytes, index: int) -> str | None:
+    """The tokenizer's verdict on one text element, as a message fragment it must contain (None = fine)."""
+    if len(item) > MAX_TEXT_BYTES:
+        return f"element {index} is {len(item)} bytes"
+    try:
+        text = item.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"element {index} is not valid UTF-8"
+    if not text.strip():
+        return f"element {index} is empty"
+    if "\x00" in text:
+        return f"element {index} contains a NUL"
+    return None
+
+
+def expect_for_texts(items: Sequence[bytes], outputs: Sequence[str] | None) -> tuple[str, str]:
+    """(expect, message) for a well-formed `text` request: Triton checks batch size and outputs first, then the
+    tokenizer names the first bad element."""
+    request_level = []
+    if not items:
+        request_level.append("expected 1 string elements")
+    if len(items) > MAX_BATCH_SIZE:
+        request_level.append(f"batch-size must be <= {MAX_BATCH_SIZE}")
+    unknown = [o for o in outputs or () if o not in CASCADE_OUTPUTS and o not in (names.COMPLEXITY, names.ESCALATIONS)]
+    if unknown:
+        request_level.append("unexpected inference output")
+    if request_level:
+        return "invalid", request_level[0] if len(request_level) == 1 else ""
+    for i, item in enumerate(items):
+        problem = element_problem(item, i)
+        if problem:
+            return "invalid", problem
+    return "answer", ""
+
+
+def text_case(name: str, items: Sequence[bytes], *, protocol: str = "grpc", outputs: Sequence[str] | None = None,
+              priority: int = 0, timeout_us: int = 0, parameters: dict[str, object] | None = None) -> Case:
+    """A well-formed request of these texts, with its expected outcome."""
+    expect, message = expect_for_texts(items, outputs)
+    return Case(name, protocol, expect, message, inputs=(texts_tensor(items),),
+                outputs=tuple(outputs) if outputs is not None else None, priority=priority, timeout_us=timeout_us,
+                parameters=parameters)
+
+
+def numeric_tensor(datatype: str, shape: tuple[int, ...]) -> Tensor:
+    dtype = {"INT32": np.int32, "INT64": np.int64, "FP32": np.float32, "FP16": np.float16, "BOOL": np.bool_,
+             "UINT8": np.uint8}[datatype]
+    return Tensor(names.TEXT, datatype, np.zeros(shape, dtype=dtype))
+
+
+def raw_infer_case(body: dict[str, object] | bytes, name: str, expect: str = "typed", message: str = "",
+               headers: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),),
+               path: str = f"/v2/models/{ENTRY_MODEL}/infer") -> Case:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return Case(name, "raw_http", expect, message, path=path, body=data, headers=headers)
+
+
+def hand_picked_cases() -> list[Case]:
+    """The issue's list, each on gRPC and HTTP where the protocol matters."""
+    mb = 1024 * 1024
+    cases: list[Case] = []
+    texts = {
+        "empty text": [b""],
+        "whitespace text": [b" \t\r\n "],
+        "unicode whitespace only": ["\u3000\u2003\u00a0".encode()],
+        "1 MB text": [b"word " * (mb // 5)],
+        "text at the byte cap": [b"a" * MAX_TEXT_BYTES],
+        "text one byte over the cap": [b"a" * (MAX_TEXT_BYTES + 1)],
+        "invalid UTF-8 (latin-1 byte)": [b"caf\xe9 au lait"],
+        "invalid UTF-8 (encoded surrogate)": [b"\xed\xa0\x80 text"],
+        "invalid UTF-8 (overlong slash)": [b"\xc0\xaf"],
+        "invalid UTF-8 (truncated sequence)": ["résumé".encode()[:2]],
+        "NUL byte inside": [b"shares\x00fell"],
+        "NUL byte only": [b"\x00"],
+        "emoji": ["📈 Shares 🚀 rallied 💹 on Monday".encode()],
+        "emoji only (ZWJ family)": ["👩‍👩‍👧‍👦🏳️‍🌈".encode()],
+        "mixed scripts": ["Die Börse стала 株式市場 سوق الأسهم שוק ההון शेयर बाज़ार".encode()],
+        "combining marks": ["Z\u0351\u0360a\u0362l\u0352g\u0355o text".encode()],
+        "zero-width space only": ["\u200b".encode()],
+        "byte-order mark": ["\ufeffBank shares fell".encode()],
+        "control characters": [b"\x01\x02\x1b[31m red \x7f"],
+        "one 60 KB word": [b"x" * 60_000],
+        f"batch of {MAX_BATCH_SIZE} (the maximum)": [GOOD_TEXT] * MAX_BATCH_SIZE,
+        f"batch of {MAX_BATCH_SIZE + 1} (over the maximum)": [GOOD_TEXT] * (MAX_BATCH_SIZE + 1),
+        "empty batch": [],
+        "bad element second in a batch": [GOOD_TEXT, b"\xff\xfe"],
+        "bad element last of a full batch": [GOOD_TEXT] * (MAX_BATCH_SIZE - 1) + [b""],
+    }
+    for protocol in ("grpc", "http"):
+        for name, items in texts.items():
+            cases.append(text_case(f"{name} [{protocol}]", items, protocol=protocol))
+        good = texts_tensor([GOOD_TEXT])
+        wrong = [
+            ("wrong dtype INT32", (numeric_tensor("INT32", (1, 1)),), "data-type"),
+            ("wrong dtype FP32", (numeric_tensor("FP32", (1, 1)),), "data-type"),
+            ("wrong dtype BOOL", (numeric_tensor("BOOL", (1, 1)),), "data-type"),
+            ("wrong shape [1, 2]", (Tensor(names.TEXT, "BYTES", np.array([[GOOD_TEXT, GOOD_TEXT]], np.object_)),),
+             "shape"),
+            ("wrong shape [1, 1, 1]", (Tensor(names.TEXT, "BYTES", np.array([[[GOOD_TEXT]]], np.object_)),), "shape"),
+            ("missing batch dimension [1]", (Tensor(names.TEXT, "BYTES", np.array([GOOD_TEXT], np.object_)),),
+             "shape"),
+            ("missing inputs", (), "expected 1 inputs"),
+            ("wrong input name", (Tensor("txt", "BYTES", good.data),), "unexpected inference input"),
+            ("extra input", (good, Tensor(names.INPUT_IDS, "INT64", np.zeros((1, 4), np.int64))),
+             "expected 1 inputs"),
+        ]
+        for name, inputs, message in wrong:
+            cases.append(Case(f"{name} [{protocol}]", protocol, "invalid", message, inputs=inputs))
+        cases += [
+            Case(f"wrong output name [{protocol}]", protocol, "invalid", "unexpected inference output",
+                 inputs=(good,), outputs=("no_such_output",)),
+            Case(f"one output of the entry [{protocol}]", protocol, "answer", inputs=(good,), outputs=(names.LABEL,)),
+            Case(f"unknown model [{protocol}]", protocol, "not_found", "unknown model", model="no_such_model",
+                 inputs=(good,)),
+            # Over HTTP the name is part of the URL path, which the router does not match (404 Not Found).
+            Case(f"model path '../{ENTRY_MODEL}' [{protocol}]", protocol, "not_found",
+                 "unknown model" if protocol == "grpc" else "", model=f"../{ENTRY_MODEL}", inputs=(good,)),
+            Case(f"model path '/etc/passwd' [{protocol}]", protocol, "not_found",
+                 "unknown model" if protocol == "grpc" else "", model="/etc/passwd", inputs=(good,)),
+            Case(f"version '../../1' [{protocol}]", protocol, "refused", version="../../1", inputs=(good,)),
+            Case(f"version 99 [{protocol}]", protocol, "refused", "version", version="99", inputs=(good,)),
+            Case(f"priority 99 (no such level: default) [{protocol}]", protocol, "answer", inputs=(good,),
+                 priority=99),
+            Case(f"priority 2**63 [{protocol}]", protocol, "answer", inputs=(good,), priority=2**63),
+            Case(f"queue timeout 1 us [{protocol}]", protocol, "answer", inputs=(good,), timeout_us=1),
+            # Request parameters naming files or models: no model reads them, so the answer is an ordinary one.
+            Case(f"parameters naming files and models [{protocol}]", protocol, "answer", inputs=(good,),
+                 parameters={"plan_file": "/etc/passwd", "tokenizer_file": "../../../etc/shadow",
+                             "audit_model": "../tokenizer", "outcomes_file": "/tmp/adaptive-reliability-planted"}),
+        ]
+    cases += [
+        Case("unknown latency class (typed client)", "client", "invalid", "unknown latency class",
+             latency_class="urgent"),
+        raw_infer_case(b"{not json", "malformed JSON"),
+        raw_infer_case(b"", "empty body"),
+        raw_infer_case({"inputs": [{"name": "text", "shape": [2, 1], "datatype": "BYTES", "data": ["one"]}]},
+                   "shape says 2, data has 1", "invalid", "expected 2 string elements"),
+        raw_infer_case({"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": [5]}]},
+                   "number where a string belongs"),
+        raw_infer_case({"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES",
+                                "parameters": {"binary_data_size": 100}}]}, "binary size beyond the body",
+                   "invalid", "expecting 100 additional bytes"),
+        raw_infer_case({"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": ["x"],
+                                "parameters": {"shared_memory_region": "/etc/passwd",
+                                               "shared_memory_byte_size": 100}}]},
+                   "shared-memory region named like a file", "refused"),
+        raw_infer_case({"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES",
+                                "parameters": {"binary_data_size": 8}}]}, "binary header length far too large",
+                   "invalid", "inference header size",
+                   headers=(("Content-Type", "application/octet-stream"),
+                            ("Inference-Header-Content-Length", str(10**12)))),
+        Case("load a model (model control off)", "raw_http", "refused", path=f"/v2/repository/models/{ENTRY_MODEL}/load",
+             body=b"{}"),
+        Case("load a model with a planted model.py", "raw_http", "refused", path="/v2/repository/models/planted/load",
+             body=json.dumps({"parameters": {"config": "{}", "file:1/model.py": "aW1wb3J0IG9z"}}).encode()),
+        Case("unload the entry", "raw_http", "refused", path=f"/v2/repository/models/{ENTRY_MODEL}/unload", body=b"{}"),
+        Case("register /etc/passwd as shared memory", "raw_http", "refused",
+             path="/v2/systemsharedmemory/region/planted/register",
+             body=json.dumps({"key": "/etc/passwd", "offset": 0, "byte_size": 64}).encode()),
+        Case("move the server log", "raw_http", "refused", path="/v2/logging",
+             body=json.dumps({"log_file": "/tmp/adaptive-reliability-planted.log"}).encode()),
+        Case("move the trace file", "raw_http", "refused", path="/v2/trace/setting",
+             body=json.dumps({"trace_file": "/tmp/adaptive-reliability-planted.trace"}).encode()),
+    ]
+    return cases
+
+
+def known_triton_crashers() -> list[Case]:
+    """Requests that abort tritonserver 2.51 (not sent by the suite; `run_known_crashers` checks they still do).
+
+    Triton 2.51's HTTP frontend allocates a JSON input of a fixed-size datatype from its declared shape before
+    checking it against the model, so one request declaring a multi-terabyte INT32 tensor ends in std::bad_alloc
+    and abort() (found by this suite; fixed upstream in triton-inference-server/server #8174 and #8432, 2025).
+    gRPC checks the datatype first and is not affected.
+    """
+    return [raw_infer_case({"inputs": [{"name": names.TEXT, "shape": [2**40, 1], "datatype": "INT32", "data": [1]}]},
+                           "HTTP JSON INT32 tensor declared 4 TB (Triton 2.51 aborts)")]
+
+
+@dataclass
+class GoodTraffic:
+    """Counts of the good requests sent beside the cases.
+
+    Args:
+        sent: requests sent.
+        answered: requests answered with a valid result.
+        failed: requests that got anything else, with the first few messages.
+    """
+
+    sent: int = 0
+    answered: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+class _GoodTrafficThread:
+    """Ordinary requests in a loop on the typed client, until stopped."""
+
+    def __init__(self, grpc_url: str) -> None:
+        self.url = grpc_url
+        self.result = GoodTraffic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="good-traffic", daemon=True)
+
+    def _run(self) -> None:
+        from adaptive_client.client import AdaptiveClient, AdaptiveClientError
+
+        with AdaptiveClient(f"grpc://{self.url}", network_timeout_s=CASE_TIMEOUT_S) as client:
+            i = 0
+            while not self._stop.is_set():
+                self.result.sent += 1
+                try:
+                    [answer] = client.classify([SAMPLE_TEXTS[i % len(SAMPLE_TEXTS)]], latency_class="batch")
+                    self.result.answered += answer.exit_stage >= 1
+                except AdaptiveClientError as e:
+                    self.result.failed.append(f"{type(e).__name__}: {e}"[:300])
+                i += 1
+
+    def __enter__(self) -> _GoodTrafficThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=CASE_TIMEOUT_S + 5)
+
+
+def _classify_error(status: str, message: str) -> str:
+    text = f"{status} {message}".lower()
+    if "unknown model" in text or status == "404":
+        return "not_found"
+    if "timeout expired" in text or "exceeds maximum queue size" in text:
+        return "rejected"
+    if "deadline_exceeded" in text or "deadline exceeded" in text or "timed out" in text:
+        return "lost"
+    if "invalid_argument" in text or status == "400":
+        return "invalid"
+    if any(k in text for k in ("failed to connect", "connection refused", "connection reset", "socket closed",
+                               "broken pipe", "remote end closed")):
+        return "lost"
+    if any(k in text for k in ("unavailable", "403", "404", "501", "503", "not_found", "permission")):
+        return "refused"
+    return "error"
+
+
+def check_answer(outputs: dict[str, np.ndarray | None], count: int) -> str:
+    """'' when the outputs look like `count` valid answers, else what is wrong."""
+    label = outputs.get(names.LABEL)
+    if label is not None and (label.reshape(-1).shape[0] != count or (label < 0).any()):
+        return f"label {label.reshape(-1)[:4]} for {count} texts"
+    conf = outputs.get(names.CONFIDENCE)
+    if conf is not None and not (np.isfinite(conf).all() and (conf >= 0).all() and (conf <= 1 + 1e-6).all()):
+        return f"confidence out of [0, 1]: {conf.reshape(-1)[:4]}"
+    stage = outputs.get(names.EXIT_STAGE)
+    if stage is not None and (stage < 1).any():
+        return f"exit_stage below 1: {stage.reshape(-1)[:4]}"
+    if all(v is None for v in outputs.values()):
+        return "no outputs"
+    return ""
+
+
+class _Sender:
+    """tritonclient connections for the cases (one gRPC, one HTTP), plus raw HTTP."""
+
+    def __init__(self, server: TritonServer) -> None:
+        import tritonclient.grpc as grpcclient
+        import tritonclient.http as httpclient
+
+        self.server = server
+        self.modules = {"grpc": grpcclient, "http": httpclient}
+        self.clients = {"grpc": grpcclient.InferenceServerClient(server.grpc_url),
+                        "http": httpclient.InferenceServerClient(server.http_url, network_timeout=CASE_TIMEOUT_S,
+                                                                 connection_timeout=CASE_TIMEOUT_S)}
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+
+    def send(self, case: Case) -> tuple[str, str, str, dict[str, np.ndarray | None], int]:
+        """(got, status, message, outputs, texts in the request)."""
+        if case.protocol == "raw_http":
+            return self._raw(case)
+        if case.protocol == "client":
+            return self._typed_client(case)
+        from tritonclient.utils import InferenceServerException
+
+        module, client = self.modules[case.protocol], self.clients[case.protocol]
+        inputs = []
+        for t in case.inputs:
+            inp = module.InferInput(t.name, list(t.data.shape), t.datatype)
+            inp.set_data_from_numpy(t.data)
+            inputs.append(inp)
+        wanted = list(case.outputs) if case.outputs is not None else list(CASCADE_OUTPUTS)
+        kwargs: dict[str, object] = {"model_version": case.version, "priority": case.priority,
+                                     "outputs": [module.InferRequestedOutput(o) for o in wanted]}
+        if case.timeout_us:
+            kwargs["timeout"] = case.timeout_us
+        if case.parameters:
+            kwargs["parameters"] = case.parameters
+        if case.protocol == "grpc":
+            kwargs["client_timeout"] = CASE_TIMEOUT_S
+        count = int(case.inputs[0].data.shape[0]) if case.inputs and case.inputs[0].data.ndim else 0
+        try:
+            result = client.infer(case.model, inputs, **kwargs)
+        except InferenceServerException as e:
+            status = str(e.status() or "")
+            message = e.message() or str(e)
+            return _classify_error(status, message), status, message, {}, count
+        except (OSError, TimeoutError) as e:  # the HTTP client raises socket errors as they are
+            return "lost", type(e).__name__, str(e), {}, count
+        return "answer", "OK", "", {o: result.as_numpy(o) for o in wanted}, count
+
+    def _typed_client(self, case: Case) -> tuple[str, str, str, dict[str, np.ndarray | None], int]:
+        from adaptive_client.client import AdaptiveClient
+
+        with AdaptiveClient(f"grpc://{self.server.grpc_url}") as client:
+            try:
+                client.classify([GOOD_TEXT.decode()], latency_class=case.latency_class)
+            except ValueError as e:  # refused before sending: the class table does not have it
+                return "invalid", "ValueError", str(e), {}, 1
+        return "answer", "OK", "", {}, 1
+
+    def _raw(self, case: Case) -> tuple[str, str, str, dict[str, np.ndarray | None], int]:
+        import http.client
+
+        conn = http.client.HTTPConnection(self.server.host, self.server.http_port, timeout=CASE_TIMEOUT_S)
+        try:
+            conn.request("POST", case.path, body=case.body, headers=dict(case.headers))
+            response = conn.getresponse()
+            raw = response.read()
+        except (OSError, http.client.HTTPException) as e:
+            return "lost", type(e).__name__, str(e), {}, 0
+        finally:
+            conn.close()
+        status = str(response.status)
+        header_length = response.getheader("Inference-Header-Content-Length")  # binary outputs follow the JSON
+        try:
+            doc = json.loads(raw[: int(header_length)] if header_length else raw) if raw else {}
+        except ValueError:
+            doc = {}
+        if response.status == 200:
+            outputs = {o.get("name"): np.asarray(o.get("data", [])) for o in doc.get("outputs", [])
+                       if isinstance(o, dict)}
+            return "answer", status, "", outputs, 0
+        message = doc.get("error", "") if isinstance(doc, dict) else ""
+        got = "error" if not message else _classify_error(status, message)
+        return got, status, message or raw[:200].decode(errors="replace"), {}, 0
+
+
+def judge(case: Case, got: str, message: str, outputs: dict[str, np.ndarray | None], count: int) -> str:
+    """'' when the outcome is what `case` expects, else why not."""
+    if got in ("lost", "crash"):
+        return f"{got}: {message[:200]}"
+    # A short queue timeout may expire before the tokenizer looks at the texts: a typed rejection is then right.
+    if got == "rejected" and case.timeout_us and (case.expect == "answer" or case.message.startswith("element")):
+        return ""
+    if case.expect == "answer":
+        if got != "answer":
+            return f"expected an answer, got {got}: {message[:200]}"
+        return check_answer(outputs, count) if case.protocol in ("grpc", "http") else ""
+    if case.expect == "typed":
+        if got == "answer":
+            return "" if outputs else "200 without outputs"
+        return "" if message else f"error without a message (status {got})"
+    if got == "answer":
+        return f"expected {case.expect}, got an answer"
+    if case.expect == "invalid" and got != "invalid":
+        return f"expected INVALID_ARG, got {got}: {message[:200]}"
+    if case.expect == "not_found" and got != "not_found":
+        return f"expected an unknown-model error, got {got}: {message[:200]}"
+    if case.message and case.message.lower() not in message.lower():
+        return f"message does not say {case.message!r}: {message[:200]}"
+    return ""
+
+
+@dataclass
+class CaseSuite:
+    """Results of a bad-input run.
+
+    Args:
+        results: one per case, in the order sent.
+        crashes: times the server process was found dead (the run stops at the first).
+        good: the good traffic sent beside the cases.
+        falsified: hypothesis's minimal failing example, when the property failed ("" otherwise).
+        wall_s: run time.
+    """
+
+    results: list[CaseResult] = field(default_factory=list)
+    crashes: int = 0
+    good: GoodTraffic = field(default_factory=GoodTraffic)
+    falsified: str = ""
+    wall_s: float = 0.0
+
+    @property
+    def failures(self) -> list[CaseResult]:
+        return [r for r in self.results if not r.passed]
+
+    @property
+    def lost(self) -> int:
+        return sum(r.got == "lost" for r in self.results)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "cases": len(self.results), "passed": len(self.results) - len(self.failures),
+            "failed": len(self.failures), "crashes": self.crashes, "lost": self.lost,
+            "outcomes": dict(Counter(r.got for r in self.results)),
+            "by_protocol": dict(Counter(r.protocol for r in self.results)),
+            "good_sent": self.good.sent, "good_answered": self.good.answered, "good_failed": len(self.good.failed),
+            "good_failures": self.good.failed[:5], "falsified": self.falsified, "wall_s": self.wall_s,
+            "first_failures": [r.__dict__ for r in self.failures[:10]],
+        }
+
+
+class _Runner:
+    def __init__(self, server: TritonServer, suite: CaseSuite) -> None:
+        self.server, self.suite = server, suite
+        self.sender = _Sender(server)
+
+    def run(self, case: Case) -> CaseResult:
+        t0 = time.perf_counter()
+        got, status, message, outputs, count = self.sender.send(case)
+        latency_ms = (time.perf_counter() - t0) * 1e3
+        if not self.server.is_running():
+            self.suite.crashes += 1
+            got = "crash"
+        why = judge(case, got, message, outputs, count)
+        result = CaseResult(case.name, case.protocol, case.expect, got, status, message[:300], not why, why,
+                            latency_ms)
+        self.suite.results.append(result)
+        return result
+
+
+def run_cases(server: TritonServer, *, generated: int = 500,
+              progress: Callable[[int], None] | None = None) -> CaseSuite:
+    """Send the hand-picked cases, then `generated` hypothesis cases (derandomized: the same cases every run),
+    with good traffic running beside them.
+
+    Args:
+        server: a started server serving the generated repository.
+        generated: hypothesis examples to send.
+        progress: called with the number of cases done so far.
+
+    Raises:
+        ImportError: hypothesis is not installed (it is in the dev extra).
+    """
+    import warnings
+
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis.errors import HypothesisWarning
+
+    from adaptive_client.reliability.strategies import cases as case_strategy
+
+    suite = CaseSuite()
+    runner = _Runner(server, suite)
+    start = time.perf_counter()
+    try:
+        with _GoodTrafficThread(server.grpc_url) as good:
+            for case in hand_picked_cases():
+                runner.run(case)
+                if progress:
+                    progress(len(suite.results))
+                if suite.crashes:
+                    break
+
+            @settings(max_examples=generated, derandomize=True, database=None, deadline=None, print_blob=False,
+                      suppress_health_check=list(HealthCheck), phases=(Phase.generate, Phase.shrink))
+            @given(case=case_strategy())
+            def bad_inputs_get_typed_answers(case: Case) -> None:
+                result = runner.run(case)
+                if progress:
+                    progress(len(suite.results))
+                assert result.passed, f"{case.name}: {result.why}"
+
+            if not suite.crashes and generated > 0:
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", HypothesisWarning)  # reprs of 1 MB texts
+                        bad_inputs_get_typed_answers()
+                except AssertionError as e:
+                    suite.falsified = str(e)[:1000]
+        suite.good = good.result
+    finally:
+        runner.sender.close()
+    if not suite.crashes and not is_live(server.http_url):
+        suite.crashes += 1  # dead, or alive but no longer answering its health endpoint
+    suite.wall_s = time.perf_counter() - start
+    return suite
+
+
+def run_known_crashers(server: TritonServer) -> dict[str, object]:
+    """Send `known_triton_crashers()` to a throwaway server; how many left it dead (upstream bugs, kept visible)."""
+    sender = _Sender(server)
+    tried, crashes, outcomes = 0, 0, []
+    try:
+        for case in known_triton_crashers():
+            tried += 1
+            got, status, message, _, _ = sender.send(case)
+            time.sleep(1.0)  # abort() takes a moment after the connection drops
+            dead = not server.is_running()
+            crashes += dead
+            outcomes.append({"case": case.name, "got": got, "status": status, "server_died": dead})
+            if dead:
+                break
+    finally:
+        sender.close()
+    return {"tried": tried, "crashes": crashes, "outcomes": outcomes}
