@@ -72,6 +72,11 @@ def test_unpacked_bundle_starts_answers_and_stops(router_repo: Path, tmp_path: P
         family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
         exe = Path(family[0].exe())
         assert exe.is_relative_to(top), f"the server must run from the bundle, ran {exe}"
+        # The stubs see what the bundle's venv sees: the project from the bundle's wheel, not this checkout's
+        # editable install (start.sh lists $PYTHON's site-packages as plain paths, whose .pth hooks do not run).
+        probe = [str(top / "venv" / "bin" / "python3"), "-c", "import adaptive_serving as a; print(a.__file__)"]
+        where = subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
+        assert Path(where).is_relative_to(top / "python"), where
         with AdaptiveClient(f"grpc://127.0.0.1:{grpc}") as client:
             [result] = client.classify(["Shares fell sharply on Monday"], latency_class="critical")
         assert result.model_size == "tiny" and result.exit_stage >= 1

@@ -4,7 +4,8 @@
 
 writes `build/bundle/triton-adaptive-<python>.tar.xz` with one top folder `triton-adaptive-<python>/`:
 
-    start.sh                    sets the library path and PATH, runs tritonserver bound to 127.0.0.1
+    start.sh                    makes a venv of its own on the host's Python (the backend stubs ignore PYTHONPATH),
+                                sets the library path, runs tritonserver bound to 127.0.0.1
     triton/bin/tritonserver     tritonserver 2.51.0 from the nvidia-pytriton wheel
     triton/lib/                 only the wheel's shared libraries those binaries load (found with ldd)
     triton/backends/python/     the Python backend and the stub built for the chosen Python
@@ -179,21 +180,28 @@ if [ "$have" != "$PYVER" ]; then
     echo "start.sh: the bundled backend stub is built for Python $PYVER, but $PY is $have" >&2
     exit 1
 fi
-# The project's wheels, unpacked once (pure Python: no pip and no index needed).
+# The bundle's wheels, unpacked once (no pip, no index).
 if [ ! -f "$HERE/python/.unpacked" ]; then
     mkdir -p "$HERE/python"
     for whl in "$HERE"/wheels/*.whl; do "$PY" -m zipfile -e "$whl" "$HERE/python"; done
     touch "$HERE/python/.unpacked"
 fi
-export PYTHONPATH="$HERE/python${{PYTHONPATH:+:$PYTHONPATH}}"
+# The backend stubs ignore PYTHONPATH: their interpreter takes its site-packages from the first python3 on PATH.
+# A venv of our own (the host's Python untouched) comes first; its .pth puts the unpacked wheels, then $PYTHON's
+# site-packages (where numpy, tokenizers, ... live), on the stubs' path. Rewritten at each start: relocatable.
+VENV="$HERE/venv"
+[ -x "$VENV/bin/python3" ] || "$PY" -m venv --without-pip "$VENV"
+site_dir="$("$VENV/bin/python3" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+{{ echo "$HERE/python"
+   "$PY" -c 'import site; print("\\n".join([*site.getsitepackages(), site.getusersitepackages()]))'
+}} > "$site_dir/triton_adaptive.pth"
 check='import importlib.util as u, sys; print(" ".join(m for m in sys.argv[1:] if u.find_spec(m) is None))'
-missing="$("$PY" -c "$check" {" ".join(modules)})"
+missing="$("$VENV/bin/python3" -c "$check" adaptive_serving {" ".join(modules)})"
 if [ -n "$missing" ]; then
     echo "start.sh: $PY lacks: $missing (install them, or rebuild the bundle with --wheel)" >&2
     exit 1
 fi
-# The stubs run this Python's environment when its bin folder comes first; the libraries are the bundle's.
-export PATH="$(dirname "$PY"):$PATH"
+export PATH="$VENV/bin:$PATH"
 export LD_LIBRARY_PATH="$HERE/triton/lib${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"
 # The router's outcome log is an absolute path in its config: point it into this bundle, wherever it lives.
 key='(key: "outcomes_file" value: \\{{ string_value: ")[^"]*"'
