@@ -15,7 +15,7 @@ import pytest
 from adaptive_export.manifest import head_params, layer_params, stage_bytes, stage_flops
 from adaptive_profiling.nvml import NvmlSampler
 from adaptive_profiling.peaks import measure_peaks, table_peaks
-from adaptive_profiling.roofline import roofline_point
+from adaptive_profiling.roofline import roofline_point, why
 from adaptive_serving.config import TINY, EarlyExitConfig
 
 # H=4, nh=2, I=8, head width h=2, C=2 classes, two one-layer stages: small enough to count by hand.
@@ -40,6 +40,11 @@ def test_roofline_matches_a_hand_computation() -> None:
     assert p.roof_flops_per_s == pytest.approx(600 / 1864 * 100)
     assert p.achieved_flops_per_s == pytest.approx(10.0)
     assert p.fraction_of_roof == pytest.approx(10.0 / (600 / 1864 * 100))
+    # Largest byte term: activations (928 of 1864 B); 31% of the roof is not called overhead-bound.
+    assert why(p).startswith("intensity 0.3 FLOP/B is below the ridge 10.0 FLOP/B; the unfused activations")
+    assert "fixed costs" not in why(p)
+    slow = roofline_point(HAND, 2, 1, 2, time_s=600.0, peak_flops_per_s=1000.0, peak_bytes_per_s=100.0)
+    assert "at 3% of its roof the call is limited by fixed costs" in why(slow)
     # Same call on a device with ridge 0.1 FLOP/B is compute-bound, its roof the compute peak.
     q = roofline_point(HAND, 2, 1, 2, time_s=60.0, peak_flops_per_s=1000.0, peak_bytes_per_s=10_000.0)
     assert q.bound == "compute" and q.roof_flops_per_s == 1000.0

@@ -25,6 +25,12 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
     return out
 
 
+def _short(name: str, width: int = 70) -> str:
+    """An operator or CUDA kernel name cut to `width` characters (templated kernel names run to hundreds)."""
+    name = name.replace("|", "/")
+    return name if len(name) <= width else name[: width - 3] + "..."
+
+
 def _note(name: str) -> str:
     if name.startswith("ops/"):
         return "top operators by self time (torch.profiler), CSV"
@@ -138,7 +144,8 @@ def markdown(result: Mapping) -> str:
     for o in off["ops"]:
         lines += [f"**{o['size']} stage {o['stage']}** (T={o['tokens']}; `{o['csv']}`, trace `{o['trace']}`)", ""]
         lines += _table(("operator", "calls", "self CPU ms", "self device ms"), [
-            (r["name"], r["calls"], f"{r['self_cpu_ms']:.3f}", f"{r['self_device_ms']:.3f}") for r in o["rows"][:5]])
+            (_short(r["name"]), r["calls"], f"{r['self_cpu_ms']:.3f}", f"{r['self_device_ms']:.3f}")
+            for r in o["rows"][:5]])
         lines.append("")
 
     lines += ["## Server side: where time goes per hop", ""]

@@ -12,6 +12,8 @@ from adaptive_export.manifest import stage_bytes, stage_flops
 from adaptive_serving.config import EarlyExitConfig
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+# Below this fraction of the attainable roof, a call is called overhead-bound in the report's explanation.
+OVERHEAD_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -93,5 +95,10 @@ def why(point: RooflinePoint) -> str:
         "interface": "the stage's input and output tensors dominate the traffic",
     }[top]
     side = "below" if point.bound == "memory" else "above"
-    return (f"intensity {point.intensity:.1f} FLOP/B is {side} the ridge {point.ridge:.1f} FLOP/B; "
+    text = (f"intensity {point.intensity:.1f} FLOP/B is {side} the ridge {point.ridge:.1f} FLOP/B; "
             f"{cause} ({share[top]:.0%} of {point.bytes / 1e6:.1f} MB)")
+    if point.fraction_of_roof < OVERHEAD_FRACTION:
+        # Far under both roofs: neither bandwidth nor compute limits the call, fixed costs do.
+        text += (f"; at {point.fraction_of_roof:.0%} of its roof the call is limited by fixed costs (kernel "
+                 "launches, Python, small kernels), not by this roof")
+    return text
