@@ -190,7 +190,14 @@ fi
 # A venv of our own (the host's Python untouched) comes first; its .pth puts the unpacked wheels, then $PYTHON's
 # site-packages (where numpy, tokenizers, ... live), on the stubs' path. Rewritten at each start: relocatable.
 VENV="$HERE/venv"
-[ -x "$VENV/bin/python3" ] || "$PY" -m venv --without-pip "$VENV"
+if [ ! -x "$VENV/bin/python3" ] && ! "$PY" -m venv --without-pip "$VENV" 2>/dev/null; then
+    # No venv module (Debian/Ubuntu without python3-venv): the same layout by hand.
+    real="$("$PY" -c 'import os, sys; print(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))')"
+    mkdir -p "$VENV/bin" "$VENV/lib/python$PYVER/site-packages"
+    for name in python python3 "python$PYVER"; do ln -sf "$real" "$VENV/bin/$name"; done
+    printf 'home = %s\\ninclude-system-site-packages = false\\nversion = %s\\n' "$(dirname "$real")" \\
+        "$("$PY" -c 'import platform; print(platform.python_version())')" > "$VENV/pyvenv.cfg"
+fi
 site_dir="$("$VENV/bin/python3" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 {{ echo "$HERE/python"
    "$PY" -c 'import site; print("\\n".join([*site.getsitepackages(), site.getusersitepackages()]))'
@@ -239,14 +246,42 @@ def _add_bytes(tar: tarfile.TarFile, arcname: str, data: bytes, mode: int = 0o64
     tar.addfile(info, io.BytesIO(data))
 
 
+def _write_archive(path: Path, files: Sequence[tuple[Path, str]], extra: dict[str, tuple[bytes, int]],
+                   xz_level: int, desc: str, progress: bool) -> None:
+    """Stream a tar of `files` (source, name) and `extra` (name -> (bytes, mode)) through xz into `path`.
+
+    Raises:
+        BundleError: xz failed.
+    """
+    from tqdm import tqdm
+
+    xz = shutil.which("xz")
+    with open(path, "wb") as sink:
+        # xz uses every core; Python's lzma (the fallback) only one.
+        proc = subprocess.Popen([xz, f"-{xz_level}", "-T0", "-c"], stdin=subprocess.PIPE, stdout=sink) if xz else None
+        try:
+            with tarfile.open(fileobj=proc.stdin if proc else sink, mode="w|" if proc else "w|xz",
+                              format=tarfile.PAX_FORMAT, **({} if proc else {"preset": xz_level})) as tar:
+                with tqdm(total=sum(src.stat().st_size for src, _ in files if src.is_file()), unit="B",
+                          unit_scale=True, desc=desc, disable=not progress) as bar:
+                    for src, arcname in files:
+                        _add_file(tar, src, arcname)
+                        bar.update(src.stat().st_size if src.is_file() else 0)
+                for arcname, (data, mode) in extra.items():
+                    _add_bytes(tar, arcname, data, mode)
+        finally:
+            if proc:
+                proc.stdin.close()
+                if proc.wait() != 0:
+                    raise BundleError(f"xz exited with code {proc.returncode}")
+
+
 def build_bundle(options: BundleOptions, progress: bool = True) -> Path:
     """Write the bundle archive, and its manifest beside it (`<name>.manifest.json`); returns the archive's path.
 
     Raises:
         BundleError: no stub for that Python, no repository, or a tool failed.
     """
-    from tqdm import tqdm
-
     server_dir, lib_dir = wheel_tree()
     stub = server_dir / "python_backend_stubs" / options.python / "triton_python_backend_stub"
     if not stub.exists():
@@ -284,25 +319,13 @@ def build_bundle(options: BundleOptions, progress: bool = True) -> Path:
             "libraries": [lib.name for lib in libs], "wheels": [w.name for w in wheels],
             "uncompressed_bytes": _unique_bytes([src for src, _ in files]),
         }
-        xz = shutil.which("xz")
-        with open(partial, "wb") as sink:
-            # xz uses every core; Python's lzma (the fallback) only one.
-            proc = (subprocess.Popen([xz, f"-{options.xz_level}", "-T0", "-c"], stdin=subprocess.PIPE, stdout=sink)
-                    if xz else None)
-            mode = "w|" if proc else "w|xz"
-            with tarfile.open(fileobj=proc.stdin if proc else sink, mode=mode, format=tarfile.PAX_FORMAT,
-                              **({} if proc else {"preset": options.xz_level})) as tar:
-                with tqdm(total=sum(src.stat().st_size for src, _ in files if src.is_file()), unit="B", unit_scale=True,
-                          desc=f"bundle {top}", disable=not progress) as bar:
-                    for src, arcname in files:
-                        _add_file(tar, src, arcname)
-                        bar.update(src.stat().st_size if src.is_file() else 0)
-                _add_bytes(tar, f"{top}/start.sh", start_script(options.python, modules).encode(), 0o755)
-                _add_bytes(tar, f"{top}/manifest.json", (json.dumps(manifest, indent=1) + "\n").encode())
-            if proc:
-                proc.stdin.close()
-                if proc.wait() != 0:
-                    raise BundleError(f"xz exited with code {proc.returncode}")
+        extra = {f"{top}/start.sh": (start_script(options.python, modules).encode(), 0o755),
+                 f"{top}/manifest.json": ((json.dumps(manifest, indent=1) + "\n").encode(), 0o644)}
+        try:
+            _write_archive(partial, files, extra, options.xz_level, f"bundle {top}", progress)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
     partial.replace(archive)
     manifest["archive_bytes"] = archive.stat().st_size
     (options.out / f"{top}.manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
