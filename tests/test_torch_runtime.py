@@ -89,19 +89,23 @@ def _parse(path: Path) -> model_config_pb2.ModelConfig:
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
 
-def test_gpu_repository_configs(tiny_export: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("gpu_hidden", [False, True])
+def test_gpu_repository_configs(tiny_export: Path, tmp_path: Path, gpu_hidden: bool) -> None:
     repo = tmp_path / "repo"
     build_repository(tiny_export, repo, RepositoryOptions(entry_size="tiny", runtime="torch", device="gpu",
-                                                          dtype="bfloat16"))
+                                                          dtype="bfloat16", gpu_hidden=gpu_hidden))
     for name in ("tiny_stage1", "tiny_stage2_express", "tiny_full_encoder"):
         config = _parse(repo / name / "config.pbtxt")
         assert config.backend == "python"
         assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
         params = {k: v.string_value for k, v in config.parameters.items()}
-        assert params["FORCE_CPU_ONLY_INPUT_TENSORS"] == "no" and params["dtype"] == "bfloat16"
+        assert params["dtype"] == "bfloat16" and params["hidden_on_device"] == ("yes" if gpu_hidden else "no")
+        # Inputs may arrive in GPU memory only when the hidden states stay there.
+        assert params.get("FORCE_CPU_ONLY_INPUT_TENSORS") == ("no" if gpu_hidden else None)
         assert (repo / name / "1" / "weights.safetensors").exists() and not (repo / name / "1" / "model.onnx").exists()
     assert _parse(repo / "tiny_full_encoder" / "config.pbtxt").parameters["stage"].string_value == "full"
-    assert json.loads((repo / "cascade_tiny" / "1" / "plan.json").read_text())["device"] == "gpu"
+    plan = json.loads((repo / "cascade_tiny" / "1" / "plan.json").read_text())
+    assert plan["device"] == ("gpu" if gpu_hidden else "cpu")  # the cascade asks BLS for GPU outputs only then
     # Tokenizer and cascade stay on the CPU.
     assert _parse(repo / "cascade_tiny" / "config.pbtxt").instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
     with pytest.raises(ValueError, match="needs the local target's torch runtime"):

@@ -76,6 +76,9 @@ class RepositoryOptions:
         runtime: stage runtime of the local target: "onnx" (onnxruntime, CPU) or "torch" (from the safetensors).
         device: "cpu" or "gpu" (torch runtime only: stage instances are KIND_GPU, tensors stay on the device).
         dtype: torch compute precision ("float32", "bfloat16", "float16"); the tensor contract stays float32.
+        gpu_hidden: on a GPU, keep hidden states in GPU memory between stages (BLS passes them as CUDA IPC
+            handles). Off by default: on an H200 with 2.51's Python backend that path cost ~1.8 s per cascade request
+            against ~13 ms when hidden states go through host memory (README, GPU results).
     """
 
     target: str = "local"
@@ -94,6 +97,7 @@ class RepositoryOptions:
     runtime: str = "onnx"
     device: str = "cpu"
     dtype: str = "float32"
+    gpu_hidden: bool = False
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -172,8 +176,9 @@ def encoder_config(name: str, cfg: EarlyExitConfig, stage: int | None, opts: Rep
         head += ['backend: "python"']
         params = dict(weights_file="weights.safetensors", stage="full" if stage is None else stage, dtype=opts.dtype,
                       intra_op_threads=opts.intra_op_threads, nice=nice)
-        if opts.device == "gpu":
+        if opts.device == "gpu" and opts.gpu_hidden:
             params["FORCE_CPU_ONLY_INPUT_TENSORS"] = "no"  # hidden states arrive in GPU memory
+        params["hidden_on_device"] = "yes" if opts.gpu_hidden else "no"
         tail = [_instances(opts.stage_instances, "KIND_GPU" if opts.device == "gpu" else "KIND_CPU"), _params(**params)]
     elif opts.target == "local":
         head += ['backend: "python"']
@@ -270,7 +275,8 @@ def load_plan(export_dir: Path, cfg: EarlyExitConfig, opts: RepositoryOptions = 
     return CascadePlan(size=cfg.name, stage_models=stages, exit_layers=cfg.exit_layers,
                        thresholds=tuple(raw["thresholds"]), confidence=raw["policy"], max_seq_len=cfg.max_seq_len,
                        express_models=tuple(f"{s}_express" for s in stages) if opts.express_lane else (),
-                       express_max_timeout_us=LATENCY_CLASSES["critical"].queue_timeout_us, device=opts.device)
+                       express_max_timeout_us=LATENCY_CLASSES["critical"].queue_timeout_us,
+                       device="gpu" if opts.device == "gpu" and opts.gpu_hidden else "cpu")
 
 
 def exported_sizes(export_dir: Path) -> dict[str, EarlyExitConfig]:
@@ -374,6 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runtime", choices=RUNTIMES, default="onnx", help="stage runtime of the local target")
     parser.add_argument("--device", choices=DEVICES, default="cpu", help="gpu: torch stages as KIND_GPU instances")
     parser.add_argument("--dtype", default="float32", help="torch compute precision: float32, bfloat16, float16")
+    parser.add_argument("--hidden-on-gpu", action="store_true",
+                        help="gpu: keep hidden states in GPU memory between stages (CUDA IPC; slow on 2.51, see README)")
     parser.add_argument("--no-router", action="store_true", help="entry = the entry size's cascade, no routing")
     parser.add_argument("--audit-rate", type=float, default=RepositoryOptions.audit_rate,
                         help="share of routed requests also sent to the largest <size>_full (outcome labels)")
@@ -381,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = RepositoryOptions(target=args.target, entry_size=args.entry_size,
                                 cascade_instances=args.cascade_instances, stage_instances=args.stage_instances,
                                 router=not args.no_router, audit_rate=args.audit_rate, runtime=args.runtime,
-                                device=args.device, dtype=args.dtype)
+                                device=args.device, dtype=args.dtype, gpu_hidden=args.hidden_on_gpu)
     try:
         models = build_repository(args.export, args.out, options)
     except (FileNotFoundError, ValueError) as e:

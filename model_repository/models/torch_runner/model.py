@@ -36,6 +36,7 @@ class TritonPythonModel:
         self.inject_delay_s = float(params.get("inject_delay_ms", "0")) / 1e3
         self.inject_error = params.get("inject_error", "")
         self.model_name = args["model_name"]
+        self.hidden_on_device = params.get("hidden_on_device", "yes") == "yes"
 
     def execute(self, requests):
         if self.inject_delay_s:
@@ -49,8 +50,10 @@ class TritonPythonModel:
             responses = []
             for out in results:
                 tensors = [pb_utils.Tensor(names.LOGITS, out[names.LOGITS].cpu().numpy())]
-                if names.HIDDEN in out:
+                if names.HIDDEN in out and self.hidden_on_device:
                     tensors.append(pb_utils.Tensor.from_dlpack(names.HIDDEN, dlpack.to_dlpack(out[names.HIDDEN])))
+                elif names.HIDDEN in out:
+                    tensors.append(pb_utils.Tensor(names.HIDDEN, out[names.HIDDEN].cpu().numpy()))
                 responses.append(pb_utils.InferenceResponse(tensors))
         except Exception as e:  # a failing stage fails only the requests of this call, with the reason
             error = pb_utils.TritonError(f"{self.model_name}: {type(e).__name__}: {e}", pb_utils.TritonError.INTERNAL)
