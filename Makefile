@@ -77,3 +77,14 @@ docker-check: setup ## lint and validate docker/ (or DOCKER_DIR=): hadolint, yam
 
 bundle: setup $(if $(filter build/model_repository,$(BUNDLE_REPO)),repository) ## offline archive for air-gapped hosts: server, libs, stub for PYVER (default: the venv's), BUNDLE_REPO, wheels (build/bundle)
 	$(PY) -m adaptive_serving.bundle --repo $(BUNDLE_REPO) --out build/bundle $(if $(PYVER),--python $(PYVER))
+
+# --- reliability (adaptive_client.reliability) ---
+SOAK_TIME ?= 10m
+RELIABILITY_ARGS ?=
+.PHONY: reliability soak
+
+reliability: repository ## bad inputs (500+), 3x-capacity overload 60 s, faults under load; one table (results/reliability)
+	$(PY) -m adaptive_client.reliability run --repo $(REPO) --export build/export --out results/reliability $(RELIABILITY_ARGS)
+
+soak: repository ## $(SOAK_TIME) at 70% of capacity: server RSS growth and latency drift per window (results/reliability/soak.*); not in CI
+	$(PY) -m adaptive_client.reliability soak --repo $(REPO) --export build/export --out results/reliability --time $(SOAK_TIME)

@@ -170,6 +170,7 @@ def unload_reload(server: TritonServer, targets: FaultTargets, *, before_s: floa
         "streams": {s.name: s.summary(t0) for s in streams},
         "timelines": {s.name: timeline(s.events, t0) for s in streams},
         "recovery_s": None if first_ok is None else first_ok - events["load"],
+        "server_recovery_s": events["loaded"] - events["load"],
         "reload_took_s": events["loaded"] - events["load"],
     }
     result["verdicts"] = {
@@ -192,11 +193,13 @@ def kill_stub(server: TritonServer, model: str, *, before_s: float = 2.0, after_
     streams = [Stream("entry, standard lane", ENTRY_MODEL, "batch", affected=True),
                Stream("entry, sensitive", ENTRY_MODEL, "sensitive", affected=True)]
     watchdog = StubWatchdog(server)
+    kill_unix_s: dict[str, float] = {}
 
     async def fault() -> dict[str, float]:
         await asyncio.sleep(before_s)
         pid = next(p for p, m in stub_models(server.pid).items() if m == model)
         t_kill = time.monotonic()
+        kill_unix_s["at"] = time.time()
         psutil.Process(pid).kill()
         deadline = t_kill + recover_timeout_s
         while time.monotonic() < deadline and not (watchdog.recoveries and _first_ok_after(streams[0], t_kill)):
@@ -216,6 +219,9 @@ def kill_stub(server: TritonServer, model: str, *, before_s: float = 2.0, after_
         "streams": {s.name: s.summary(t0) for s in streams}, "watchdog": recoveries,
         "timelines": {s.name: timeline(s.events, t0) for s in streams},
         "recovery_s": None if first_ok is None else first_ok - events["kill"],
+        # Kill to the watchdog's recovery done; clients answer later by their own reconnect backoff (gRPC).
+        "server_recovery_s": (recoveries[0]["detected_unix_s"] + recoveries[0]["took_s"] - kill_unix_s["at"])
+        if recoveries else None,
     }
     result["verdicts"] = {
         "requests_failed_typed": all(e[2] != "lost" and ":" in e[2] for e in fails),
@@ -276,6 +282,7 @@ def restart(server: TritonServer, *, workers: int = 4, before_s: float = 2.0, af
         "requests_across_the_restart": len(across), "max_latency_s": max((e[1] for e in log), default=None),
         "stop_took_s": events["start"] - events["stop"], "start_took_s": events["ready"] - events["start"],
         "recovery_s": None if first_ok is None else first_ok - events["stop"],
+        "server_recovery_s": events["ready"] - events["stop"],
         "timelines": {f"{workers} typed clients": timeline(log, t0)},
     }
     result["verdicts"] = {

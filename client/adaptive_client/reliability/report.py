@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-COLUMNS = ("check", "tried", "crashes", "lost", "failed", "recovery s", "pass")
+COLUMNS = ("check", "tried", "crashes", "lost", "failed", "recovery s (server / clients)", "pass")
 
 
 def _fmt(x: object, digits: int = 1) -> str:
@@ -17,6 +17,10 @@ def _fmt(x: object, digits: int = 1) -> str:
     return str(x)
 
 
+def _recovery(run: dict[str, object]) -> str:
+    return f"{_fmt(run.get('server_recovery_s'))} / {_fmt(run['recovery_s'])}"
+
+
 def _passed(verdicts: dict[str, bool]) -> str:
     bad = [k for k, v in verdicts.items() if not v]
     return "yes" if not bad else "NO: " + ", ".join(bad)
@@ -24,7 +28,9 @@ def _passed(verdicts: dict[str, bool]) -> str:
 
 def rows(results: dict[str, dict[str, object]]) -> list[tuple[str, ...]]:
     """One row per check that ran. `failed`: cases with the wrong outcome, or requests with an error that was not
-    a typed rejection where none was allowed."""
+    a typed rejection where none was allowed (for a fault: in the streams it was not meant to touch). Recovery:
+    from the fault (or the reload/stop) until the server serves again / until the load's clients got an answer
+    (their retry and reconnect backoff included)."""
     out = []
     if "cases" in results:
         c = results["cases"]
@@ -43,18 +49,18 @@ def rows(results: dict[str, dict[str, object]]) -> list[tuple[str, ...]]:
         streams = u["streams"].values()
         out.append((f"stage {u['stage']} unloaded + reloaded", _fmt(sum(s["sent"] for s in streams)), "0",
                     _fmt(sum(s["lost"] for s in streams)),
-                    _fmt(sum(s["failed"] for s in streams if not s["affected"])), _fmt(u["recovery_s"]),
+                    _fmt(sum(s["failed"] for s in streams if not s["affected"])), _recovery(u),
                     _passed(u["verdicts"])))
     if "kill_stub" in results:
         k = results["kill_stub"]
         streams = k["streams"].values()
         out.append((f"stub of {k['model']} killed ({k['action']})", _fmt(sum(s["sent"] for s in streams)),
                     "0", _fmt(sum(s["lost"] for s in streams)), "0" if k["verdicts"]["requests_failed_typed"] else "?",
-                    _fmt(k["recovery_s"]), _passed(k["verdicts"])))
+                    _recovery(k), _passed(k["verdicts"])))
     if "restart" in results:
         r = results["restart"]
         out.append(("server restarted (client retries)", _fmt(r["sent"]), "0", _fmt(r["sent"] - r["answered"]
-                    - r["failed"]), _fmt(r["failed"]), _fmt(r["recovery_s"]), _passed(r["verdicts"])))
+                    - r["failed"]), _fmt(r["failed"]), _recovery(r), _passed(r["verdicts"])))
     if "known_crashers" in results:
         kc = results["known_crashers"]
         out.append(("known Triton 2.51 crash (not in the suite)", _fmt(kc["tried"]), _fmt(kc["crashes"]), "-", "-",
@@ -99,8 +105,9 @@ def notes(results: dict[str, dict[str, object]]) -> list[str]:
     if "restart" in results:
         r = results["restart"]
         out.append(f"restart: stop {r['stop_took_s']:.1f} s, start {r['start_took_s']:.1f} s, "
-                   f"{r['requests_across_the_restart']} requests in flight across it, longest {r['max_latency_s']:.1f} s "
-                   f"(retry backoff included)")
+                   f"{r['requests_across_the_restart']} requests in flight across it, longest {r['max_latency_s']:.1f} s; "
+                   "the typed client's retry backoff doubles without a cap, so clients resume up to one backoff after "
+                   "the server is ready")
     return out
 
 
