@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptive_client.bench.data import EvalSamples
-from adaptive_client.bench.load import ClientPool, closed_loop, open_loop, percentiles_ms
+from adaptive_client.bench.load import ClientPool, closed_loop, open_loop, open_loop_per_class, percentiles_ms
 from adaptive_client.bench.requests import RequestKwargs
 from adaptive_serving.config import LATENCY_CLASSES
 
@@ -40,6 +40,8 @@ class ClassesBenchConfig:
         drain_timeout_s: final wait for answers after the last send; None = 2 x duration + 30 s (the batch backlog
             built at 2x capacity takes about one more duration to drain).
         seed: seeds arrivals and class draws.
+        client_per_class: send each class from its own client process (as separate client populations would);
+            False sends the whole mix from one event loop, where critical answers can wait behind batch callbacks.
     """
 
     capacity_concurrency: tuple[int, ...] = (4, 8, 16, 32)
@@ -49,6 +51,7 @@ class ClassesBenchConfig:
     duration_s: float = 30.0
     drain_timeout_s: float | None = None
     seed: int = 0
+    client_per_class: bool = True
 
     @property
     def drain_s(self) -> float:
@@ -147,8 +150,13 @@ async def _run(url: str, samples: EvalSamples, config: ClassesBenchConfig) -> di
                               **percentiles_ms(ok)}
         unloaded_p99 = {n: u["p99_ms"] for n, u in unloaded.items()}
         rate = config.load_factor * capacity
-        load = await open_loop(pool, ENTRY, texts, rate_per_s=rate, duration_s=config.duration_s,
-                               pick_class=class_picker(), drain_timeout_s=config.drain_s, seed=config.seed)
+        if config.client_per_class:
+            load = await asyncio.to_thread(open_loop_per_class, url, ENTRY, texts, rate_per_s=rate,
+                                           duration_s=config.duration_s, mix=CLASS_MIX,
+                                           drain_timeout_s=config.drain_s, seed=config.seed)
+        else:
+            load = await open_loop(pool, ENTRY, texts, rate_per_s=rate, duration_s=config.duration_s,
+                                   pick_class=class_picker(), drain_timeout_s=config.drain_s, seed=config.seed)
     finally:
         await pool.close()
     classes = per_class_summary(load.sent, load.outcomes, load.lost, unloaded_p99)
@@ -185,7 +193,9 @@ def markdown(results: dict[str, object]) -> str:
     lines = ["# bench-classes", "",
              (f"Capacity of `{ENTRY}` (closed loop, batch class): {results['capacity_sps']:.1f} samples/s. "
              f"Open loop: Poisson at {ol['rate_per_s']:.1f} req/s ({results['config']['load_factor']}x capacity) "
-             f"for {ol['duration_s']:.0f} s, mix {results['class_mix']}; achieved send rate "
+             f"for {ol['duration_s']:.0f} s, mix {results['class_mix']}, "
+             f"{'one client process per class' if results['config'].get('client_per_class') else 'one client'}; "
+             "achieved send rate "
              f"{ol['achieved_send_rate_per_s']:.1f}/s, send lag p99 {_f(ol['send_lag_p99_ms'])} ms."), "",
              ("| class | sent | answered | rejected | lost | rejected by status | p50 ms | p99 ms | unloaded p99 ms "
              "| deadline cuts | degraded |"), "|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -180,3 +180,62 @@ def percentiles_ms(latencies_ms: Sequence[float]) -> dict[str, float | None]:
     a = np.asarray(latencies_ms, dtype=np.float64)
     return {"p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)),
             "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean()), "max_ms": float(a.max())}
+
+
+def _class_process(url: str, model: str, texts: Sequence[str], name: str, rate_per_s: float, duration_s: float,
+                   drain_timeout_s: float, seed: int) -> OpenLoopResult:
+    """One class's open loop in a process of its own (run by `open_loop_per_class`)."""
+    from adaptive_serving.config import LATENCY_CLASSES
+
+    kwargs = RequestKwargs.for_class(LATENCY_CLASSES[name])
+
+    async def run() -> OpenLoopResult:
+        pool = ClientPool(url)
+        try:
+            return await open_loop(pool, model, texts, rate_per_s=rate_per_s, duration_s=duration_s,
+                                   pick_class=lambda rng: (name, kwargs), drain_timeout_s=drain_timeout_s, seed=seed)
+        finally:
+            await pool.close()
+
+    return asyncio.run(run())
+
+
+def open_loop_per_class(url: str, model: str, texts: Sequence[str], *, rate_per_s: float, duration_s: float,
+                        mix: dict[str, float], drain_timeout_s: float, seed: int = 0) -> OpenLoopResult:
+    """Poisson arrivals of each class from its own client process (rate x its share), merged into one result.
+
+    In production the classes come from different clients; one event loop sending all of them would make a
+    critical answer wait behind the callbacks of thousands of pending batch requests, a client-side delay the
+    server did not cause. Each class's Poisson stream is independent, so their sum is the same Poisson mix.
+
+    Args:
+        url: the server's gRPC address.
+        model: model name.
+        texts: texts cycled through (each class starts at another offset).
+        rate_per_s: total mean arrival rate.
+        duration_s: how long arrivals keep coming.
+        mix: class name -> share of the arrivals.
+        drain_timeout_s: final wait for answers after the last send (per process).
+        seed: base seed; class k uses seed + k.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    names = [n for n, share in mix.items() if share > 0]
+    offset = len(texts) // max(len(names), 1)
+    # spawn: a fresh interpreter per class (no forked gRPC state).
+    with ProcessPoolExecutor(len(names), mp_context=multiprocessing.get_context("spawn")) as ex:
+        futures = [ex.submit(_class_process, url, model, [*texts[k * offset:], *texts[:k * offset]], name,
+                             rate_per_s * mix[name], duration_s, drain_timeout_s, seed + k)
+                   for k, name in enumerate(names)]
+        parts = [f.result() for f in futures]
+    merged = OpenLoopResult()
+    for part in parts:
+        base = len(merged.sent)
+        merged.sent += part.sent
+        merged.outcomes.update({base + i: o for i, o in part.outcomes.items()})
+        merged.lost += [base + i for i in part.lost]
+        merged.send_lag_ms += part.send_lag_ms
+        merged.send_s = max(merged.send_s, part.send_s)
+        merged.wall_s = max(merged.wall_s, part.wall_s)
+    return merged
