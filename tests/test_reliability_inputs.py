@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from adaptive_client.reliability import cases
+from adaptive_client.reliability import cases, suite
 from adaptive_client.reliability.cli import main as reliability_main
 from adaptive_client.reliability.cli import parse_duration
 from adaptive_serving.config import MAX_BATCH_SIZE, MAX_TEXT_BYTES, SERVER
@@ -19,15 +19,15 @@ from adaptive_serving.server import ADMIN_HEADER, TritonServer
 
 @pytest.mark.server
 def test_bad_inputs_get_typed_answers(tiny_server: TritonServer) -> None:
-    suite = cases.run_cases(tiny_server, generated=400)
-    summary = suite.summary()
+    result = suite.run_cases(tiny_server, generated=400)
+    summary = result.summary()
     assert summary["cases"] >= 500, summary["cases"]
-    assert not suite.failures, json.dumps(summary["first_failures"], indent=1, default=str)
-    assert suite.crashes == 0 and suite.lost == 0 and not suite.falsified, summary
+    assert not result.failures, json.dumps(summary["first_failures"], indent=1, default=str)
+    assert result.crashes == 0 and result.lost == 0 and not result.falsified, summary
     # Every kind of outcome was exercised, on both protocols and raw HTTP.
     assert {"answer", "invalid", "not_found", "refused"} <= set(summary["outcomes"]), summary["outcomes"]
     assert {"grpc", "http", "raw_http"} <= set(summary["by_protocol"])
-    assert suite.good.sent > 0 and suite.good.answered == suite.good.sent and not suite.good.failed, suite.good
+    assert result.good.sent > 0 and result.good.answered == result.good.sent and not result.good.failed, result.good
     assert tiny_server.is_running() and tiny_server.is_ready()
 
 

@@ -3,7 +3,10 @@
 `python -m adaptive_client.reliability run` (make reliability) and `... soak` (make soak) call the same functions
 as the tests in `tests/test_reliability_*.py`:
 
-  cases.py     hand-picked bad inputs and a hypothesis-driven suite, with good traffic running beside them
+  cases.py     what a bad-input case is, the oracle of its outcome, the hand-picked list
+  strategies.py  hypothesis strategies that draw cases
+  sender.py    send a case (gRPC, HTTP, raw HTTP, typed client), classify and judge the outcome
+  suite.py     run hand-picked + hypothesis cases with good traffic beside them
   overload.py  open loop at a multiple of capacity: every request answered or rejected with a type, none lost
   faults.py    a stage unloaded and reloaded, a stub process killed, the server restarted, all under load
   soak.py      hours-style run at a share of capacity: memory growth and latency drift per window

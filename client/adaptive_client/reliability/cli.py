@@ -62,7 +62,7 @@ def _print_progress(row: dict[str, object]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from adaptive_client.reliability import cases, faults, overload, report
+    from adaptive_client.reliability import faults, overload, report, suite
     from adaptive_client.reliability.target import fault_targets, load_texts
     from adaptive_serving.server import TritonServer
 
@@ -73,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
     started = time.time()
     with TritonServer.on_free_ports(args.repo, log_path=logs / "tritonserver.log") as server:
         print(f"bad inputs: hand-picked + {args.cases} hypothesis cases ...", flush=True)
-        results["cases"] = cases.run_cases(server, generated=args.cases).summary()
+        results["cases"] = suite.run_cases(server, generated=args.cases).summary()
         print(f"overload: {args.load_factor or 3:g}x capacity for {args.overload_s:g} s ...", flush=True)
         config = overload.OverloadConfig(duration_s=args.overload_s, load_factor=args.load_factor or 3.0,
                                          texts_per_request=args.texts_per_request)
@@ -91,7 +91,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.no_known_crashers:
         print("known Triton 2.51 crash, on a throwaway server ...", flush=True)
         with TritonServer.on_free_ports(args.repo, log_path=logs / "tritonserver-crash.log") as server:
-            results["known_crashers"] = cases.run_known_crashers(server)
+            results["known_crashers"] = suite.run_known_crashers(server)
     table = report.rows(results)
     notes = report.notes(results)
     print("\n" + report.text_table(table) + "\n\n" + "\n".join(notes))

@@ -105,7 +105,8 @@ def notes(results: dict[str, dict[str, object]]) -> list[str]:
     if "restart" in results:
         r = results["restart"]
         out.append(f"restart: stop {r['stop_took_s']:.1f} s, start {r['start_took_s']:.1f} s, "
-                   f"{r['requests_across_the_restart']} requests in flight across it, longest {r['max_latency_s']:.1f} s; "
+                   f"{r['requests_across_the_restart']} requests in flight across it, "
+                   f"longest {r['max_latency_s']:.1f} s; "
                    "the typed client's retry backoff doubles without a cap, so clients resume up to one backoff after "
                    "the server is ready")
     return out

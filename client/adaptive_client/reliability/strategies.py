@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from adaptive_serving import names
 from adaptive_serving.config import MAX_BATCH_SIZE, MAX_TEXT_BYTES
 from adaptive_serving.repository import CASCADE_OUTPUTS
-from adaptive_client.reliability.cases import GOOD_TEXT, Case, Tensor, numeric_tensor, raw_infer_case, text_case, texts_tensor
+from adaptive_client.reliability.cases import (GOOD_TEXT, Case, Tensor, numeric_tensor, raw_infer_case, text_case,
+                                              texts_tensor)
 
 DTYPES = ("BYTES", "INT32", "INT64", "FP32", "FP16", "BOOL", "UINT8")
 PRIORITIES = (0, 1, 2, 3, 4, 255, 2**32, 2**63)
