@@ -9,7 +9,7 @@ Five families, drawn evenly:
   inputs    missing, extra and renamed inputs;
   raw HTTP  arbitrary bytes, arbitrary JSON and near-valid inference bodies (huge and negative shape dims,
             wrong datatypes, binary-extension headers that lie about sizes), except the known Triton 2.51 crash
-            (`cases.KNOWN_TRITON_CRASHERS`).
+            (`cases.known_triton_crashers`).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def raw_http_cases(draw: st.DrawFn) -> Case:
         return raw_infer_case(json.dumps(draw(_json)).encode(), "arbitrary JSON body")
     datatype = draw(st.sampled_from(("BYTES", "BYTES", "INT32", "FP32", "STRING", "")))
     # Huge dims only for BYTES: Triton 2.51 allocates a JSON tensor of any other datatype from its declared shape
-    # before any check, and a huge one aborts the server (KNOWN_TRITON_CRASHERS; fixed upstream in 2025).
+    # before any check, and a huge one aborts the server (cases.known_triton_crashers; fixed upstream in 2025).
     dims = st.one_of(st.integers(-2, 70), st.integers(0, 2**64 + 1)) if datatype == "BYTES" else st.integers(-2, 70)
     tensor = {
         "name": draw(st.sampled_from((names.TEXT, names.TEXT, "x", ""))),
