@@ -16,8 +16,11 @@ How priority was verified (2.51, tiny repository, this machine): the server was 
 each class the log had `model: adaptive` lines with exactly that class's priority (1, 2, 3) and queue timeout
 (50000, 200000, and 0 for batch, which sends no timeout), and the ensemble steps `tokenizer_tiny` and
 `cascade_tiny` carried the same values (the BLS stage calls showed `priority: 0`, as TRITON_NOTES says).
-`verify_priority_log` repeats that check on every `classes` run with `--repo` (the server it starts logs
-verbosely) and writes the counts to `priority_check.json`; the run fails if a class's priority is missing.
+`verify_priority_log` repeats that check on every `classes` run with `--repo`: the server starts quiet, a short
+verification phase (one perf_analyzer per class at a low rate, same flags as the sweep) runs with verbose logging
+switched on through Triton's log-settings API, then logging goes back to quiet for the measured sweep (logging
+every request slowed the server enough to shed critical requests, and perf_analyzer 2.51 stops at the first
+failed request). The counts land in `priority_check.json`; the run fails if a class's priority is missing.
 """
 
 from __future__ import annotations
@@ -224,6 +227,27 @@ def verify_priority_log(log_path: Path, classes: Sequence[str], model: str = "ad
     return report
 
 
+def _verification_phase(grpc_url: str, texts: Sequence[str], out: Path, log_path: Path) -> dict[str, object]:
+    """One short perf_analyzer per class with verbose server logging on, then logging off; checks the log.
+
+    Raises:
+        PerfAnalyzerError: a class's priority (or timeout) did not reach the server.
+    """
+    import tritonclient.grpc as grpcclient
+
+    from adaptive_serving.config import LATENCY_CLASSES
+
+    client = grpcclient.InferenceServerClient(grpc_url)
+    client.update_log_settings({"log_verbose_level": 1})
+    try:
+        run_classes(grpc_url, texts, out / "verify", request_rate=(2,), measurement_interval_ms=1000, max_trials=2)
+    finally:
+        client.update_log_settings({"log_verbose_level": 0})
+    check = verify_priority_log(log_path, list(LATENCY_CLASSES))
+    (out / "priority_check.json").write_text(json.dumps(check, indent=2))
+    return check
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m adaptive_client.perf", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=("sweep", "classes"))
@@ -258,8 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     texts = load_eval_samples(args.export, limit=args.rows).texts
     args.out.mkdir(parents=True, exist_ok=True)
     log_path = args.out / f"tritonserver-{args.command}.log"
-    server = (TritonServer.on_free_ports(args.repo, log_path=log_path, log_verbose=1 if args.command == "classes" else 0)
-              if args.repo else contextlib.nullcontext())
+    server = TritonServer.on_free_ports(args.repo, log_path=log_path) if args.repo else contextlib.nullcontext()
     settings = dict(measurement_interval_ms=args.measurement_interval_ms,
                     stability_percentage=args.stability_percentage, max_trials=args.max_trials)
     try:
@@ -272,11 +295,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     max_len=max_len, models=args.models, concurrency=args.concurrency,
                     request_rate=args.rate or (10, 20, 30), **settings)
             else:
-                written = {"csv": run_classes(url, texts, args.out, request_rate=args.rate or (5, 10, 15),
-                                              **settings)}
-        if args.command == "classes" and args.repo:
-            written["priority_check"] = verify_priority_log(log_path, list(LATENCY_CLASSES))
-            (args.out / "priority_check.json").write_text(json.dumps(written["priority_check"], indent=2))
+                written = {}
+                if args.repo:
+                    written["priority_check"] = _verification_phase(url, texts, args.out, log_path)
+                written["csv"] = run_classes(url, texts, args.out, request_rate=args.rate or (5, 10, 15), **settings)
     except (ServerError, PerfAnalyzerError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
