@@ -54,7 +54,8 @@ perf-sweep: repository ## perf_analyzer concurrency + Poisson-rate sweeps of ada
 	$(PY) -m adaptive_client.perf sweep $(if $(URL),--url $(URL),--repo $(REPO)) --export build/export --out results/perf
 
 perf-classes: repository ## one perf_analyzer per latency class at once, priority checked in the verbose server log (results/perf)
-	$(PY) -m adaptive_client.perf classes $(if $(URL),--url $(URL),--repo $(REPO)) --export build/export --out results/perf
+	$(PY) -m adaptive_client.perf classes $(if $(URL),--url $(URL),--repo $(REPO)) --export build/export --out results/perf \
+		--measurement-interval-ms 6000 --stability-percentage 50 --max-trials 6
 
 load: repository ## locust headless for $(LOAD_TIME) on $(URL) or a server of $(REPO); non-zero exit on a failed SLA verdict (results/load)
 	$(PY) -m adaptive_client.loadtest $(if $(URL),--url $(URL),--repo $(REPO)) --time $(LOAD_TIME) --export build/export --out results/load

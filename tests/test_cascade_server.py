@@ -15,6 +15,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from adaptive_client.reliability.target import SAMPLE_TEXTS
 from adaptive_export.confidence import max_prob
 from adaptive_serving import names
 from adaptive_serving.config import LATENCY_CLASSES, MAX_TEXT_BYTES, latency_class
@@ -26,20 +27,7 @@ from conftest import make_server
 
 pytestmark = pytest.mark.server
 
-TEXTS = [
-    "Shares in the bank fell after profits missed forecasts",
-    "The striker scored twice as the champions won the cup final",
-    "Ministers defended the budget in a heated Commons debate",
-    "The new smartphone has a faster chip and a better camera",
-    "The film won three awards at the festival on Sunday night",
-    "Oil prices rose as markets reacted to the output cut",
-    "Rain stopped play on the second day of the test match",
-    "Voters head to the polls as the election campaign ends",
-    "A software flaw left millions of computers open to attack",
-    "The band announced a world tour and a new album",
-    "Interest rates were left unchanged by the central bank",
-    "The coach was sacked after a run of seven defeats",
-]
+TEXTS = list(SAMPLE_TEXTS)
 
 
 def _texts(batch: list[str]) -> np.ndarray:
@@ -150,7 +138,8 @@ def test_survivors_of_concurrent_requests_are_rebatched(tiny_repo: Path, serve) 
 def test_higher_class_jumps_the_queue(tiny_export: Path, tiny_repo: Path, serve) -> None:
     """A sensitive request sent behind queued batch requests overtakes them at the cascade gate. (Sensitive, not
     critical: a class's queue timeout is a cap requests may shorten but not extend, and a critical request's 50 ms
-    would expire behind the execution already running here.)"""
+    would expire behind the execution already running here.) One gate instance: the queue is then the gate's own."""
+    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", cascade_instances=1))
     _set_thresholds(tiny_repo, [1.0])
     _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=60)
     server = serve(tiny_repo)

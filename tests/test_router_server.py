@@ -46,16 +46,23 @@ def _length_estimator(path: Path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
-@pytest.fixture
-def router_repo(tiny_export: Path, tmp_path: Path) -> Path:
-    """Tiny repository plus a router over two targets: the tiny cascade and `tiny_full` (a text -> logits model)."""
+def build_router_repo(tiny_export: Path, tmp_path: Path, *, second: str = "full", escalate: float = 0.0,
+                      cascade_instances: int = RepositoryOptions.cascade_instances, first_exit_only: bool = False) -> Path:
+    """Tiny repository plus a router over two targets: the tiny cascade, then `tiny_full` (a text -> logits model,
+    `second="full"`) or the tiny cascade again (`second="cascade"`); texts below `escalate` go on to the second.
+    `first_exit_only`: the routed cascades answer every text at stage 1."""
     repo = tmp_path / "repo"
-    options = RepositoryOptions(entry_size="tiny", audit_rate=1.0, outcomes_file=str(tmp_path / "outcomes.jsonl"))
+    options = RepositoryOptions(entry_size="tiny", audit_rate=1.0, outcomes_file=str(tmp_path / "outcomes.jsonl"),
+                                cascade_instances=cascade_instances)
     build_repository(tiny_export, repo, options)
     cfg = EarlyExitConfig(**json.loads((tiny_export / "tiny" / "thresholds.json").read_text())["config"])
-    plan = RouterPlan(targets=(RouteTarget("tiny", "cascade", 0.5, cascade=load_plan(tiny_export, cfg)),
-                               RouteTarget("full", "logits_model", 1.0, model_name="tiny_full")),
-                      route_threshold=0.5, escalate_thresholds=(0.0, 0.0), audit_rate=1.0)
+    cascade = load_plan(tiny_export, cfg)
+    if first_exit_only:
+        cascade = dataclasses.replace(cascade, thresholds=(0.0,) * len(cascade.thresholds))
+    then = (RouteTarget("full", "logits_model", 1.0, model_name="tiny_full") if second == "full"
+            else RouteTarget("tiny_again", "cascade", 1.0, cascade=cascade))
+    plan = RouterPlan(targets=(RouteTarget("tiny", "cascade", 0.5, cascade=cascade), then),
+                      route_threshold=0.5, escalate_thresholds=(escalate, 0.0), audit_rate=1.0)
     version = repo / "router" / "1"
     version.mkdir(parents=True)
     (repo / "router" / "config.pbtxt").write_text(router_config(options, "tiny_full").replace(
@@ -71,6 +78,11 @@ def router_repo(tiny_export: Path, tmp_path: Path) -> Path:
           {n: n for n in outputs})],
         [_tensor(names.TEXT, "TYPE_STRING", [1])], [_tensor(n, OUTPUT_TYPES[n], [1]) for n in outputs]))
     return repo
+
+
+@pytest.fixture
+def router_repo(tiny_export: Path, tmp_path: Path) -> Path:
+    return build_router_repo(tiny_export, tmp_path)
 
 
 def _classify(server: TritonServer, texts: list[str]) -> dict[str, np.ndarray]:
@@ -110,3 +122,21 @@ def test_router_routes_escalates_logs_and_reloads(router_repo: Path, tmp_path: P
         time.sleep(1.5)
         out = _classify(server, LONG)
         assert out[names.MODEL_SIZE].ravel().tolist() == [b"tiny"] * 2
+
+
+def test_escalation_that_would_overrun_the_deadline_is_cut(tiny_export: Path, tmp_path: Path) -> None:
+    # Every text leaves the tiny cascade at stage 1 (so the cascade never cuts it) and escalates (threshold 1.0) to
+    # the tiny cascade again; stage 1 takes >= 40 ms, so after one cascade a critical request (50 ms) has no room
+    # for the second target's stage 1.
+    repo = build_router_repo(tiny_export, tmp_path, second="cascade", escalate=1.0, cascade_instances=1,
+                             first_exit_only=True)
+    for stage in ("tiny_stage1", "tiny_stage1_express"):
+        config = repo / stage / "config.pbtxt"
+        config.write_text(config.read_text() + '\nparameters { key: "inject_delay_ms" value: { string_value: "40" } }')
+    with make_server(repo, tmp_path) as server, AdaptiveClient(server.grpc_url) as client:
+        wanted = [names.MODEL_SIZE, names.ESCALATIONS, names.DEADLINE_CUT]
+        warm = client.infer_raw(SHORT[:1], wanted)  # no deadline: escalates, and teaches the router stage 1's latency
+        assert warm[names.ESCALATIONS].ravel().tolist() == [1] and not warm[names.DEADLINE_CUT].any()
+        out = client.infer_raw(SHORT[:1], wanted, latency_class="critical")
+        assert out[names.MODEL_SIZE].ravel().tolist() == [b"tiny"]  # the first size's answer, not escalated
+        assert out[names.ESCALATIONS].ravel().tolist() == [0] and out[names.DEADLINE_CUT].all()

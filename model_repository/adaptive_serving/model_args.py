@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -21,3 +23,27 @@ def model_params(args: dict, required: Sequence[str] = ()) -> tuple[dict[str, st
         if key not in params:
             raise pb_utils.TritonModelException(f"{args['model_name']}: config parameter '{key}' is missing")
     return params, Path(args["model_repository"]) / args["model_version"]
+
+
+@dataclass(frozen=True)
+class FaultInjection:
+    """Faults a stage model can be told to inject (tests and drills; off by default).
+
+    Args:
+        delay_s: sleep before each execute call (`inject_delay_ms` parameter).
+        error: fail every call with this message (`inject_error` parameter); "" = never.
+    """
+
+    delay_s: float = 0.0
+    error: str = ""
+
+    @classmethod
+    def from_params(cls, params: dict[str, str]) -> FaultInjection:
+        return cls(float(params.get("inject_delay_ms", "0")) / 1e3, params.get("inject_error", ""))
+
+    def apply(self) -> None:
+        """Sleep, then raise RuntimeError when an error is set (call inside the model's error handling)."""
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.error:
+            raise RuntimeError(self.error)

@@ -8,11 +8,10 @@ each call, `inject_error` fails every call with that message.
 
 import json
 import os
-import time
 
 import triton_python_backend_utils as pb_utils
 
-from adaptive_serving.model_args import model_params
+from adaptive_serving.model_args import FaultInjection, model_params
 from adaptive_serving.onnx_stage import OnnxStage
 
 
@@ -22,16 +21,12 @@ class TritonPythonModel:
         os.nice(int(params.get("nice", "0")))
         self.stage = OnnxStage(version_dir / params["onnx_file"], threads=int(params.get("intra_op_threads", "0")))
         self.outputs = [o["name"] for o in json.loads(args["model_config"])["output"]]
-        self.inject_delay_s = float(params.get("inject_delay_ms", "0")) / 1e3
-        self.inject_error = params.get("inject_error", "")
+        self.faults = FaultInjection.from_params(params)
         self.model_name = args["model_name"]
 
     def execute(self, requests):
-        if self.inject_delay_s:
-            time.sleep(self.inject_delay_s)
         try:
-            if self.inject_error:
-                raise RuntimeError(self.inject_error)
+            self.faults.apply()
             per_request = [{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.stage.input_names}
                            for r in requests]
             results = self.stage.run_batched(per_request, self.outputs)

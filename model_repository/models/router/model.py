@@ -93,7 +93,14 @@ class TritonPythonModel:
                  if self.audit_model and random.random() < plan.audit_rate else None)
         pending = np.zeros(0, np.int64)
         try:
+            budget_s = request.timeout() / 1e6
             for t, spec in enumerate(plan.targets):
+                latency = self.latency[t]
+                if pending.size and latency is not None and not latency.fits(1, time.monotonic() - started, budget_s):
+                    # Escalating would likely overrun the deadline: keep the smaller size's answer, flagged.
+                    cut[pending] = True
+                    escalated[pending] -= 1
+                    pending = pending[:0]
                 rows = np.sort(np.concatenate([pending, np.flatnonzero(start == t)]))
                 if rows.size == 0:
                     continue

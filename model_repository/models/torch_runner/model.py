@@ -7,14 +7,13 @@ on the CPU (copying them also waits for the stream, so the hidden output is comp
 """
 
 import os
-import time
 
 import torch
 import triton_python_backend_utils as pb_utils
 from torch.utils import dlpack
 
 from adaptive_serving import names
-from adaptive_serving.model_args import model_params
+from adaptive_serving.model_args import FaultInjection, model_params
 from adaptive_serving.torch_stage import TorchStage
 
 
@@ -33,17 +32,13 @@ class TritonPythonModel:
         device = f"cuda:{args['model_instance_device_id']}" if gpu else "cpu"
         stage = None if params["stage"] == "full" else int(params["stage"])
         self.stage = TorchStage(version_dir / params["weights_file"], stage, device=device, dtype=params["dtype"])
-        self.inject_delay_s = float(params.get("inject_delay_ms", "0")) / 1e3
-        self.inject_error = params.get("inject_error", "")
+        self.faults = FaultInjection.from_params(params)
         self.model_name = args["model_name"]
         self.hidden_on_device = params.get("hidden_on_device", "yes") == "yes"
 
     def execute(self, requests):
-        if self.inject_delay_s:
-            time.sleep(self.inject_delay_s)
         try:
-            if self.inject_error:
-                raise RuntimeError(self.inject_error)
+            self.faults.apply()
             per_request = [{n: _to_torch(pb_utils.get_input_tensor_by_name(r, n)) for n in self.stage.input_names}
                            for r in requests]
             results = self.stage.run_batched(per_request)
