@@ -112,6 +112,13 @@ def test_gpu_repository_configs(tiny_export: Path, tmp_path: Path, gpu_hidden: b
         RepositoryOptions(device="gpu")
     with pytest.raises(ValueError, match="runtime must be one of"):
         RepositoryOptions(runtime="tensorflow")
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        RepositoryOptions(runtime="torch", dtype="int8")
+    from adaptive_serving.repository import main
+
+    # The CLI reports a bad combination as an error line, not a traceback.
+    assert main(["--export", str(tiny_export), "--out", str(tmp_path / "cli"), "--entry-size", "tiny",
+                 "--device", "gpu"]) == 1
 
 
 @pytest.mark.server

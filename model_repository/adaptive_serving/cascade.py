@@ -27,7 +27,8 @@ class CascadePlan:
         max_seq_len: tokens the size reads.
         express_models: the same stages in the express lane (own instances, full CPU priority); empty = none.
         express_max_timeout_us: requests whose timeout is nonzero and at most this take the express lane.
-        device: where the stages run, "cpu" or "gpu" (on a GPU, hidden states stay in GPU memory between stages).
+        device: "gpu" when the stages hand hidden states over in GPU memory (the cascade then asks BLS for GPU
+            outputs and slices them with torch); "cpu" otherwise.
     """
 
     size: str

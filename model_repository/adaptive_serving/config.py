@@ -198,6 +198,9 @@ class ServerConfig:
 
 SERVER = ServerConfig()
 
+# Compute precisions of the torch stage runtime (the tensors between stages stay float32 whatever is chosen).
+TORCH_DTYPES = ("float32", "bfloat16", "float16")
+
 # Input caps enforced by the entry models: a request can never make the server tokenize megabytes.
 MAX_TEXT_BYTES = 64 * 1024
 MAX_BATCH_SIZE = 64

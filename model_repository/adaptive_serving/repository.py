@@ -34,7 +34,8 @@ from pathlib import Path
 
 from adaptive_serving import names
 from adaptive_serving.cascade import CascadePlan
-from adaptive_serving.config import LATENCY_CLASSES, MAX_BATCH_SIZE, MAX_TEXT_BYTES, PATHS, SIZES, EarlyExitConfig
+from adaptive_serving.config import (LATENCY_CLASSES, MAX_BATCH_SIZE, MAX_TEXT_BYTES, PATHS, SIZES, TORCH_DTYPES,
+                                     EarlyExitConfig)
 from adaptive_serving.router_plan import RouterPlan, RouteTarget
 
 MODELS_SRC = Path(__file__).resolve().parents[1] / "models"
@@ -74,7 +75,7 @@ class RepositoryOptions:
         audit_rate: share of routed requests also sent to the largest `<size>_full` to label outcomes.
         outcomes_file: where the router logs per-request outcomes ("" = no log).
         runtime: stage runtime of the local target: "onnx" (onnxruntime, CPU) or "torch" (from the safetensors).
-        device: "cpu" or "gpu" (torch runtime only: stage instances are KIND_GPU, tensors stay on the device).
+        device: "cpu" or "gpu" (torch runtime only: stage instances are KIND_GPU).
         dtype: torch compute precision ("float32", "bfloat16", "float16"); the tensor contract stays float32.
         gpu_hidden: on a GPU, keep hidden states in GPU memory between stages (BLS passes them as CUDA IPC
             handles). Off by default: on an H200 with 2.51's Python backend that path cost ~1.8 s per cascade request
@@ -108,6 +109,8 @@ class RepositoryOptions:
         if self.device == "gpu" and (self.target, self.runtime) != ("local", "torch"):
             raise ValueError("device 'gpu' needs the local target's torch runtime (the container target's stages are "
                              "always KIND_GPU; onnxruntime here is CPU-only)")
+        if self.dtype not in TORCH_DTYPES:
+            raise ValueError(f"dtype must be one of {TORCH_DTYPES}, got {self.dtype!r}")
 
 
 def _tensor(name: str, dtype: str, dims: Sequence[int]) -> str:
@@ -379,18 +382,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stage-instances", type=int, default=RepositoryOptions.stage_instances)
     parser.add_argument("--runtime", choices=RUNTIMES, default="onnx", help="stage runtime of the local target")
     parser.add_argument("--device", choices=DEVICES, default="cpu", help="gpu: torch stages as KIND_GPU instances")
-    parser.add_argument("--dtype", default="float32", help="torch compute precision: float32, bfloat16, float16")
+    parser.add_argument("--dtype", choices=TORCH_DTYPES, default="float32", help="torch compute precision")
     parser.add_argument("--hidden-on-gpu", action="store_true",
                         help="gpu: keep hidden states in GPU memory between stages (CUDA IPC; slow on 2.51, see README)")
     parser.add_argument("--no-router", action="store_true", help="entry = the entry size's cascade, no routing")
     parser.add_argument("--audit-rate", type=float, default=RepositoryOptions.audit_rate,
                         help="share of routed requests also sent to the largest <size>_full (outcome labels)")
     args = parser.parse_args(argv)
-    options = RepositoryOptions(target=args.target, entry_size=args.entry_size,
-                                cascade_instances=args.cascade_instances, stage_instances=args.stage_instances,
-                                router=not args.no_router, audit_rate=args.audit_rate, runtime=args.runtime,
-                                device=args.device, dtype=args.dtype, gpu_hidden=args.hidden_on_gpu)
     try:
+        options = RepositoryOptions(target=args.target, entry_size=args.entry_size,
+                                    cascade_instances=args.cascade_instances, stage_instances=args.stage_instances,
+                                    router=not args.no_router, audit_rate=args.audit_rate, runtime=args.runtime,
+                                    device=args.device, dtype=args.dtype, gpu_hidden=args.hidden_on_gpu)
         models = build_repository(args.export, args.out, options)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

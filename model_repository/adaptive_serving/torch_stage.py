@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 
 from adaptive_serving import names
+from adaptive_serving.config import TORCH_DTYPES
 
 # Inputs whose second axis is the sequence, with their padding value when requests of different widths are joined.
 _SEQUENCE_INPUTS = {names.INPUT_IDS: 0, names.ATTENTION_MASK: 0, names.HIDDEN_IN: 0.0}
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: getattr(torch, name) for name in TORCH_DTYPES}
 
 
 class TorchStage:
