@@ -42,6 +42,9 @@ class ClassesBenchConfig:
         seed: seeds arrivals and class draws.
         client_per_class: send each class from its own client process (as separate client populations would);
             False sends the whole mix from one event loop, where critical answers can wait behind batch callbacks.
+        sweep_factors: more open-loop rates (x capacity), each for `sweep_duration_s`, for latency per class
+            against offered load (`latency_vs_load.png`; the main run is the point at `load_factor`).
+        sweep_duration_s: seconds of arrivals per sweep point.
     """
 
     capacity_concurrency: tuple[int, ...] = (4, 8, 16, 32)
@@ -52,13 +55,16 @@ class ClassesBenchConfig:
     drain_timeout_s: float | None = None
     seed: int = 0
     client_per_class: bool = True
+    sweep_factors: tuple[float, ...] = (0.5, 1.0, 1.5)
+    sweep_duration_s: float = 10.0
 
     @property
     def drain_s(self) -> float:
         return self.drain_timeout_s if self.drain_timeout_s is not None else 2 * self.duration_s + 30.0
 
 
-QUICK = ClassesBenchConfig(capacity_concurrency=(4, 16), capacity_duration_s=1.5, unloaded_requests=30, duration_s=5.0)
+QUICK = ClassesBenchConfig(capacity_concurrency=(4, 16), capacity_duration_s=1.5, unloaded_requests=30, duration_s=5.0,
+                           sweep_factors=(0.5,), sweep_duration_s=2.0)
 
 
 def class_picker(mix: dict[str, float] = CLASS_MIX):
@@ -150,13 +156,22 @@ async def _run(url: str, samples: EvalSamples, config: ClassesBenchConfig) -> di
                               **percentiles_ms(ok)}
         unloaded_p99 = {n: u["p99_ms"] for n, u in unloaded.items()}
         rate = config.load_factor * capacity
-        if config.client_per_class:
-            load = await asyncio.to_thread(open_loop_per_class, url, ENTRY, texts, rate_per_s=rate,
-                                           duration_s=config.duration_s, mix=CLASS_MIX,
-                                           drain_timeout_s=config.drain_s, seed=config.seed)
-        else:
-            load = await open_loop(pool, ENTRY, texts, rate_per_s=rate, duration_s=config.duration_s,
-                                   pick_class=class_picker(), drain_timeout_s=config.drain_s, seed=config.seed)
+
+        async def mixed_load(rate_per_s: float, duration_s: float, drain_s: float):
+            if config.client_per_class:
+                return await asyncio.to_thread(open_loop_per_class, url, ENTRY, texts, rate_per_s=rate_per_s,
+                                               duration_s=duration_s, mix=CLASS_MIX, drain_timeout_s=drain_s,
+                                               seed=config.seed)
+            return await open_loop(pool, ENTRY, texts, rate_per_s=rate_per_s, duration_s=duration_s,
+                                   pick_class=class_picker(), drain_timeout_s=drain_s, seed=config.seed)
+
+        sweep = []
+        for factor in sorted(config.sweep_factors):
+            # Each point drains fully before the next, so no point inherits the previous one's backlog.
+            point = await mixed_load(factor * capacity, config.sweep_duration_s, 2 * config.sweep_duration_s + 30.0)
+            sweep.append({"load_factor": factor, "classes": per_class_summary(point.sent, point.outcomes, point.lost,
+                                                                               unloaded_p99)})
+        load = await mixed_load(rate, config.duration_s, config.drain_s)
     finally:
         await pool.close()
     classes = per_class_summary(load.sent, load.outcomes, load.lost, unloaded_p99)
@@ -168,6 +183,8 @@ async def _run(url: str, samples: EvalSamples, config: ClassesBenchConfig) -> di
                       len(load.sent) / load.send_s if load.send_s else 0.0,
                       "send_lag_p99_ms": lag["p99_ms"], "drain_timeout_s": config.drain_s},
         "classes": classes, "verdicts": verdicts(classes, unloaded_p99),
+        "load_sweep": sorted(sweep + [{"load_factor": config.load_factor, "classes": classes}],
+                             key=lambda p: p["load_factor"]),
     }
 
 
@@ -208,11 +225,20 @@ def markdown(results: dict[str, object]) -> str:
     lines += [f"| {k} | {'yes' if v else 'NO'} |" for k, v in results["verdicts"].items()]
     lines += ["", (f"Degraded = rejected, lost, or answered later than {CRITICAL_P99_FACTOR}x the class's unloaded "
               "p99."), ""]
+    if results.get("load_sweep"):
+        lines += ["## Against offered load", "", "| load (x capacity) | class | sent | rejected | p50 ms | p99 ms |",
+                  "|---|---|---|---|---|---|"]
+        for point in results["load_sweep"]:
+            for name, c in point["classes"].items():
+                lines.append(f"| {point['load_factor']:g} | {name} | {c['sent']} | {c['rejected']} | "
+                             f"{_f(c['p50_ms'])} | {_f(c['p99_ms'])} |")
+        lines.append("")
     return "\n".join(lines)
 
 
 def plot(results: dict[str, object], path: Path) -> Path:
-    """Latency percentiles per class under load, with each class's unloaded p99 as a marker."""
+    """Latency percentiles per class under load, with each class's unloaded p99 as a marker; with a load sweep,
+    also `latency_vs_load.png` beside it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -233,6 +259,39 @@ def plot(results: dict[str, object], path: Path) -> Path:
     ax.set_ylabel("latency (ms)")
     ax.set_title(f"bench-classes: {results['config']['load_factor']}x capacity, open loop")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    if results.get("load_sweep"):
+        plot_latency_vs_load(results, path.parent / "latency_vs_load.png")
+    return path
+
+
+def plot_latency_vs_load(results: dict[str, object], path: Path) -> Path:
+    """p50/p99 of answered requests and the rejected share, per class, against offered load (x capacity)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = results["load_sweep"]
+    x = [p["load_factor"] for p in points]
+    fig, (lat_ax, rej_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for name in CLASS_MIX:
+        line, = lat_ax.plot(x, [p["classes"][name]["p99_ms"] or float("nan") for p in points], marker="o",
+                            label=f"{name} p99")
+        lat_ax.plot(x, [p["classes"][name]["p50_ms"] or float("nan") for p in points], marker=".", linestyle="--",
+                    color=line.get_color(), label=f"{name} p50")
+        rej_ax.plot(x, [100.0 * p["classes"][name]["rejected"] / max(p["classes"][name]["sent"], 1) for p in points],
+                    marker="o", color=line.get_color(), label=name)
+    lat_ax.set_yscale("log")
+    lat_ax.set_xlabel("offered load (x capacity)")
+    lat_ax.set_ylabel("latency of answered requests (ms)")
+    lat_ax.legend(fontsize=7)
+    rej_ax.set_xlabel("offered load (x capacity)")
+    rej_ax.set_ylabel("rejected (%)")
+    rej_ax.legend(fontsize=8)
+    fig.suptitle(f"{ENTRY}: latency classes against offered load (capacity {results['capacity_sps']:.0f} samples/s)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
