@@ -2,7 +2,7 @@
 # The GPU host's side of issue #10, one step per device call (see scripts/gpu_kit.py for what travels).
 #
 #   bash scripts/gpu_run.sh setup    # carry .gpu-kit/model and .whl: unpack the family, install the wheels
-#   bash scripts/gpu_run.sh exit     # carry .gpu-kit/server (same warm host): serve on the GPU, bench-exit and bench-route
+#   bash scripts/gpu_run.sh exit     # carry .gpu-kit/server + .gpu-kit/np1 (same warm host): serve on the GPU, bench-exit and bench-route
 #   bash scripts/gpu_run.sh classes  # same warm host: bench-classes and the profile with the server-side part
 #
 # Everything lands in .gpu/ (ignored); results are tarred into $OUT. The host has Python 3.12 with torch, numpy,
