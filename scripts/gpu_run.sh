@@ -4,6 +4,7 @@
 #   bash scripts/gpu_run.sh setup    # carry .gpu-kit/model and .whl: unpack the family, install the wheels
 #   bash scripts/gpu_run.sh exit     # carry .gpu-kit/server + .gpu-kit/np1 (same warm host): serve on the GPU, bench-exit and bench-route
 #   bash scripts/gpu_run.sh classes  # same warm host: bench-classes and the profile with the server-side part
+#                                    # (PROFILE=0 skips the profile; without the exit step, carry what exit carries)
 #
 # Everything lands in .gpu/ (ignored); results are tarred into $OUT. The host has Python 3.12 with torch, numpy,
 # tokenizers and onnxruntime, and no package index.
@@ -60,9 +61,14 @@ if [ "$STEP" = exit ]; then
     timeout 90 python3 -m adaptive_client.bench route --repo .gpu/repo --export .gpu/export --out $R/bench-route \
         2>&1 | tail -20
 else
+    if [ ! -d .gpu/repo ]; then  # classes without the exit step first: the same repository as exit builds
+        python3 scripts/gpu_kit.py unpack --kit .gpu-kit --out .gpu --only server || exit 1
+        python3 -m adaptive_serving.repository --export .gpu/export --out .gpu/repo --runtime torch --device gpu \
+            --dtype "$DTYPE" >/dev/null || exit 1
+    fi
     timeout 300 python3 -m adaptive_client.bench classes --repo .gpu/repo --export .gpu/export --out $R/bench-classes \
         2>&1 | tail -20
-    timeout 200 python3 -m adaptive_profiling --export .gpu/export --repo .gpu/repo --device cuda --dtype "$DTYPE" \
+    [ "${PROFILE:-1}" = 1 ] && timeout 200 python3 -m adaptive_profiling --export .gpu/export --repo .gpu/repo --device cuda --dtype "$DTYPE" \
         --out $R/profile 2>&1 | tail -30
 fi
 find $R -name "tritonserver*.log" -size +5M -delete
