@@ -64,7 +64,7 @@ else
     if [ ! -d .gpu/repo ]; then  # classes without the exit step first: the same repository as exit builds
         python3 scripts/gpu_kit.py unpack --kit .gpu-kit --out .gpu --only server || exit 1
         python3 -m adaptive_serving.repository --export .gpu/export --out .gpu/repo --runtime torch --device gpu \
-            --dtype "$DTYPE" >/dev/null || exit 1
+            --dtype "$DTYPE" ${REPO_ARGS:-} >/dev/null || exit 1
     fi
     timeout 300 python3 -m adaptive_client.bench classes --repo .gpu/repo --export .gpu/export --out $R/bench-classes \
         2>&1 | tail -20

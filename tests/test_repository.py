@@ -99,3 +99,12 @@ def test_cli_builds_and_reports_errors(tiny_export: Path, tmp_path: Path) -> Non
     assert (tmp_path / "repo" / "adaptive" / "config.pbtxt").exists()
     assert main(["--export", str(tmp_path / "missing"), "--out", str(tmp_path / "other")]) == 1
     assert main(["--export", str(tiny_export), "--out", str(tmp_path / "other"), "--entry-size", "huge"]) == 1
+
+
+def test_batch_queue_cap_bounds_only_the_untimed_class(tiny_export: Path, tmp_path: Path) -> None:
+    out = tmp_path / "repo"
+    build_repository(tiny_export, out, RepositoryOptions(entry_size="tiny", batch_queue_cap=128))
+    for model in ("tokenizer_tiny", "cascade_tiny"):
+        policies = _parse(out / model / "config.pbtxt").dynamic_batching.priority_queue_policy
+        assert {c.priority: policies[c.priority].max_queue_size for c in LATENCY_CLASSES.values()} == {
+            c.priority: 0 if c.queue_timeout_us else 128 for c in LATENCY_CLASSES.values()}

@@ -77,6 +77,8 @@ class RepositoryOptions:
         runtime: stage runtime of the local target: "onnx" (onnxruntime, CPU) or "torch" (from the safetensors).
         device: "cpu" or "gpu" (torch runtime only: stage instances are KIND_GPU).
         dtype: torch compute precision ("float32", "bfloat16", "float16"); the tensor contract stays float32.
+        batch_queue_cap: > 0 bounds the batch class's queue at the entry steps (requests past it are rejected
+            UNAVAILABLE at once); 0 = unbounded, the batch class absorbs any overload as waiting time.
         gpu_hidden: on a GPU, keep hidden states in GPU memory between stages (BLS passes them as CUDA IPC
             handles). Off by default: on an H200 with 2.51's Python backend that path cost ~1.8 s per cascade request
             against ~13 ms when hidden states go through host memory (README, GPU results).
@@ -99,6 +101,7 @@ class RepositoryOptions:
     device: str = "cpu"
     dtype: str = "float32"
     gpu_hidden: bool = False
+    batch_queue_cap: int = 0
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -121,14 +124,18 @@ def _params(**values: object) -> str:
     return "\n".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in values.items())
 
 
-def class_batching(delay_us: int, preferred_batch: int | None = None) -> str:
+def class_batching(delay_us: int, preferred_batch: int | None = None, untimed_queue_cap: int = 0) -> str:
     """Dynamic batching with one priority level per latency class and each class's queue timeout (a cap: a
-    request may shorten its class's timeout, never extend it)."""
+    request may shorten its class's timeout, never extend it). `untimed_queue_cap` > 0 bounds the queue of the
+    class without a timeout (batch): past it, its requests are rejected at once instead of piling up."""
     levels = max(c.priority for c in LATENCY_CLASSES.values())
     default_level = max(LATENCY_CLASSES.values(), key=lambda c: c.priority).priority
+    def cap(c: object) -> str:
+        return f" max_queue_size: {untimed_queue_cap}" if untimed_queue_cap and not c.queue_timeout_us else ""
+
     policies = "\n".join(
         f"  priority_queue_policy {{ key: {c.priority} value: {{ timeout_action: REJECT "
-        f"default_timeout_microseconds: {c.queue_timeout_us or NO_TIMEOUT_US} allow_timeout_override: true }} }}"
+        f"default_timeout_microseconds: {c.queue_timeout_us or NO_TIMEOUT_US} allow_timeout_override: true{cap(c)} }} }}"
         for c in sorted(LATENCY_CLASSES.values(), key=lambda c: c.priority)
     )
     preferred = f"  preferred_batch_size: [ {preferred_batch} ]\n" if preferred_batch else ""
@@ -154,7 +161,7 @@ def tokenizer_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
         f'name: "tokenizer_{cfg.name}"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
         f"input [ {_tensor(names.TEXT, 'TYPE_STRING', [1])} ]",
         f"output [ {_tensor(names.INPUT_IDS, 'TYPE_INT64', [-1])}, {_tensor(names.ATTENTION_MASK, 'TYPE_INT64', [-1])} ]",
-        class_batching(opts.gate_queue_delay_us), _instances(1),
+        class_batching(opts.gate_queue_delay_us, untimed_queue_cap=opts.batch_queue_cap), _instances(1),
         _params(tokenizer_file="tokenizer.json", max_seq_len=cfg.max_seq_len, max_text_bytes=MAX_TEXT_BYTES),
     ]) + "\n"
 
@@ -203,8 +210,8 @@ def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
         f'name: "cascade_{cfg.name}"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
         f"input [ {_tensor(names.INPUT_IDS, 'TYPE_INT64', [-1])}, {_tensor(names.ATTENTION_MASK, 'TYPE_INT64', [-1])} ]",
         f"output [ {', '.join(outputs)} ]",
-        class_batching(opts.gate_queue_delay_us, opts.gate_batch), _instances(opts.cascade_instances),
-        _params(plan_file="plan.json", sep_id=102),
+        class_batching(opts.gate_queue_delay_us, opts.gate_batch, opts.batch_queue_cap),
+        _instances(opts.cascade_instances), _params(plan_file="plan.json", sep_id=102),
     ]) + "\n"
 
 
@@ -215,8 +222,8 @@ def router_config(opts: RepositoryOptions, audit_model: str) -> str:
     return "\n".join([
         'name: "router"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
         f"input [ {', '.join(inputs)} ]", f"output [ {', '.join(outputs)} ]",
-        class_batching(opts.gate_queue_delay_us, opts.gate_batch), _instances(opts.cascade_instances),
-        _params(plan_file="plan.json", sep_id=102, audit_model=audit_model, outcomes_file=opts.outcomes_file),
+        class_batching(opts.gate_queue_delay_us, opts.gate_batch, opts.batch_queue_cap),
+        _instances(opts.cascade_instances), _params(plan_file="plan.json", sep_id=102, audit_model=audit_model, outcomes_file=opts.outcomes_file),
     ]) + "\n"
 
 
@@ -385,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=TORCH_DTYPES, default="float32", help="torch compute precision")
     parser.add_argument("--hidden-on-gpu", action="store_true",
                         help="gpu: keep hidden states in GPU memory between stages (CUDA IPC; slow on 2.51, see README)")
+    parser.add_argument("--batch-queue-cap", type=int, default=0,
+                        help="bound the batch class's queue at the entry steps (0 = unbounded)")
     parser.add_argument("--no-router", action="store_true", help="entry = the entry size's cascade, no routing")
     parser.add_argument("--audit-rate", type=float, default=RepositoryOptions.audit_rate,
                         help="share of routed requests also sent to the largest <size>_full (outcome labels)")
@@ -393,7 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = RepositoryOptions(target=args.target, entry_size=args.entry_size,
                                     cascade_instances=args.cascade_instances, stage_instances=args.stage_instances,
                                     router=not args.no_router, audit_rate=args.audit_rate, runtime=args.runtime,
-                                    device=args.device, dtype=args.dtype, gpu_hidden=args.hidden_on_gpu)
+                                    device=args.device, dtype=args.dtype, gpu_hidden=args.hidden_on_gpu,
+                                    batch_queue_cap=args.batch_queue_cap)
         models = build_repository(args.export, args.out, options)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
