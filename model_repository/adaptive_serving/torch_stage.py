@@ -1,8 +1,8 @@
 """Run one exit stage (or a full-depth encoder) in torch, on the GPU or the CPU: the `torch` runtime.
 
 The stage is rebuilt from the size's safetensors (`adaptive_export.onnx_export.load_weights`), so it is the same
-module the ONNX files were exported from. Tensors arrive and leave through DLPack, so on a GPU the hidden states
-passed between stages never leave the device. Requests are joined, run once and split back (PyTriton's @batch).
+module the ONNX files were exported from. It takes and returns torch tensors on any device (the runner model moves
+them in and out of Triton). Requests are joined, run once and split back (PyTriton's @batch).
 The tensor contract does not change with precision: hidden states travel as float32, logits leave as float32.
 """
 

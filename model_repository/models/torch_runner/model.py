@@ -1,8 +1,9 @@
 """Torch runner: one exit stage or a full-depth encoder in torch, on the instance's GPU (KIND_GPU) or the CPU.
 
-Inputs arrive through DLPack wherever they live; the hidden output leaves through DLPack, so between GPU stages
-it stays on the device. Logits leave on the CPU: they are a few numbers per sample and the cascade decides exits
-on the CPU (copying them also waits for the stream, so the hidden output is complete when it is handed over).
+Inputs arrive through DLPack wherever they live. The hidden output leaves through DLPack in GPU memory when
+`hidden_on_device` is "yes" (CUDA IPC to the cascade: measured slow on 2.51), else as a host copy (the default).
+Logits leave on the CPU: they are a few numbers per sample and the cascade decides exits on the CPU (copying them
+also waits for the stream, so the hidden output is complete when it is handed over).
 `nice` and `inject_delay_ms` / `inject_error` work as in the ONNX runner.
 """
 
