@@ -83,14 +83,13 @@ def pack_model(export: Path, out: Path) -> None:
 
 def pack_server(out: Path, python: str = STUB_PYTHON) -> None:
     """tritonserver from the installed nvidia-pytriton wheel, stripped, with the stub for `python`."""
-    import pytriton
+    from adaptive_serving.bundle import wheel_tree
 
-    site = Path(pytriton.__file__).resolve().parents[1]
-    server = site / "pytriton" / "tritonserver"
+    server, lib_dir = wheel_tree()
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        shutil.copytree(site / "nvidia_pytriton.libs", root / "libs",
+        shutil.copytree(lib_dir, root / "libs",
                         ignore=shutil.ignore_patterns("libpython3-*"))  # the stubs' own libpython: the host has one
         (root / "bin").mkdir()
         shutil.copy2(server / "bin" / "tritonserver", root / "bin")
@@ -119,12 +118,11 @@ def pack_wheels(out: Path, numpy_out: Path, python: str = STUB_PYTHON) -> None:
     """cp`python` manylinux wheels of HOST_WHEELS into `out`, numpy into `numpy_out`, tritonclient from this venv."""
     import tritonclient
 
+    from adaptive_serving.bundle import download_wheels
+
     for dest, reqs in ((out, HOST_WHEELS), (numpy_out, (STUB_NUMPY,))):
         dest.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                        "--python-version", python, "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
-                        "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64", "-d", str(dest),
-                        *reqs], check=True)
+        download_wheels(reqs, python, dest)
     site = Path(tritonclient.__file__).resolve().parents[1]
     # The package only (pure Python); the wheel's perf_analyzer binaries stay behind.
     with tarfile.open(out / "tritonclient-pkg.tar.gz", "w:gz") as tar:
