@@ -5,12 +5,15 @@
 #   bash scripts/gpu_run.sh exit     # carry .gpu-kit/server + .gpu-kit/np1 (same warm host): serve on the GPU, bench-exit and bench-route
 #   bash scripts/gpu_run.sh classes  # same warm host: bench-classes and the profile with the server-side part
 #                                    # (PROFILE=0 skips the profile; without the exit step, carry what exit carries)
+#   bash scripts/gpu_run.sh classes-cpu  # same warm host (carry what exit carries): bench-classes on a 2-core CPU
+#                                    # server (torch stages on the CPU, server pinned to cores 0-1), once with the load
+#                                    # generator on the other cores and once sharing the server's two cores
 #
 # Everything lands in .gpu/ (ignored); results are tarred into $OUT. The host has Python 3.12 with torch, numpy,
 # tokenizers and onnxruntime, and no package index.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-STEP=${1:?setup, exit or classes}
+STEP=${1:?setup, exit, classes or classes-cpu}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT" .gpu/results
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
@@ -60,6 +63,17 @@ if [ "$STEP" = exit ]; then
         --batch-size 8 --concurrency 1 4 16 2>&1 | tail -20
     timeout 90 python3 -m adaptive_client.bench route --repo .gpu/repo --export .gpu/export --out $R/bench-route \
         2>&1 | tail -20
+elif [ "$STEP" = classes-cpu ]; then
+    python3 scripts/gpu_kit.py unpack --kit .gpu-kit --out .gpu --only server || exit 1
+    python3 -m adaptive_serving.repository --export .gpu/export --out .gpu/repo-cpu --runtime torch --device cpu \
+        --intra-op-threads 2 >/dev/null || exit 1
+    export ADAPTIVE_SERVER_CPUS=0,1
+    echo "== load generator on cores 2-$(($(nproc) - 1)), server on 0-1"
+    timeout 290 taskset -c 2-$(($(nproc) - 1)) python3 -m adaptive_client.bench classes --repo .gpu/repo-cpu \
+        --export .gpu/export --out $R/bench-classes-cpu2-dedicated 2>&1 | tail -45
+    echo "== load generator sharing the server's cores 0-1"
+    timeout 220 taskset -c 0,1 python3 -m adaptive_client.bench classes --repo .gpu/repo-cpu \
+        --export .gpu/export --out $R/bench-classes-cpu2-shared --sweep 2>&1 | tail -14
 else
     if [ ! -d .gpu/repo ]; then  # classes without the exit step first: the same repository as exit builds
         python3 scripts/gpu_kit.py unpack --kit .gpu-kit --out .gpu --only server || exit 1

@@ -64,7 +64,7 @@ class RepositoryOptions:
         cascade_instances: cascade instances; each runs one batch of requests at a time, so this bounds the
             work admitted past the priority gate.
         stage_instances: instances per stage model.
-        intra_op_threads: onnxruntime threads per stage instance (local target); 0 = one per core.
+        intra_op_threads: onnxruntime (or torch) threads per stage instance (local target); 0 = one per core.
         max_queue_delay_us: dynamic batcher delay for stage models (survivors wait this long for company).
         gate_queue_delay_us: batcher delay at the priority-ordered entry steps.
         gate_batch: preferred batch (in samples) of one cascade execution: with `cascade_instances`, it bounds
@@ -179,7 +179,9 @@ def stage_io(cfg: EarlyExitConfig, stage: int | None) -> tuple[list[str], list[s
 
 
 def encoder_config(name: str, cfg: EarlyExitConfig, stage: int | None, opts: RepositoryOptions, *,
-                   nice: int = 0) -> str:
+                   nice: int = 0, express: bool = False) -> str:
+    """One stage (or full-depth encoder) model; `express` ones batch without delay (a critical request does not
+    wait for company)."""
     inputs, outputs = stage_io(cfg, stage)
     head = [f'name: "{name}"']
     if opts.target == "local" and opts.runtime == "torch":
@@ -200,7 +202,7 @@ def encoder_config(name: str, cfg: EarlyExitConfig, stage: int | None, opts: Rep
     return "\n".join([
         *head, f"max_batch_size: {MAX_BATCH_SIZE}",
         f"input [ {', '.join(inputs)} ]", f"output [ {', '.join(outputs)} ]",
-        fifo_batching(opts.max_queue_delay_us), *tail,
+        fifo_batching(0 if express else opts.max_queue_delay_us), *tail,
     ]) + "\n"
 
 
@@ -322,8 +324,9 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
         models.append(name)
         return version
 
-    def encoder(name: str, cfg: EarlyExitConfig, stage: int | None, onnx: Path, nice: int = 0) -> None:
-        version = _write(out / name, encoder_config(name, cfg, stage, options, nice=nice))
+    def encoder(name: str, cfg: EarlyExitConfig, stage: int | None, onnx: Path, nice: int = 0,
+                express: bool = False) -> None:
+        version = _write(out / name, encoder_config(name, cfg, stage, options, nice=nice, express=express))
         if options.target == "local" and options.runtime == "torch":
             shutil.copy2(MODELS_SRC / "torch_runner" / "model.py", version / "model.py")
             _link_or_copy(export_dir / cfg.name / "weights.safetensors", version / "weights.safetensors")
@@ -341,8 +344,9 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
             onnx = export_dir / size / f"stage{stage}.onnx"
             encoder(cfg.stage_model_name(stage), cfg, stage, onnx, nice=options.standard_nice)
             if options.express_lane:
-                encoder(f"{cfg.stage_model_name(stage)}_express", cfg, stage, onnx)
-        encoder(f"{size}_full_encoder", cfg, None, export_dir / size / "full.onnx")
+                encoder(f"{cfg.stage_model_name(stage)}_express", cfg, stage, onnx, express=True)
+        # Full depth is bulk work here (the baselines, and the router's background audits): standard niceness.
+        encoder(f"{size}_full_encoder", cfg, None, export_dir / size / "full.onnx", nice=options.standard_nice)
         _write(out / cfg.full_model_name, ensemble_config(
             cfg.full_model_name,
             [(f"tokenizer_{size}", {names.TEXT: names.TEXT}, {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}),
@@ -387,6 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--entry-size", default="large", help=f"size behind the entry ({', '.join(SIZES)}, or tiny)")
     parser.add_argument("--cascade-instances", type=int, default=RepositoryOptions.cascade_instances)
     parser.add_argument("--stage-instances", type=int, default=RepositoryOptions.stage_instances)
+    parser.add_argument("--intra-op-threads", type=int, default=RepositoryOptions.intra_op_threads,
+                        help="threads per stage instance (0: one per core)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="onnx", help="stage runtime of the local target")
     parser.add_argument("--device", choices=DEVICES, default="cpu", help="gpu: torch stages as KIND_GPU instances")
     parser.add_argument("--dtype", choices=TORCH_DTYPES, default="float32", help="torch compute precision")
@@ -403,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     cascade_instances=args.cascade_instances, stage_instances=args.stage_instances,
                                     router=not args.no_router, audit_rate=args.audit_rate, runtime=args.runtime,
                                     device=args.device, dtype=args.dtype, gpu_hidden=args.hidden_on_gpu,
-                                    batch_queue_cap=args.batch_queue_cap)
+                                    batch_queue_cap=args.batch_queue_cap, intra_op_threads=args.intra_op_threads)
         models = build_repository(args.export, args.out, options)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

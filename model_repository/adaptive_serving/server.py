@@ -221,8 +221,13 @@ class TritonServer:
         # signal stops the server when this process is killed before it could call stop(); Linux sends it when the
         # starting *thread* ends, so it is only asked for from the main thread.
         on_main_thread = threading.current_thread() is threading.main_thread()
+        cpus = server_cpus()
+        if cpus:  # the server and its stubs on these cores only (they inherit the affinity)
+            command = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *self.command()]
+        else:
+            command = self.command()
         self._proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.environment(), start_new_session=True,
+            command, stdout=log, stderr=subprocess.STDOUT, env=self.environment(), start_new_session=True,
             preexec_fn=_die_with_parent if on_main_thread else None,
         )
         self._log = log
@@ -286,6 +291,26 @@ class TritonServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def server_cpus() -> set[int]:
+    """CPU cores the server is pinned to, from `ADAPTIVE_SERVER_CPUS` ("0,1" or "0-1"; unset: no pinning).
+
+    For measuring a server of N cores with the load generator on other cores of the same host (a generator
+    sharing the server's cores slows both and is charged to the server's latency).
+
+    Raises:
+        ServerError: the value does not parse.
+    """
+    raw = os.environ.get("ADAPTIVE_SERVER_CPUS", "").strip()
+    cpus: set[int] = set()
+    try:
+        for part in filter(None, raw.split(",")):
+            lo, _, hi = part.partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise ServerError(f"ADAPTIVE_SERVER_CPUS={raw!r}: expected cores like '0,1' or '0-3'") from None
+    return cpus
 
 
 def _die_with_parent() -> None:

@@ -17,6 +17,7 @@ import numpy as np
 
 from adaptive_client.bench.data import EvalSamples
 from adaptive_client.bench.load import ClientPool, closed_loop, open_loop, open_loop_per_class, percentiles_ms
+from adaptive_client.bench.stats import delta, snapshot
 from adaptive_client.bench.requests import RequestKwargs
 from adaptive_serving.config import LATENCY_CLASSES
 
@@ -171,7 +172,10 @@ async def _run(url: str, samples: EvalSamples, config: ClassesBenchConfig) -> di
             point = await mixed_load(factor * capacity, config.sweep_duration_s, 2 * config.sweep_duration_s + 30.0)
             sweep.append({"load_factor": factor, "classes": per_class_summary(point.sent, point.outcomes, point.lost,
                                                                                unloaded_p99)})
+        before = await snapshot(pool.next())
         load = await mixed_load(rate, config.duration_s, config.drain_s)
+        server_side = {name: {"requests": t.requests, "executions": t.executions, **t.per_request_ms()}
+                       for name, t in sorted(delta(before, await snapshot(pool.next())).items()) if t.requests}
     finally:
         await pool.close()
     classes = per_class_summary(load.sent, load.outcomes, load.lost, unloaded_p99)
@@ -182,7 +186,7 @@ async def _run(url: str, samples: EvalSamples, config: ClassesBenchConfig) -> di
                       "wall_s": load.wall_s, "sent": len(load.sent), "achieved_send_rate_per_s":
                       len(load.sent) / load.send_s if load.send_s else 0.0,
                       "send_lag_p99_ms": lag["p99_ms"], "drain_timeout_s": config.drain_s},
-        "classes": classes, "verdicts": verdicts(classes, unloaded_p99),
+        "classes": classes, "verdicts": verdicts(classes, unloaded_p99), "server_side": server_side,
         "load_sweep": sorted(sweep + [{"load_factor": config.load_factor, "classes": classes}],
                              key=lambda p: p["load_factor"]),
     }
@@ -225,6 +229,14 @@ def markdown(results: dict[str, object]) -> str:
     lines += [f"| {k} | {'yes' if v else 'NO'} |" for k, v in results["verdicts"].items()]
     lines += ["", (f"Degraded = rejected, lost, or answered later than {CRITICAL_P99_FACTOR}x the class's unloaded "
               "p99."), ""]
+    if results.get("server_side"):
+        lines += ["## Where the time went (overload run, Triton statistics per model)", "",
+                  ("Per request of each model, over the overload run and its drain; the express stages serve only "
+                   "critical-deadline requests, the other models all classes."), "",
+                  "| model | requests | executions | queue ms | compute ms |", "|---|---|---|---|---|"]
+        lines += [f"| {name} | {m['requests']} | {m['executions']} | {m['queue_ms']:.1f} | {m['compute_ms']:.1f} |"
+                  for name, m in results["server_side"].items()]
+        lines.append("")
     if results.get("load_sweep"):
         lines += ["## Against offered load", "", "| load (x capacity) | class | sent | rejected | p50 ms | p99 ms |",
                   "|---|---|---|---|---|---|"]

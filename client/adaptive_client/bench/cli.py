@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     cl = parser.add_argument_group("classes")
     cl.add_argument("--duration-s", type=float, default=None, help="open-loop seconds (default 30; --quick 5)")
     cl.add_argument("--load-factor", type=float, default=None, help="open-loop rate / capacity (default 2)")
+    cl.add_argument("--sweep", type=float, nargs="*", default=None, metavar="X",
+                    help="load-sweep points, x capacity (default 0.5 1 1.5; none given: no sweep)")
     cl.add_argument("--one-client", action="store_true",
                     help="send every class from one client event loop (default: one client process per class)")
     return parser
@@ -71,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = classes_bench.QUICK if args.quick else classes_bench.ClassesBenchConfig()
         config = dataclasses.replace(base, **_overrides(args, duration_s=args.duration_s,
                                                         load_factor=args.load_factor, seed=args.seed,
-                                                        client_per_class=False if args.one_client else None))
+                                                        client_per_class=False if args.one_client else None,
+                                                        sweep_factors=None if args.sweep is None else tuple(args.sweep)))
         limit = args.samples or (64 if args.quick else None)
     try:
         samples = load_eval_samples(args.export, limit=limit, seed=args.seed)

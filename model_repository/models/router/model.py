@@ -4,7 +4,9 @@ the answer's confidence is below the calibrated threshold.
 
 Texts of one request are grouped by target and each group goes through its target together. Outcomes are
 logged off the hot path for recalibration; a sampled share is also sent to the audit model (the largest,
-full depth) to label them. The plan file is re-read when it changes, so recalibration needs no restart.
+full depth) to label them. The audit runs in the background after the answer is sent: a full-depth run on the
+response path would put the audited requests (2% by default) in every class's latency tail. The plan file is
+re-read when it changes, so recalibration needs no restart.
 """
 
 import asyncio
@@ -27,6 +29,10 @@ from adaptive_serving.outcomes import OutcomeRecorder
 from adaptive_serving.router_plan import RouterPlan
 
 
+# Audits waiting per instance; past this, outcomes are logged unlabeled (an overload must not pile up audits).
+MAX_AUDITS_IN_FLIGHT = 4
+
+
 class TritonPythonModel:
     def initialize(self, args):
         params, version_dir = model_params(args, ("plan_file", "sep_id"))
@@ -38,6 +44,7 @@ class TritonPythonModel:
         outcomes = params.get("outcomes_file", "")
         self.recorder = OutcomeRecorder(Path(outcomes)) if outcomes else None
         self.model_name = args["model_name"]
+        self.audits: set[asyncio.Task] = set()  # background audits in flight (strong refs until done)
         self._load()
         self.metrics = ModelMetrics(
             self.model_name, {t.name: len(t.cascade.stage_models) if t.cascade else 1 for t in self.plan.targets},
@@ -89,8 +96,6 @@ class TritonPythonModel:
         target = np.zeros(n, np.int32)
         cut = np.zeros(n, bool)
         escalated = np.zeros(n, np.int32)
-        audit = (asyncio.ensure_future(self._audit(raw))
-                 if self.audit_model and random.random() < plan.audit_rate else None)
         pending = np.zeros(0, np.int64)
         try:
             budget_s = request.timeout() / 1e6
@@ -122,19 +127,22 @@ class TritonPythonModel:
                 escalated[pending] += 1
         except StageError as e:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.model_name}: {e}"))
-        audit_labels = await audit if audit is not None else None
         names_of = np.array([t.name for t in plan.targets], dtype=np.object_)
         self.metrics.answered(request.timeout(), names_of[target], exit_stage, cut, started, routed=names_of[start])
-        latency_ms = (time.monotonic() - started) * 1e3
         if self.recorder is not None:
-            for i in range(n):
-                self.recorder.record({
-                    "t": time.time(), "probs": probs[i].round(4).tolist(), "start": int(start[i]),
-                    "target": int(target[i]), "exit_stage": int(exit_stage[i]), "confidence": float(score[i]),
-                    "escalated": int(escalated[i]), "label": int(label[i]), "deadline_cut": bool(cut[i]),
-                    "latency_ms": round(latency_ms, 3),
-                    "audit_label": None if audit_labels is None else int(audit_labels[i]),
-                })
+            records = [{
+                "t": time.time(), "probs": probs[i].round(4).tolist(), "start": int(start[i]),
+                "target": int(target[i]), "exit_stage": int(exit_stage[i]), "confidence": float(score[i]),
+                "escalated": int(escalated[i]), "label": int(label[i]), "deadline_cut": bool(cut[i]),
+                "latency_ms": round((time.monotonic() - started) * 1e3, 3), "audit_label": None,
+            } for i in range(n)]
+            if (self.audit_model and len(self.audits) < MAX_AUDITS_IN_FLIGHT
+                    and random.random() < plan.audit_rate):
+                task = asyncio.ensure_future(self._audit(raw, records))
+                self.audits.add(task)
+                task.add_done_callback(self.audits.discard)
+            else:
+                self._record(records)
         sizes = np.array([[plan.targets[t].name.encode()] for t in target], dtype=np.object_)
         return pb_utils.InferenceResponse([
             pb_utils.Tensor(names.LABEL, label.reshape(n, 1)),
@@ -147,13 +155,19 @@ class TritonPythonModel:
             pb_utils.Tensor(names.ESCALATIONS, escalated.reshape(n, 1)),
         ])
 
-    async def _audit(self, raw):
-        """Labels from the audit model (largest target, full depth), run beside the routed path."""
+    async def _audit(self, raw, records):
+        """Label `records` with the audit model (largest target, full depth), then log them."""
         try:
             out = await call_stage(self.audit_model, {names.TEXT: raw.reshape(-1, 1)}, [names.LOGITS], 0.0)
-            return out[names.LOGITS].argmax(-1)
-        except StageError:
-            return None
+            for record, label in zip(records, out[names.LOGITS].argmax(-1)):
+                record["audit_label"] = int(label)
+        except StageError as e:  # an unlabeled outcome is still worth logging
+            pb_utils.Logger.log_warn(f"{self.model_name}: audit failed: {e}")
+        self._record(records)
+
+    def _record(self, records):
+        for record in records:
+            self.recorder.record(record)
 
     def finalize(self):
         if self.recorder is not None:
