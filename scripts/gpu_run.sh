@@ -6,7 +6,7 @@
 #   bash scripts/gpu_run.sh classes  # same warm host: bench-classes and the profile with the server-side part
 #                                    # (PROFILE=0 skips the profile; without the exit step, carry what exit carries)
 #   bash scripts/gpu_run.sh classes-cpu  # same warm host (carry what exit carries): bench-classes on a 2-core CPU
-#                                    # server (torch stages on the CPU, server pinned to cores 0-1), once with the load
+#                                    # server (RUNTIME=onnx|torch stages on the CPU, server pinned to cores 0-1), once with the load
 #                                    # generator on the other cores and once sharing the server's two cores
 #
 # Everything lands in .gpu/ (ignored); results are tarred into $OUT. The host has Python 3.12 with torch, numpy,
@@ -65,9 +65,31 @@ if [ "$STEP" = exit ]; then
         2>&1 | tail -20
 elif [ "$STEP" = classes-cpu ]; then
     python3 scripts/gpu_kit.py unpack --kit .gpu-kit --out .gpu --only server || exit 1
-    python3 -m adaptive_serving.repository --export .gpu/export --out .gpu/repo-cpu --runtime torch --device cpu \
-        --intra-op-threads 2 >/dev/null || exit 1
+    if [ "${RUNTIME:-onnx}" = onnx ]; then  # the ONNX stages as `make export` writes them, from the carried weights
+        # the host's own onnx needs its own protobuf and numpy: the carried ones leave the path for this step
+        [ -f .gpu/export/large/full.onnx ] || python3 -c "
+import sys; sys.path[:] = [p for p in sys.path if '.gpu/site' not in p and '.gpu/np1' not in p]
+from pathlib import Path
+from adaptive_export.onnx_export import export_size, load_weights
+for size in ('small', 'medium', 'large'):
+    d = Path('.gpu/export') / size
+    print(size, export_size(load_weights(d / 'weights.safetensors'), d)['max_abs_diff'])" || exit 1
+    fi
+    python3 -m adaptive_serving.repository --export .gpu/export --out .gpu/repo-cpu --runtime "${RUNTIME:-onnx}" \
+        --device cpu --intra-op-threads 2 ${REPO_ARGS:-} >/dev/null || exit 1
     export ADAPTIVE_SERVER_CPUS=0,1
+    if [ -n "${COMPARE_ARGS:-}" ]; then  # A/B of two repository variants on the 2-core server, generator apart
+        python3 -m adaptive_serving.repository --export .gpu/export --out .gpu/repo-cpu-b --device cpu \
+            --intra-op-threads 2 $COMPARE_ARGS >/dev/null || exit 1
+        for v in a b; do
+            echo "== variant $v: $([ $v = a ] && echo "${REPO_ARGS:-defaults}" || echo "$COMPARE_ARGS")"
+            timeout 200 taskset -c 2-$(($(nproc) - 1)) python3 -m adaptive_client.bench classes \
+                --repo .gpu/repo-cpu$([ $v = b ] && echo -b) --export .gpu/export --out $R/cpu2-variant-$v --sweep \
+                2>&1 | grep -A5 "^| class"
+        done
+        tar -czf "$OUT/gpu-results-$STEP.tgz" -C .gpu results
+        exit 0
+    fi
     echo "== load generator on cores 2-$(($(nproc) - 1)), server on 0-1"
     timeout 290 taskset -c 2-$(($(nproc) - 1)) python3 -m adaptive_client.bench classes --repo .gpu/repo-cpu \
         --export .gpu/export --out $R/bench-classes-cpu2-dedicated 2>&1 | tail -45

@@ -44,6 +44,21 @@ def test_perf_sweep_entry_and_stage(tiny_server: TritonServer, tiny_export: Path
 
 
 @pytest.mark.server
+def test_perf_classes_closed_loop_all_classes(tiny_server: TritonServer, tmp_path: Path) -> None:
+    # One perf_analyzer per class at once; each class's CSV parses and the class plot draws from them.
+    written = perf.run_classes(tiny_server.grpc_url, ["Shares fell on Monday", "The striker scored twice"], tmp_path,
+                               concurrency=(1,), measurement_interval_ms=1000, stability_percentage=10_000,
+                               max_trials=3)
+    assert set(written) == {"critical", "sensitive", "batch"}
+    for name, path in written.items():
+        assert not path.startswith("error"), f"{name}: {path}"
+        rows = perf.run_perf_analyzer.__globals__["read_csv"](Path(path))
+        assert rows[0]["Concurrency"] == 1.0 and rows[0]["Inferences/Second"] > 0
+    png = plots.plot_class_latency({n: Path(p) for n, p in written.items()}, tmp_path / "class_latency.png")
+    assert png.stat().st_size > 1000
+
+
+@pytest.mark.server
 def test_locust_headless_short_run(tiny_server: TritonServer, tmp_path: Path) -> None:
     code = run_locust(f"grpc://{tiny_server.grpc_url}", tmp_path, run_time="5s", users=6, spawn_rate=6,  # 6 = one critical user at 1:2:3
                       timeout_s=60)

@@ -5,7 +5,9 @@
 
 `sweep` measures `adaptive`, each `<size>_full` and each single stage (`<size>_stage<i>`) over a concurrency
 range and a Poisson request-rate range; `classes` runs one perf_analyzer process per latency class at the same
-time against `adaptive` (gRPC, `--request-parameter priority:N:int` and `timeout:US:int`), over a rate sweep.
+time against `adaptive` (gRPC, `--request-parameter priority:N:int` and `timeout:US:int`), closed loop over a
+small concurrency range (`--rate` for an open-loop Poisson sweep, which perf_analyzer 2.51 ends at the first
+shed request).
 Input data: `text` rows from the evaluation mix for text models; for stages, `input_ids`/`attention_mask` from the
 export's `tokenizer/tokenizer.json` (adaptive_serving.text_input.TextTokenizer), and for stage i >= 2 the
 `hidden_in` that the served stages 1..i-1 return for those tokens.
@@ -39,6 +41,8 @@ from adaptive_client.perf_analyzer import PerfAnalyzerError, run_perf_analyzer, 
 
 # perf_analyzer keeps cycling through the rows; a few dozen texts cover the mix's views without a huge JSON.
 INPUT_ROWS = 48
+# Requests in flight per class in the closed-loop per-class run: 3 classes x 2 stay within the gate's 8 slots.
+CLASS_CONCURRENCY = (1, 2)
 PRIORITY_LINE = re.compile(r"model: (\S+?), .*?priority: (\d+), timeout \(us\): (\d+)")
 
 
@@ -152,12 +156,18 @@ def sweep(grpc_url: str, texts: Sequence[str], out: Path, *, tokenizer_json: Pat
 
 
 def run_classes(grpc_url: str, texts: Sequence[str], out: Path, *, model: str = "adaptive",
-                request_rate: Sequence[float] = (5, 10, 15), classes: Sequence[str] | None = None,
-                measurement_interval_ms: int = 2000, stability_percentage: float = 10.0,
-                max_trials: int = 10) -> dict[str, str]:
-    """One perf_analyzer process per latency class, all at once, each a Poisson rate sweep with its class's
-    priority and queue timeout; writes `class_<name>.csv`. The classes share the server, so row i of each CSV
-    was measured while the others offered their row i too (same rates, same measurement windows, roughly).
+                concurrency: Sequence[int] = CLASS_CONCURRENCY, request_rate: Sequence[float] = (),
+                classes: Sequence[str] | None = None, measurement_interval_ms: int = 2000,
+                stability_percentage: float = 10.0, max_trials: int = 10) -> dict[str, str]:
+    """One perf_analyzer process per latency class, all at once, each with its class's priority and queue timeout;
+    writes `class_<name>.csv`. Closed loop over `concurrency` by default, or a Poisson sweep over `request_rate`.
+    The classes share the server, so row i of each CSV was measured while the others offered their row i too
+    (same load levels, same measurement windows, roughly).
+
+    Closed loop is the default because perf_analyzer 2.51 stops a run at the first failed request: in an open
+    loop a single critical request shed by its 50 ms queue timeout ends the critical class's sweep. With a few
+    requests in flight per class, all three classes fit behind the entry's gate, so none should be shed; the
+    latency against offered load with shedding counted is bench-classes' job.
 
     Raises:
         PerfAnalyzerError: a run failed.
@@ -171,15 +181,16 @@ def run_classes(grpc_url: str, texts: Sequence[str], out: Path, *, model: str = 
     # perf_analyzer aborts a run on the first failed request (a critical request shed by its 50 ms queue timeout
     # counts) and waits forever on one never answered: bound each process, and report a class's failure without
     # losing the others'.
-    bound_s = 60 + len(request_rate) * max_trials * measurement_interval_ms / 1e3 * 3
+    bound_s = 60 + len(request_rate or concurrency) * max_trials * measurement_interval_ms / 1e3 * 3
+    load = {"request_rate": request_rate, "poisson": True} if request_rate else {"concurrency": concurrency}
     _warm_up(grpc_url, model, texts[:4])
 
     def one(name: str) -> str:
         cls = LATENCY_CLASSES[name]
         csv_path = out / f"class_{name}.csv"
         try:
-            run_perf_analyzer(model, grpc_url, csv_path=csv_path, input_data=data, request_rate=request_rate,
-                              poisson=True, priority=cls.priority, timeout_us=cls.queue_timeout_us or None,
+            run_perf_analyzer(model, grpc_url, csv_path=csv_path, input_data=data, **load,
+                              priority=cls.priority, timeout_us=cls.queue_timeout_us or None,
                               measurement_interval_ms=measurement_interval_ms, timeout_s=bound_s,
                               stability_percentage=stability_percentage, max_trials=max_trials)
         except (PerfAnalyzerError, subprocess.TimeoutExpired) as e:
@@ -260,8 +271,10 @@ def _parser() -> argparse.ArgumentParser:
     io.add_argument("--rows", type=int, default=INPUT_ROWS, help="evaluation-mix texts in the input data")
     load = parser.add_argument_group("load")
     load.add_argument("--models", nargs="+", default=None, help="sweep: models (default: all served)")
-    load.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 3, 4], help="evenly spaced")
-    load.add_argument("--rate", type=float, nargs="+", default=None, help="Poisson rates (evenly spaced)")
+    load.add_argument("--concurrency", type=int, nargs="+", default=None,
+                      help=f"closed-loop levels, evenly spaced (sweep: 1 2 3 4; classes: {' '.join(map(str, CLASS_CONCURRENCY))})")
+    load.add_argument("--rate", type=float, nargs="+", default=None,
+                      help="Poisson rates, evenly spaced (sweep: 10 20 30; classes: open loop instead of closed)")
     load.add_argument("--measurement-interval-ms", type=int, default=2000)
     load.add_argument("--stability-percentage", type=float, default=10.0)
     load.add_argument("--max-trials", type=int, default=10)
@@ -292,13 +305,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_len = {c.name: c.max_seq_len for c in (*SIZES.values(), TINY)}
                 written: dict[str, object] = sweep(
                     url, texts, args.out, tokenizer_json=args.export / "tokenizer" / "tokenizer.json",
-                    max_len=max_len, models=args.models, concurrency=args.concurrency,
+                    max_len=max_len, models=args.models, concurrency=args.concurrency or (1, 2, 3, 4),
                     request_rate=args.rate or (10, 20, 30), **settings)
             else:
                 written = {}
                 if args.repo:
                     written["priority_check"] = _verification_phase(url, texts, args.out, log_path)
-                written["csv"] = run_classes(url, texts, args.out, request_rate=args.rate or (5, 10, 15), **settings)
+                written["csv"] = run_classes(url, texts, args.out, request_rate=args.rate or (),
+                                             concurrency=args.concurrency or CLASS_CONCURRENCY, **settings)
     except (ServerError, PerfAnalyzerError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

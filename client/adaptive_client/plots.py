@@ -30,18 +30,20 @@ def _pyplot() -> object:
 
 
 def plot_class_latency(csv_by_class: Mapping[str, Path], out_png: Path) -> Path:
-    """Latency percentiles per class against its offered request rate."""
+    """Latency percentiles per class against its load: the offered request rate of an open-loop run, or the
+    throughput each concurrency level reached in a closed-loop run."""
     from adaptive_client.perf_analyzer import read_csv
 
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(PERCENTILES), figsize=(4 * len(PERCENTILES), 3.5), sharey=True)
     for name, path in csv_by_class.items():
         rows = read_csv(Path(path))
-        rate = [r["Request Rate"] for r in rows]
+        open_loop = "Request Rate" in rows[0]
+        load = [r["Request Rate"] if open_loop else r["Inferences/Second"] for r in rows]
         for ax, col in zip(axes, PERCENTILES):
-            ax.plot(rate, [r[col] / 1e3 for r in rows], marker="o", label=name)
+            ax.plot(load, [r[col] / 1e3 for r in rows], marker="o", label=name)
             ax.set_title(col.split()[0])
-            ax.set_xlabel("offered load per class (req/s)")
+            ax.set_xlabel(f"{'offered' if open_loop else 'achieved (closed loop)'} load per class (req/s)")
     axes[0].set_ylabel("latency (ms)")
     axes[0].legend()
     fig.tight_layout()

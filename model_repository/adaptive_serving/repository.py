@@ -391,6 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--entry-size", default="large", help=f"size behind the entry ({', '.join(SIZES)}, or tiny)")
     parser.add_argument("--cascade-instances", type=int, default=RepositoryOptions.cascade_instances)
     parser.add_argument("--stage-instances", type=int, default=RepositoryOptions.stage_instances)
+    parser.add_argument("--standard-nice", type=int, default=RepositoryOptions.standard_nice,
+                        help="CPU niceness of the standard lane's stage processes (0-19)")
     parser.add_argument("--intra-op-threads", type=int, default=RepositoryOptions.intra_op_threads,
                         help="threads per stage instance (0: one per core)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="onnx", help="stage runtime of the local target")
@@ -409,7 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     cascade_instances=args.cascade_instances, stage_instances=args.stage_instances,
                                     router=not args.no_router, audit_rate=args.audit_rate, runtime=args.runtime,
                                     device=args.device, dtype=args.dtype, gpu_hidden=args.hidden_on_gpu,
-                                    batch_queue_cap=args.batch_queue_cap, intra_op_threads=args.intra_op_threads)
+                                    batch_queue_cap=args.batch_queue_cap, intra_op_threads=args.intra_op_threads,
+                                    standard_nice=args.standard_nice)
         models = build_repository(args.export, args.out, options)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
