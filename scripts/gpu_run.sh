@@ -75,12 +75,14 @@ for size in ('small', 'medium', 'large'):
     d = Path('.gpu/export') / size
     print(size, export_size(load_weights(d / 'weights.safetensors'), d)['max_abs_diff'])" || exit 1
     fi
-    python3 -m adaptive_serving.repository --export .gpu/export --out .gpu/repo-cpu --runtime "${RUNTIME:-onnx}" \
-        --device cpu --intra-op-threads 2 ${REPO_ARGS:-} >/dev/null || exit 1
+    cpu_repo() {  # out, extra repository flags
+        python3 -m adaptive_serving.repository --export .gpu/export --out "$1" --runtime "${RUNTIME:-onnx}" \
+            --device cpu --intra-op-threads 2 $2 >/dev/null
+    }
+    cpu_repo .gpu/repo-cpu "${REPO_ARGS:-}" || exit 1
     export ADAPTIVE_SERVER_CPUS=0,1
     if [ -n "${COMPARE_ARGS:-}" ]; then  # A/B of two repository variants on the 2-core server, generator apart
-        python3 -m adaptive_serving.repository --export .gpu/export --out .gpu/repo-cpu-b --device cpu \
-            --intra-op-threads 2 $COMPARE_ARGS >/dev/null || exit 1
+        cpu_repo .gpu/repo-cpu-b "$COMPARE_ARGS" || exit 1
         for v in a b; do
             echo "== variant $v: $([ $v = a ] && echo "${REPO_ARGS:-defaults}" || echo "$COMPARE_ARGS")"
             timeout 200 taskset -c 2-$(($(nproc) - 1)) python3 -m adaptive_client.bench classes \

@@ -205,9 +205,9 @@ class TritonServer:
         """Start the server and wait until it reports ready.
 
         Raises:
-            ServerError: the stub or repository is missing, the server exited (a model failed to load,
-                a port is taken), or it was not ready within `ready_timeout_s`; the message carries the
-                log tail.
+            ServerError: the stub or repository is missing, `ADAPTIVE_SERVER_CPUS` does not parse, the server
+                exited (a model failed to load, a port is taken), or it was not ready within `ready_timeout_s`;
+                the message carries the log tail.
         """
         if self._proc is not None:
             raise ServerError("server already started")
@@ -216,16 +216,16 @@ class TritonServer:
             raise ServerError(f"Python backend stub missing at {stub}; run `make setup`")
         if not self.model_repository.is_dir():
             raise ServerError(f"model repository {self.model_repository} does not exist")
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it; closed in stop(); a restart appends
-        # A new session makes the server and its stubs one process group we can signal together. The parent-death
-        # signal stops the server when this process is killed before it could call stop(); Linux sends it when the
-        # starting *thread* ends, so it is only asked for from the main thread.
-        on_main_thread = threading.current_thread() is threading.main_thread()
         cpus = server_cpus()
         if cpus:  # the server and its stubs on these cores only (they inherit the affinity)
             command = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *self.command()]
         else:
             command = self.command()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it; closed in stop(); a restart appends
+        # A new session makes the server and its stubs one process group we can signal together. The parent-death
+        # signal stops the server when this process is killed before it could call stop(); Linux sends it when the
+        # starting *thread* ends, so it is only asked for from the main thread.
+        on_main_thread = threading.current_thread() is threading.main_thread()
         self._proc = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=self.environment(), start_new_session=True,
             preexec_fn=_die_with_parent if on_main_thread else None,
