@@ -65,7 +65,7 @@ def build_router_repo(tiny_export: Path, tmp_path: Path, *, second: str = "full"
                       route_threshold=0.5, escalate_thresholds=(escalate, 0.0), audit_rate=1.0)
     version = repo / "router" / "1"
     version.mkdir(parents=True)
-    (repo / "router" / "config.pbtxt").write_text(router_config(options, "tiny_full").replace(
+    (repo / "router" / "config.pbtxt").write_text(router_config(options, "tiny_full_encoder", "tokens").replace(
         'key: "sep_id"', 'key: "reload_interval_s" value: { string_value: "0.5" } }\nparameters { key: "sep_id"'))
     (version / "model.py").write_text((Path(__file__).parents[1] / "model_repository/models/router/model.py").read_text())
     _length_estimator(version / plan.estimator_file)

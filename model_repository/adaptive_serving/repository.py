@@ -217,7 +217,8 @@ def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
     ]) + "\n"
 
 
-def router_config(opts: RepositoryOptions, audit_model: str) -> str:
+def router_config(opts: RepositoryOptions, audit_model: str, audit_input: str = "text") -> str:
+    """The router; `audit_model` labels sampled outcomes, reading the text or ("tokens") the router's own tokens."""
     outputs = [_tensor(n, OUTPUT_TYPES[n], [1]) for n in (*CASCADE_OUTPUTS, names.COMPLEXITY, names.ESCALATIONS)]
     inputs = [_tensor(names.TEXT, "TYPE_STRING", [1]), _tensor(names.INPUT_IDS, "TYPE_INT64", [-1]),
               _tensor(names.ATTENTION_MASK, "TYPE_INT64", [-1])]
@@ -225,7 +226,9 @@ def router_config(opts: RepositoryOptions, audit_model: str) -> str:
         'name: "router"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
         f"input [ {', '.join(inputs)} ]", f"output [ {', '.join(outputs)} ]",
         class_batching(opts.gate_queue_delay_us, opts.gate_batch, opts.batch_queue_cap),
-        _instances(opts.cascade_instances), _params(plan_file="plan.json", sep_id=102, audit_model=audit_model, outcomes_file=opts.outcomes_file),
+        _instances(opts.cascade_instances),
+        _params(plan_file="plan.json", sep_id=102, audit_model=audit_model, audit_input=audit_input,
+                outcomes_file=opts.outcomes_file),
     ]) + "\n"
 
 
@@ -367,7 +370,11 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
     tokenize = (f"tokenizer_{entry.name}", {names.TEXT: names.TEXT}, {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"})
     plan = load_router_plan(export_dir, sizes, options) if options.router else None
     if plan is not None:
-        version = python_model("router", router_config(options, f"{plan.targets[-1].name}_full"), "router")
+        audit = plan.targets[-1].name
+        # The audit size's full encoder can read the router's tokens when the entry tokenizes for that size.
+        config = (router_config(options, f"{audit}_full_encoder", "tokens") if audit == entry.name
+                  else router_config(options, f"{audit}_full"))
+        version = python_model("router", config, "router")
         estimator = json.loads((export_dir / "complexity" / "router.json").read_text())["estimator"]
         shutil.copy2(export_dir / estimator, version / plan.estimator_file)
         plan.write(version / "plan.json")

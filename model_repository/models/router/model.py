@@ -5,8 +5,11 @@ the answer's confidence is below the calibrated threshold.
 Texts of one request are grouped by target and each group goes through its target together. Outcomes are
 logged off the hot path for recalibration; a sampled share is also sent to the audit model (the largest,
 full depth) to label them. The audit runs in the background after the answer is sent: a full-depth run on the
-response path would put the audited requests (2% by default) in every class's latency tail. The plan file is
-re-read when it changes, so recalibration needs no restart.
+response path would put the audited requests (2% by default) in every class's latency tail. When the entry's
+tokenizer is the audit model's, the audit goes straight to its full-depth encoder with this router's tokens: a text
+audit would pass through the entry's priority-ordered tokenizer beside the next requests, and 2.51's priority
+batcher then stalls now and then past a class's queue timeout. The plan file is re-read when it changes, so
+recalibration needs no restart.
 """
 
 import asyncio
@@ -41,6 +44,9 @@ class TritonPythonModel:
         self.sep_id = int(params["sep_id"])
         self.reload_interval_s = float(params.get("reload_interval_s", "2"))
         self.audit_model = params.get("audit_model", "")
+        # "tokens": the audit model reads this router's input_ids/attention_mask (the entry tokenizer is its
+        # tokenizer); "text": it tokenizes the text itself.
+        self.audit_tokens = params.get("audit_input", "text") == "tokens"
         outcomes = params.get("outcomes_file", "")
         self.recorder = OutcomeRecorder(Path(outcomes)) if outcomes else None
         self.model_name = args["model_name"]
@@ -138,7 +144,9 @@ class TritonPythonModel:
             } for i in range(n)]
             if (self.audit_model and len(self.audits) < MAX_AUDITS_IN_FLIGHT
                     and random.random() < plan.audit_rate):
-                task = asyncio.ensure_future(self._audit(raw, records))
+                inputs = ({names.INPUT_IDS: ids, names.ATTENTION_MASK: mask} if self.audit_tokens
+                          else {names.TEXT: raw.reshape(-1, 1)})
+                task = asyncio.ensure_future(self._audit(inputs, records))
                 self.audits.add(task)
                 task.add_done_callback(self.audits.discard)
             else:
@@ -155,10 +163,10 @@ class TritonPythonModel:
             pb_utils.Tensor(names.ESCALATIONS, escalated.reshape(n, 1)),
         ])
 
-    async def _audit(self, raw, records):
+    async def _audit(self, inputs, records):
         """Label `records` with the audit model (largest target, full depth), then log them."""
         try:
-            out = await call_stage(self.audit_model, {names.TEXT: raw.reshape(-1, 1)}, [names.LOGITS], 0.0)
+            out = await call_stage(self.audit_model, inputs, [names.LOGITS], 0.0)
             for record, label in zip(records, out[names.LOGITS].argmax(-1)):
                 record["audit_label"] = int(label)
         except StageError as e:  # an unlabeled outcome is still worth logging
