@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from adaptive_client.reliability.target import SAMPLE_TEXTS
 from adaptive_export.confidence import max_prob
 from adaptive_serving import names
 from adaptive_serving.config import LATENCY_CLASSES, MAX_TEXT_BYTES, latency_class
+from adaptive_serving.metrics import metric_sum, parse_metrics
 from adaptive_serving.onnx_stage import OnnxStage
 from adaptive_serving.repository import RepositoryOptions, build_repository
 from adaptive_serving.server import TritonServer
@@ -135,45 +137,75 @@ def test_survivors_of_concurrent_requests_are_rebatched(tiny_repo: Path, serve) 
     assert executions < inferences, "survivors of separate requests should share stage-2 executions"
 
 
-def test_higher_class_jumps_the_queue(tiny_export: Path, tiny_repo: Path, serve) -> None:
-    """A sensitive request sent behind queued batch requests overtakes them at the cascade gate. (Sensitive, not
-    critical: a class's queue timeout is a cap requests may shorten but not extend, and a critical request's 50 ms
-    would expire behind the execution already running here.) One gate instance: the queue is then the gate's own."""
-    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", cascade_instances=1))
+def _send_async(client: grpcclient.InferenceServerClient, tag: str, klass: str, done: list[str],
+                lock: threading.Lock, batch: int = 64) -> None:
+    """Send `batch` texts in the given class; append `tag` (or `tag:error:...`) to `done` when answered."""
+    inp = grpcclient.InferInput(names.TEXT, [batch, 1], "BYTES")
+    inp.set_data_from_numpy(_texts((TEXTS * (batch // len(TEXTS) + 1))[:batch]))
+
+    def callback(result, error) -> None:
+        with lock:
+            done.append(tag if error is None else f"{tag}:error:{error}")
+
+    cls = latency_class(klass)
+    client.async_infer("adaptive", [inp], callback, priority=cls.priority, timeout=cls.queue_timeout_us)
+
+
+def _wait_for(done: list[str], count: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(done) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_gate_keeps_room_for_urgent_classes(tiny_export: Path, tiny_repo: Path, serve) -> None:
+    """Batch traffic fills its one gate slot and queues behind it; a sensitive and a critical request sent later
+    are admitted at once into the room kept for them and overtake the batch backlog, without expiring."""
+    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", gate_slots=1, gate_reserve=1))
     _set_thresholds(tiny_repo, [1.0])
     _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=60)
     server = serve(tiny_repo)
     client = grpcclient.InferenceServerClient(server.grpc_url)
     done: list[str] = []
     lock = threading.Lock()
-
-    def send(tag: str, priority: int) -> None:
-        inp = grpcclient.InferInput(names.TEXT, [64, 1], "BYTES")  # a full batch: one request per execution
-        inp.set_data_from_numpy(_texts(TEXTS * 5 + TEXTS[:4]))
-
-        def callback(result, error) -> None:
-            with lock:
-                done.append(tag if error is None else f"{tag}:error:{error}")
-
-        cls = next(c for c in LATENCY_CLASSES.values() if c.priority == priority)
-        client.async_infer("adaptive", [inp], callback, priority=priority, timeout=cls.queue_timeout_us)
-
     for i in range(8):
-        send(f"batch{i}", LATENCY_CLASSES["batch"].priority)
-    time.sleep(0.3)  # the batch requests are queued at the cascade gate by now
-    send("sensitive", LATENCY_CLASSES["sensitive"].priority)
-    deadline = time.monotonic() + 60
-    while len(done) < 9 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(done) == 9 and not any(":error" in d for d in done), done
-    # FIFO would put it last (index 8). Ahead of it may finish the request executing and the few that Triton's
-    # batcher had already formed into payloads for the busy instance; it overtakes the rest.
-    assert done.index("sensitive") <= 4, done
+        _send_async(client, f"batch{i}", "batch", done, lock)
+    time.sleep(0.3)  # one batch request runs, the rest wait at the gate
+    _send_async(client, "sensitive", "sensitive", done, lock)
+    _send_async(client, "critical", "critical", done, lock, batch=4)
+    _wait_for(done, 10)
+    assert len(done) == 10 and not any(":error" in d for d in done), done
+    # FIFO would put them last; ahead of them may only finish the batch requests already admitted.
+    assert done.index("critical") <= 2 and done.index("sensitive") <= 3, done
+    samples = parse_metrics(urllib.request.urlopen(server.metrics_url, timeout=10).read().decode())
+    assert metric_sum(samples, "adaptive_gate_wait_ms_count", model="cascade_tiny", **{"class": "batch"}) == 8
+    assert metric_sum(samples, "adaptive_gate_rejected_total", model="cascade_tiny") == 0
+
+
+def test_gate_rejects_a_request_that_waits_past_its_timeout(tiny_export: Path, tiny_repo: Path, serve) -> None:
+    """With no room kept for it, a sensitive request waits at the gate behind a slow batch request and is answered
+    UNAVAILABLE when its 200 ms timeout passes; the batch request and the next requests are still answered."""
+    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", gate_slots=1, gate_reserve=0))
+    _set_thresholds(tiny_repo, [1.0])
+    _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=600)
+    server = serve(tiny_repo)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    done: list[str] = []
+    lock = threading.Lock()
+    _send_async(client, "batch", "batch", done, lock, batch=2)
+    time.sleep(0.2)  # the batch request holds the only slot for ~600 ms
+    _send_async(client, "sensitive", "sensitive", done, lock, batch=2)
+    _wait_for(done, 2)
+    assert done[0].startswith("sensitive:error:") and "UNAVAILABLE" in done[0], done
+    assert "timeout expired at the admission gate (sensitive class)" in done[0], done
+    assert done[1] == "batch", done
+    assert _infer(server.grpc_url, _texts(TEXTS[:2])).as_numpy(names.LABEL).shape == (2, 1)
+    samples = parse_metrics(urllib.request.urlopen(server.metrics_url, timeout=10).read().decode())
+    assert metric_sum(samples, "adaptive_gate_rejected_total", model="cascade_tiny", **{"class": "sensitive"}) == 1
 
 
 def test_deadline_cuts_the_cascade_short(tiny_export: Path, tiny_repo: Path, serve) -> None:
     # One cascade instance: each instance learns its own stage-latency estimate.
-    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", cascade_instances=1))
+    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny"))
     _set_thresholds(tiny_repo, [1.0])
     _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=400)
     server = serve(tiny_repo)

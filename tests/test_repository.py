@@ -13,6 +13,7 @@ from tritonclient.grpc import model_config_pb2
 
 from adaptive_serving import names
 from adaptive_serving.config import LATENCY_CLASSES, MAX_BATCH_SIZE
+from adaptive_serving.gate import parse_caps
 from adaptive_serving.repository import TARGETS, RepositoryOptions, build_repository
 
 NAMES = {v for k, v in vars(names).items() if k.isupper()}
@@ -102,9 +103,25 @@ def test_cli_builds_and_reports_errors(tiny_export: Path, tmp_path: Path) -> Non
 
 
 def test_batch_queue_cap_bounds_only_the_untimed_class(tiny_export: Path, tmp_path: Path) -> None:
+    """The cap reaches the tokenizer's Triton queue and the gate's waiting room, only for the class without a
+    timeout (the timed classes are bounded by their timeouts)."""
     out = tmp_path / "repo"
     build_repository(tiny_export, out, RepositoryOptions(entry_size="tiny", batch_queue_cap=128))
-    for model in ("tokenizer_tiny", "cascade_tiny"):
-        policies = _parse(out / model / "config.pbtxt").dynamic_batching.priority_queue_policy
-        assert {c.priority: policies[c.priority].max_queue_size for c in LATENCY_CLASSES.values()} == {
-            c.priority: 0 if c.queue_timeout_us else 128 for c in LATENCY_CLASSES.values()}
+    policies = _parse(out / "tokenizer_tiny" / "config.pbtxt").dynamic_batching.priority_queue_policy
+    assert {c.priority: policies[c.priority].max_queue_size for c in LATENCY_CLASSES.values()} == {
+        c.priority: 0 if c.queue_timeout_us else 128 for c in LATENCY_CLASSES.values()}
+    gate = _parse(out / "cascade_tiny" / "config.pbtxt").parameters
+    assert gate["gate_untimed_cap"].string_value == "128"
+
+
+def test_gate_caps_keep_room_for_urgent_classes(tiny_export: Path, tmp_path: Path) -> None:
+    out = tmp_path / "repo"
+    build_repository(tiny_export, out, RepositoryOptions(entry_size="tiny", gate_slots=6, gate_reserve=3))
+    caps = parse_caps(_parse(out / "cascade_tiny" / "config.pbtxt").parameters["gate_caps"].string_value)
+    assert caps == {"critical": 12, "sensitive": 9, "batch": 6}
+    with pytest.raises(ValueError, match="must be >="):
+        parse_caps("critical:4,sensitive:9,batch:6")
+    with pytest.raises(ValueError, match="need exactly the classes"):
+        parse_caps("critical:4,batch:2")
+    with pytest.raises(ValueError, match="gate slots"):
+        RepositoryOptions(gate_slots=0)

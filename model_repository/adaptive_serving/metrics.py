@@ -6,8 +6,10 @@ decided. These do (one row per time series; `model` is the Triton model that cou
     adaptive_exits_total{model, class, size, stage}   samples answered at each exit stage of each size
     adaptive_deadline_cuts_total{model, class, size}  samples answered early because the deadline was near
     adaptive_routed_total{model, class, size}         samples the router started on each size
-    adaptive_model_latency_ms{model, class, le}       histogram: time a request spent inside the cascade/router
-                                                      model (after the admission gate; queue time is Triton's)
+    adaptive_model_latency_ms{model, class, le}       histogram: time from a request's arrival at the cascade/router
+                                                      model to its answer, admission gate included
+    adaptive_gate_wait_ms{model, class, le}           histogram: time admitted requests waited at the gate
+    adaptive_gate_rejected_total{model, class}        requests the gate refused (timeout expired, or queue full)
 
 A Python model cannot read its request's priority, only its timeout, so the class is read from the timeout the
 same way the cascade picks its express lane (`class_of_timeout`). The dashboards, the Prometheus rules and the
@@ -52,9 +54,14 @@ DEADLINE_CUTS = MetricSpec("adaptive_deadline_cuts_total",
 ROUTED = MetricSpec("adaptive_routed_total", "Samples the router started on each model size, per latency class",
                     ("model", "class", "size"))
 MODEL_LATENCY = MetricSpec("adaptive_model_latency_ms",
-                           "Time a request spent inside the cascade or router model (after the admission gate), ms",
-                           ("model", "class"), kind="histogram")
-CUSTOM_METRICS = (EXITS, DEADLINE_CUTS, ROUTED, MODEL_LATENCY)
+                           "Time from a request's arrival at the cascade or router model to its answer "
+                           "(admission gate included), ms", ("model", "class"), kind="histogram")
+GATE_WAIT = MetricSpec("adaptive_gate_wait_ms", "Time admitted requests waited at the admission gate, ms",
+                       ("model", "class"), kind="histogram")
+GATE_REJECTED = MetricSpec("adaptive_gate_rejected_total",
+                           "Requests the admission gate refused (timeout expired while waiting, or queue full)",
+                           ("model", "class"))
+CUSTOM_METRICS = (EXITS, DEADLINE_CUTS, ROUTED, MODEL_LATENCY, GATE_WAIT, GATE_REJECTED)
 # Bucket bounds (ms) of the latency histogram: the classes' budgets (50 ms critical, 200 ms sensitive queue
 # timeouts; 250/1000 ms p99 SLAs) fall on bucket edges, so their percentiles interpolate within one bucket.
 LATENCY_BUCKETS_MS = (2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 250.0, 500.0, 1000.0, 2500.0, 10000.0)
@@ -117,7 +124,9 @@ class ModelMetrics:
                           for s in CUSTOM_METRICS if routes or s is not ROUTED}
         self._series: dict[tuple, object] = {}  # (metric name, label values) -> pb_utils Metric, kept alive here
         for klass in LATENCY_CLASSES:
-            self._latency(klass)
+            self._histogram(MODEL_LATENCY, klass)
+            self._histogram(GATE_WAIT, klass)
+            self._counter(GATE_REJECTED, klass=klass)
             for size, stages in stages_per_size.items():
                 self._counter(DEADLINE_CUTS, klass=klass, size=size)
                 if routes:
@@ -133,12 +142,19 @@ class ModelMetrics:
                 labels={"model": self.model, **{names.get(k, k): v for k, v in labels.items()}})
         return self._series[key]
 
-    def _latency(self, klass: str) -> object:
-        key = (MODEL_LATENCY.name, klass)
+    def _histogram(self, spec: MetricSpec, klass: str) -> object:
+        key = (spec.name, klass)
         if key not in self._series:
-            self._series[key] = self._families[MODEL_LATENCY.name].Metric(
+            self._series[key] = self._families[spec.name].Metric(
                 labels={"model": self.model, "class": klass}, buckets=list(LATENCY_BUCKETS_MS))
         return self._series[key]
+
+    def gate_passed(self, klass: str, waited_s: float, *, admitted: bool) -> None:
+        """Count one request leaving the admission gate: its wait when admitted, else one rejection."""
+        if admitted:
+            self._histogram(GATE_WAIT, klass).observe(waited_s * 1e3)
+        else:
+            self._counter(GATE_REJECTED, klass=klass).increment(1)
 
     def answered(self, timeout_us: int, sizes: str | np.ndarray, exit_stage: np.ndarray, deadline_cut: np.ndarray,
                  started: float, routed: Iterable[str] = ()) -> None:
@@ -149,7 +165,7 @@ class ModelMetrics:
             sizes: the size that answered, one for the request or one per sample.
             exit_stage: (n,) 1-based exit stage per sample.
             deadline_cut: (n,) whether each sample was cut short by the deadline.
-            started: `time.monotonic()` when the model began the request.
+            started: `time.monotonic()` when the request arrived at the model.
             routed: the size each sample was started on (router only).
         """
         klass = class_of_timeout(timeout_us)
@@ -164,7 +180,7 @@ class ModelMetrics:
                 self._counter(DEADLINE_CUTS, klass=klass, size=str(size)).increment(int(cut[rows].sum()))
         for size, n in zip(*np.unique(np.asarray(list(routed), dtype=object), return_counts=True)):
             self._counter(ROUTED, klass=klass, size=str(size)).increment(int(n))
-        self._latency(klass).observe((time.monotonic() - started) * 1e3)
+        self._histogram(MODEL_LATENCY, klass).observe((time.monotonic() - started) * 1e3)
 
 
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$')

@@ -15,11 +15,11 @@ Models (one source of truth, two targets):
                             has a trained estimator, `complexity/router.json`)
   adaptive                  ensemble: tokenizer_<entry size> -> router, or -> cascade_<entry size> without one
 
-Latency classes: the entry's steps (tokenizer, cascade) have one priority level per class with the class's
-queue timeout; the cascade's queue is the admission gate, and its instances times its preferred batch bound
-the work in flight behind it. BLS child requests cannot carry a priority, so past the gate the class order is
-kept by lanes: the cascade sends requests with a critical-class deadline to express stage instances, and the
-standard lane runs at a lower CPU priority (`nice`), so it yields the cores to them.
+Latency classes: the entry's tokenizer has one priority level per class with the class's queue timeout; the
+router (or cascade) holds the admission gate (`adaptive_serving.gate`), which caps the requests in flight per class
+and keeps room for the urgent classes. BLS child requests cannot carry a priority, so past the gate the class
+order is kept by lanes: requests with a critical-class deadline go to express stage instances, and the standard
+lane runs at a lower CPU priority (`nice`), so it yields the cores to them.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from adaptive_serving import names
 from adaptive_serving.cascade import CascadePlan
 from adaptive_serving.config import (LATENCY_CLASSES, MAX_BATCH_SIZE, MAX_TEXT_BYTES, PATHS, SIZES, TORCH_DTYPES,
                                      EarlyExitConfig)
+from adaptive_serving.gate import class_caps, format_caps
 from adaptive_serving.router_plan import RouterPlan, RouteTarget
 
 MODELS_SRC = Path(__file__).resolve().parents[1] / "models"
@@ -61,14 +62,17 @@ class RepositoryOptions:
         target: "local" (Python backend + onnxruntime, runs here) or "container" (native onnxruntime backend
             for nvcr.io/nvidia/tritonserver:24.10-py3).
         entry_size: size the `adaptive` entry cascades through.
-        cascade_instances: cascade instances; each runs one batch of requests at a time, so this bounds the
-            work admitted past the priority gate.
+        gate_instances: router (or cascade) instances; each keeps its own admission gate, so the caps below
+            are per instance.
+        gate_slots: requests of the least urgent class (batch) that one gate lets in flight at a time: enough to
+            fill the stage batchers, few enough that a newly admitted request finds little work ahead of it.
+        gate_reserve: room each more urgent class has beyond the next less urgent one (sensitive gets
+            `gate_slots + gate_reserve`, critical `gate_slots + 2 * gate_reserve`): kept free of batch work, so an
+            urgent request is admitted at once even when batch traffic fills its slots.
         stage_instances: instances per stage model.
         intra_op_threads: onnxruntime (or torch) threads per stage instance (local target); 0 = one per core.
         max_queue_delay_us: dynamic batcher delay for stage models (survivors wait this long for company).
         gate_queue_delay_us: batcher delay at the priority-ordered entry steps.
-        gate_batch: preferred batch (in samples) of one cascade execution: with `cascade_instances`, it bounds
-            the work a newly arrived critical request can find ahead of it past the gate.
         express_lane: add `<stage>_express` models for critical-deadline requests (see the module docstring).
         standard_nice: CPU niceness of standard-lane stage processes (local target).
         router: put the router behind `adaptive` when the export has one (`complexity/router.json`).
@@ -77,8 +81,8 @@ class RepositoryOptions:
         runtime: stage runtime of the local target: "onnx" (onnxruntime, CPU) or "torch" (from the safetensors).
         device: "cpu" or "gpu" (torch runtime only: stage instances are KIND_GPU).
         dtype: torch compute precision ("float32", "bfloat16", "float16"); the tensor contract stays float32.
-        batch_queue_cap: > 0 bounds the batch class's queue at the entry steps (requests past it are rejected
-            UNAVAILABLE at once); 0 = unbounded, the batch class absorbs any overload as waiting time.
+        batch_queue_cap: > 0 bounds the batch class's queue at the tokenizer and at the gate (requests past it
+            are rejected UNAVAILABLE at once); 0 = unbounded, the batch class absorbs any overload as waiting time.
         gpu_hidden: on a GPU, keep hidden states in GPU memory between stages (BLS passes them as CUDA IPC
             handles). Off by default: on an H200 with 2.51's Python backend that path cost ~1.8 s per cascade request
             against ~13 ms when hidden states go through host memory (README, GPU results).
@@ -86,12 +90,13 @@ class RepositoryOptions:
 
     target: str = "local"
     entry_size: str = "large"
-    cascade_instances: int = 8
+    gate_instances: int = 1
+    gate_slots: int = 8
+    gate_reserve: int = 4
     stage_instances: int = 1
     intra_op_threads: int = 0
     max_queue_delay_us: int = 2000
     gate_queue_delay_us: int = 0
-    gate_batch: int = 1
     express_lane: bool = True
     standard_nice: int = 10
     router: bool = True
@@ -104,6 +109,9 @@ class RepositoryOptions:
     batch_queue_cap: int = 0
 
     def __post_init__(self) -> None:
+        class_caps(self.gate_slots, self.gate_reserve)  # raises on a bad pair
+        if self.gate_instances < 1:
+            raise ValueError(f"gate_instances must be >= 1, got {self.gate_instances}")
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
         if self.runtime not in RUNTIMES or self.device not in DEVICES:
@@ -124,7 +132,7 @@ def _params(**values: object) -> str:
     return "\n".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in values.items())
 
 
-def class_batching(delay_us: int, preferred_batch: int | None = None, untimed_queue_cap: int = 0) -> str:
+def class_batching(delay_us: int, untimed_queue_cap: int = 0) -> str:
     """Dynamic batching with one priority level per latency class and each class's queue timeout (a cap: a
     request may shorten its class's timeout, never extend it). `untimed_queue_cap` > 0 bounds the queue of the
     class without a timeout (batch): past it, its requests are rejected at once instead of piling up."""
@@ -138,8 +146,7 @@ def class_batching(delay_us: int, preferred_batch: int | None = None, untimed_qu
         f"default_timeout_microseconds: {c.queue_timeout_us or NO_TIMEOUT_US} allow_timeout_override: true{cap(c)} }} }}"
         for c in sorted(LATENCY_CLASSES.values(), key=lambda c: c.priority)
     )
-    preferred = f"  preferred_batch_size: [ {preferred_batch} ]\n" if preferred_batch else ""
-    return (f"dynamic_batching {{\n{preferred}  max_queue_delay_microseconds: {delay_us}\n  priority_levels: {levels}\n"
+    return (f"dynamic_batching {{\n  max_queue_delay_microseconds: {delay_us}\n  priority_levels: {levels}\n"
             f"  default_priority_level: {default_level}\n"
             f"  default_queue_policy {{ timeout_action: REJECT default_timeout_microseconds: {NO_TIMEOUT_US} "
             f"allow_timeout_override: true }}\n{policies}\n}}")
@@ -206,14 +213,20 @@ def encoder_config(name: str, cfg: EarlyExitConfig, stage: int | None, opts: Rep
     ]) + "\n"
 
 
+def gate_params(opts: RepositoryOptions) -> dict[str, object]:
+    """Config parameters of a gate model (router or cascade): its caps per class, and the batch cap."""
+    return {"gate_caps": format_caps(class_caps(opts.gate_slots, opts.gate_reserve)),
+            "gate_untimed_cap": opts.batch_queue_cap}
+
+
 def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
     outputs = [_tensor(n, OUTPUT_TYPES[n], [1]) for n in CASCADE_OUTPUTS]
     return "\n".join([
         f'name: "cascade_{cfg.name}"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
         f"input [ {_tensor(names.INPUT_IDS, 'TYPE_INT64', [-1])}, {_tensor(names.ATTENTION_MASK, 'TYPE_INT64', [-1])} ]",
         f"output [ {', '.join(outputs)} ]",
-        class_batching(opts.gate_queue_delay_us, opts.gate_batch, opts.batch_queue_cap),
-        _instances(opts.cascade_instances), _params(plan_file="plan.json", sep_id=102),
+        class_batching(opts.gate_queue_delay_us), _instances(opts.gate_instances),
+        _params(plan_file="plan.json", sep_id=102, **gate_params(opts)),
     ]) + "\n"
 
 
@@ -225,10 +238,9 @@ def router_config(opts: RepositoryOptions, audit_model: str, audit_input: str = 
     return "\n".join([
         'name: "router"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
         f"input [ {', '.join(inputs)} ]", f"output [ {', '.join(outputs)} ]",
-        class_batching(opts.gate_queue_delay_us, opts.gate_batch, opts.batch_queue_cap),
-        _instances(opts.cascade_instances),
+        class_batching(opts.gate_queue_delay_us), _instances(opts.gate_instances),
         _params(plan_file="plan.json", sep_id=102, audit_model=audit_model, audit_input=audit_input,
-                outcomes_file=opts.outcomes_file),
+                outcomes_file=opts.outcomes_file, **gate_params(opts)),
     ]) + "\n"
 
 
@@ -396,7 +408,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=PATHS.repository, help="repository folder (replaced)")
     parser.add_argument("--target", choices=TARGETS, default="local")
     parser.add_argument("--entry-size", default="large", help=f"size behind the entry ({', '.join(SIZES)}, or tiny)")
-    parser.add_argument("--cascade-instances", type=int, default=RepositoryOptions.cascade_instances)
+    parser.add_argument("--gate-instances", type=int, default=RepositoryOptions.gate_instances,
+                        help="router (or cascade) instances, each with its own admission gate")
+    parser.add_argument("--gate-slots", type=int, default=RepositoryOptions.gate_slots,
+                        help="batch-class requests in flight per gate")
+    parser.add_argument("--gate-reserve", type=int, default=RepositoryOptions.gate_reserve,
+                        help="extra in-flight room per more urgent class, kept free of batch work")
     parser.add_argument("--stage-instances", type=int, default=RepositoryOptions.stage_instances)
     parser.add_argument("--standard-nice", type=int, default=RepositoryOptions.standard_nice,
                         help="CPU niceness of the standard lane's stage processes (0-19)")
@@ -408,14 +425,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hidden-on-gpu", action="store_true",
                         help="gpu: keep hidden states in GPU memory between stages (CUDA IPC; slow on 2.51, see README)")
     parser.add_argument("--batch-queue-cap", type=int, default=0,
-                        help="bound the batch class's queue at the entry steps (0 = unbounded)")
+                        help="bound the batch class's queue at the tokenizer and the gate (0 = unbounded)")
     parser.add_argument("--no-router", action="store_true", help="entry = the entry size's cascade, no routing")
     parser.add_argument("--audit-rate", type=float, default=RepositoryOptions.audit_rate,
                         help="share of routed requests also sent to the largest <size>_full (outcome labels)")
     args = parser.parse_args(argv)
     try:
         options = RepositoryOptions(target=args.target, entry_size=args.entry_size,
-                                    cascade_instances=args.cascade_instances, stage_instances=args.stage_instances,
+                                    gate_instances=args.gate_instances, gate_slots=args.gate_slots,
+                                    gate_reserve=args.gate_reserve, stage_instances=args.stage_instances,
                                     router=not args.no_router, audit_rate=args.audit_rate, runtime=args.runtime,
                                     device=args.device, dtype=args.dtype, gpu_hidden=args.hidden_on_gpu,
                                     batch_queue_cap=args.batch_queue_cap, intra_op_threads=args.intra_op_threads,

@@ -1,12 +1,9 @@
 """Cascade (BLS): chain one size's exit stages; each sample leaves at its first confident exit.
 
-Requests in one execute call run concurrently (asyncio), so the survivors of concurrent requests meet in
-the next stage's dynamic batcher. Deadline-aware: when the next stage would likely overrun the request's
+Requests run concurrently (asyncio) once the admission gate (`adaptive_serving.gate`) lets them in, so the
+survivors of concurrent requests meet in the next stage's dynamic batcher. Deadline-aware: when the next stage would likely overrun the request's
 timeout, the samples still running answer with their latest exit and the deadline flag.
 """
-
-import asyncio
-import time
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -16,24 +13,28 @@ from adaptive_serving.model_args import model_params
 from adaptive_serving import names
 from adaptive_serving.bls import StageError, run_cascade
 from adaptive_serving.cascade import CascadePlan, CascadeState, StageLatency
+from adaptive_serving.gate import Gate
 from adaptive_serving.metrics import ModelMetrics
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        params, version_dir = model_params(args, ("plan_file", "sep_id"))
+        params, version_dir = model_params(args, ("plan_file", "sep_id", "gate_caps"))
         self.plan = CascadePlan.from_file(version_dir / params["plan_file"])
         self.confidence = get_policy(self.plan.confidence)
         self.sep_id = int(params["sep_id"])
         self.latency = StageLatency(len(self.plan.stage_models))
         self.model_name = args["model_name"]
         self.metrics = ModelMetrics(self.model_name, {self.plan.size: len(self.plan.stage_models)})
+        self.gate = Gate.from_params(self.model_name, params, self.metrics)
 
     async def execute(self, requests):
-        return list(await asyncio.gather(*(self._run(r) for r in requests)))
+        # Answers go out through each request's response sender once the gate admits and runs it.
+        for request in requests:
+            self.gate.submit(request, self._run)
+        return None
 
-    async def _run(self, request):
-        started = time.monotonic()
+    async def _run(self, request, started):
         ids = pb_utils.get_input_tensor_by_name(request, names.INPUT_IDS).as_numpy()
         mask = pb_utils.get_input_tensor_by_name(request, names.ATTENTION_MASK).as_numpy()
         state = CascadeState(ids.shape[0], self.confidence)

@@ -27,6 +27,7 @@ from adaptive_serving import names
 from adaptive_serving.bls import StageError, call_stage, run_cascade
 from adaptive_serving.cascade import CascadeState, StageLatency
 from adaptive_serving.complexity_features import extract_features
+from adaptive_serving.gate import Gate
 from adaptive_serving.metrics import ModelMetrics
 from adaptive_serving.outcomes import OutcomeRecorder
 from adaptive_serving.router_plan import RouterPlan
@@ -38,7 +39,7 @@ MAX_AUDITS_IN_FLIGHT = 4
 
 class TritonPythonModel:
     def initialize(self, args):
-        params, version_dir = model_params(args, ("plan_file", "sep_id"))
+        params, version_dir = model_params(args, ("plan_file", "sep_id", "gate_caps"))
         self.version_dir = version_dir
         self.plan_path = self.version_dir / params["plan_file"]
         self.sep_id = int(params["sep_id"])
@@ -55,6 +56,7 @@ class TritonPythonModel:
         self.metrics = ModelMetrics(
             self.model_name, {t.name: len(t.cascade.stage_models) if t.cascade else 1 for t in self.plan.targets},
             routes=True)
+        self.gate = Gate.from_params(self.model_name, params, self.metrics)
 
     def _load(self):
         import onnxruntime as ort
@@ -82,11 +84,13 @@ class TritonPythonModel:
                 pb_utils.Logger.log_error(f"{self.model_name}: kept the old plan, new one failed: {e}")
 
     async def execute(self, requests):
+        # Answers go out through each request's response sender once the gate admits and runs it.
         self._maybe_reload()
-        return list(await asyncio.gather(*(self._run(r) for r in requests)))
+        for request in requests:
+            self.gate.submit(request, self._run)
+        return None
 
-    async def _run(self, request):
-        started = time.monotonic()
+    async def _run(self, request, started):
         plan = self.plan
         raw = pb_utils.get_input_tensor_by_name(request, names.TEXT).as_numpy().reshape(-1)
         ids = pb_utils.get_input_tensor_by_name(request, names.INPUT_IDS).as_numpy()

@@ -1,0 +1,177 @@
+"""The admission gate of the router and cascade models: which requests run now, in latency-class order.
+
+Triton 2.51 hands a request to a model instance only when one is free, and cannot keep instances for a
+priority level. With Triton's queue as the gate, a critical request waited for one of the requests in flight to
+finish, which on 2 CPU cores under overload often took longer than its 50 ms queue timeout. So `execute` hands
+each request to this gate and returns at once; the answer goes out later through the request's response sender
+(allowed for non-decoupled models in 2.51: exactly one response, flagged final). The gate decides:
+
+- Each class has a cap on the requests in flight past the gate. A request is admitted while the total in flight
+  is under its class's cap. Caps rise with urgency, so the room between two caps is kept for the more urgent
+  classes: batch traffic fills its own cap, never the room kept for critical requests.
+- Waiting requests are admitted in class order, first come first served within a class.
+- A request that waits past its timeout is answered UNAVAILABLE, as Triton's own queue would answer it; the
+  class without a timeout waits, up to `untimed_cap` waiting requests (0 = no cap), and absorbs the overload.
+- Every request gets exactly one response: the handler's, or a typed error.
+
+A Python model cannot read its request's priority, only its timeout, so the class comes from the timeout
+(`class_of_timeout`), as for the express lane and the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+from adaptive_serving.config import LATENCY_CLASSES
+from adaptive_serving.metrics import class_of_timeout
+
+# (request, arrived: time.monotonic() at the gate) -> pb_utils.InferenceResponse
+Handler = Callable[[object, float], Awaitable[object]]
+
+
+def class_caps(slots: int, reserve: int) -> dict[str, int]:
+    """Gate caps per class: the least urgent class may fill `slots`, each more urgent class `reserve` more."""
+    if slots < 1 or reserve < 0:
+        raise ValueError(f"gate slots must be >= 1 and reserve >= 0, got {slots} and {reserve}")
+    least_urgent_first = sorted(LATENCY_CLASSES.values(), key=lambda c: -c.priority)
+    return {c.name: slots + i * reserve for i, c in enumerate(least_urgent_first)}
+
+
+def format_caps(caps: Mapping[str, int]) -> str:
+    """Caps as a config parameter value, e.g. "critical:16,sensitive:12,batch:8"."""
+    return ",".join(f"{name}:{cap}" for name, cap in caps.items())
+
+
+def parse_caps(text: str) -> dict[str, int]:
+    """Inverse of `format_caps`, checked: every class once, caps >= 1 and never lower for a more urgent class.
+
+    Raises:
+        ValueError: the text is malformed or breaks one of the rules, named in the message.
+    """
+    caps = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition(":")
+        if not sep or not value.strip().isdigit():
+            raise ValueError(f"gate caps: expected 'class:count' items, got {item!r}")
+        caps[name.strip()] = int(value)
+    if set(caps) != set(LATENCY_CLASSES):
+        raise ValueError(f"gate caps: need exactly the classes {sorted(LATENCY_CLASSES)}, got {sorted(caps)}")
+    by_urgency = sorted(LATENCY_CLASSES.values(), key=lambda c: c.priority)
+    for more, less in zip(by_urgency, by_urgency[1:]):
+        if caps[more.name] < caps[less.name] or caps[less.name] < 1:
+            raise ValueError(f"gate caps: {more.name} ({caps[more.name]}) must be >= {less.name} "
+                             f"({caps[less.name]}) >= 1")
+    return caps
+
+
+class Gate:
+    """One model instance's gate. Runs on the stub's event loop; not thread-safe, and needs none.
+
+    Args:
+        model: the Triton model name, for error messages.
+        caps: requests in flight past the gate per class (`parse_caps` rules).
+        untimed_cap: waiting requests of the class without a timeout past which new ones are rejected; 0 = none.
+        metrics: the model's `ModelMetrics`, which counts gate waits and rejections; None = not counted.
+    """
+
+    def __init__(self, model: str, caps: Mapping[str, int], *, untimed_cap: int = 0, metrics: object = None) -> None:
+        self.model = model
+        self.caps = dict(caps)
+        self.untimed_cap = untimed_cap
+        self.metrics = metrics
+        self.in_flight = 0
+        self.untimed_waiting = 0
+        self._rank = {c.name: c.priority for c in LATENCY_CLASSES.values()}
+        self._waiting: list[tuple[int, int, str, asyncio.Future]] = []  # (priority, arrival order, class, future)
+        self._order = itertools.count()
+        self._tasks: set[asyncio.Task] = set()  # strong references until each request is answered
+
+    @classmethod
+    def from_params(cls, model: str, params: Mapping[str, str], metrics: object = None) -> Gate:
+        """The gate a model's config parameters describe (`gate_caps`, optional `gate_untimed_cap`).
+
+        Raises:
+            TritonModelException: a parameter is missing or malformed (the message names it).
+        """
+        import triton_python_backend_utils as pb_utils
+
+        try:
+            return cls(model, parse_caps(params["gate_caps"]), untimed_cap=int(params.get("gate_untimed_cap", "0")),
+                       metrics=metrics)
+        except (KeyError, ValueError) as e:
+            raise pb_utils.TritonModelException(f"{model}: bad gate parameters: {e}") from e
+
+    def submit(self, request: object, handler: Handler) -> None:
+        """Take `request`; `handler` runs once it is admitted and its response is sent. Returns at once."""
+        task = asyncio.ensure_future(self._serve(request, handler))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, request: object, handler: Handler) -> None:
+        import triton_python_backend_utils as pb_utils
+
+        arrived = time.monotonic()
+        sender = request.get_response_sender()
+        klass = class_of_timeout(request.timeout())
+        try:
+            refused = await self._admit(klass, request.timeout() / 1e6)
+            if self.metrics is not None:
+                self.metrics.gate_passed(klass, time.monotonic() - arrived, admitted=refused is None)
+            if refused is None:
+                try:
+                    response = await handler(request, arrived)
+                finally:
+                    self._release()
+            else:
+                response = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(f"{self.model}: {refused}", pb_utils.TritonError.UNAVAILABLE))
+        except Exception as e:  # a fault in one request must still answer it, and only it
+            response = pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(f"{self.model}: internal error: {type(e).__name__}: {e}"))
+        sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    async def _admit(self, klass: str, timeout_s: float) -> str | None:
+        """Wait for room; None when admitted, else why the request is refused."""
+        if self.in_flight < self.caps[klass]:
+            self.in_flight += 1
+            return None
+        timed = timeout_s > 0
+        if not timed and self.untimed_cap and self.untimed_waiting >= self.untimed_cap:
+            return f"admission queue full ({self.untimed_waiting} {klass} requests waiting at the gate)"
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (self._rank[klass], next(self._order), klass, future))
+        if timed:
+            timer = asyncio.get_running_loop().call_later(timeout_s, _expire, future)
+            admitted = await future
+            timer.cancel()
+        else:
+            self.untimed_waiting += 1
+            try:
+                admitted = await future
+            finally:
+                self.untimed_waiting -= 1
+        return None if admitted else f"request timeout expired at the admission gate ({klass} class)"
+
+    def _release(self) -> None:
+        self.in_flight -= 1
+        # Admit in class order while the most urgent waiting request fits; a less urgent one never fits when a
+        # more urgent one does not (caps rise with urgency).
+        while self._waiting:
+            _, _, klass, future = self._waiting[0]
+            if future.done():  # expired while waiting
+                heapq.heappop(self._waiting)
+                continue
+            if self.in_flight >= self.caps[klass]:
+                break
+            heapq.heappop(self._waiting)
+            self.in_flight += 1
+            future.set_result(True)
+
+
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(False)
