@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,27 @@ SERVER_PROCESS_NAMES = ("tritonserver", "triton_python_backend_stub")
 # finds exactly our processes (and not a server someone runs beside the tests).
 SESSION_TAG = uuid.uuid4().hex
 os.environ["ADAPTIVE_TEST_SESSION"] = SESSION_TAG
+
+
+def scrape_settled(server: TritonServer, timeout_s: float = 10.0) -> dict:
+    """The server's metrics once the custom ones stop changing: the models send them from a thread, so a scrape
+    right after an answer may miss the last few milliseconds of updates."""
+    from adaptive_serving.metrics import parse_metrics
+
+    def scrape() -> dict:
+        with urllib.request.urlopen(server.metrics_url, timeout=10) as resp:
+            samples = parse_metrics(resp.read().decode())
+        return {k: v for k, v in samples.items() if k[0].startswith("adaptive_")}, samples
+
+    custom, samples = scrape()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        again, samples = scrape()
+        if again == custom:
+            break
+        custom = again
+    return samples
 
 
 def make_server(repo: Path, tmp: Path, **kwargs: object) -> TritonServer:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,12 +19,12 @@ from adaptive_client.reliability.target import SAMPLE_TEXTS
 from adaptive_export.confidence import max_prob
 from adaptive_serving import names
 from adaptive_serving.config import LATENCY_CLASSES, MAX_TEXT_BYTES, latency_class
-from adaptive_serving.metrics import metric_sum, parse_metrics
+from adaptive_serving.metrics import metric_sum
 from adaptive_serving.onnx_stage import OnnxStage
 from adaptive_serving.repository import RepositoryOptions, build_repository
 from adaptive_serving.server import TritonServer
 from adaptive_serving.text_input import TextTokenizer
-from conftest import make_server
+from conftest import make_server, scrape_settled
 
 pytestmark = pytest.mark.server
 
@@ -176,7 +175,7 @@ def test_gate_keeps_room_for_urgent_classes(tiny_export: Path, tiny_repo: Path, 
     assert len(done) == 10 and not any(":error" in d for d in done), done
     # FIFO would put them last; ahead of them may only finish the batch requests already admitted.
     assert done.index("critical") <= 2 and done.index("sensitive") <= 3, done
-    samples = parse_metrics(urllib.request.urlopen(server.metrics_url, timeout=10).read().decode())
+    samples = scrape_settled(server)
     assert metric_sum(samples, "adaptive_gate_wait_ms_count", model="cascade_tiny", **{"class": "batch"}) == 8
     assert metric_sum(samples, "adaptive_gate_rejected_total", model="cascade_tiny") == 0
 
@@ -199,7 +198,7 @@ def test_gate_rejects_a_request_that_waits_past_its_timeout(tiny_export: Path, t
     assert "timeout expired at the admission gate (sensitive class)" in done[0], done
     assert done[1] == "batch", done
     assert _infer(server.grpc_url, _texts(TEXTS[:2])).as_numpy(names.LABEL).shape == (2, 1)
-    samples = parse_metrics(urllib.request.urlopen(server.metrics_url, timeout=10).read().decode())
+    samples = scrape_settled(server)
     assert metric_sum(samples, "adaptive_gate_rejected_total", model="cascade_tiny", **{"class": "sensitive"}) == 1
 
 

@@ -4,7 +4,6 @@ the autoscaler use exist."""
 
 from __future__ import annotations
 
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -15,16 +14,11 @@ from adaptive_serving.config import LATENCY_CLASSES
 from adaptive_serving.metrics import (DEADLINE_CUTS, EXITS, KNOWN_METRICS, MODEL_LATENCY, ROUTED, TRITON_METRICS,
                                       class_of_timeout, metric_sum, parse_metrics, stage_counts)
 from adaptive_serving.server import TritonServer
-from conftest import make_server
+from conftest import make_server, scrape_settled
 from test_router_server import LONG, SHORT, router_repo  # noqa: F401 - the router fixture on the tiny family
 
 TEXTS = ["Shares fell sharply on Monday", "The striker scored twice", "Parliament debated the bill",
          "A new phone was unveiled", "The film won three awards"]
-
-
-def _scrape(server: TritonServer) -> dict:
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as resp:
-        return parse_metrics(resp.read().decode())
 
 
 def _delta(before: dict, after: dict, name: str, **labels: str) -> float:
@@ -66,9 +60,9 @@ def _send(server: TritonServer, plan: list[tuple[str, int]]) -> dict[str, list]:
 
 @pytest.mark.server
 def test_cascade_counts_exits_cuts_and_latency_per_class(tiny_server: TritonServer) -> None:
-    before = _scrape(tiny_server)
+    before = scrape_settled(tiny_server)
     answers = _send(tiny_server, [("critical", 3), ("batch", 5), ("critical", 1), ("batch", 2), ("critical", 4)])
-    after = _scrape(tiny_server)
+    after = scrape_settled(tiny_server)
     assert answers["critical"] and answers["batch"], "both classes must have answers to compare"
     for klass, requests in answers.items():
         results = [r for request in requests for r in request]
@@ -88,7 +82,7 @@ def test_cascade_counts_exits_cuts_and_latency_per_class(tiny_server: TritonServ
 @pytest.mark.server
 def test_router_counts_routed_sizes_per_class(router_repo: Path, tmp_path: Path) -> None:  # noqa: F811
     with make_server(router_repo, tmp_path) as server:
-        before = _scrape(server)
+        before = scrape_settled(server)
         answers: dict[str, list] = {"critical": [], "sensitive": []}
         with AdaptiveClient(server.grpc_url) as client:
             for klass, texts in (("critical", SHORT), ("sensitive", LONG), ("sensitive", SHORT[:1])):
@@ -96,7 +90,7 @@ def test_router_counts_routed_sizes_per_class(router_repo: Path, tmp_path: Path)
                     answers[klass].append(client.classify(texts, latency_class=klass))
                 except RejectedError:
                     continue
-        after = _scrape(server)
+        after = scrape_settled(server)
     assert answers["sensitive"], "the sensitive requests must be answered"
     for klass, requests in answers.items():
         results = [r for request in requests for r in request]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,16 @@ def model_params(args: dict, required: Sequence[str] = ()) -> tuple[dict[str, st
         if key not in params:
             raise pb_utils.TritonModelException(f"{args['model_name']}: config parameter '{key}' is missing")
     return params, Path(args["model_repository"]) / args["model_version"]
+
+
+def lower_cpu_priority(params: dict[str, str]) -> None:
+    """Lower the calling thread's CPU priority as the config parameters ask; threads it starts afterwards (the
+    runtime's thread pools) inherit it. `nice`: niceness 0-19. `sched_idle` = "1": Linux SCHED_IDLE, so the thread
+    runs only on cores no normal thread wants (unprivileged, unlike raising a priority, so it works in a
+    container without extra capabilities)."""
+    os.nice(int(params.get("nice", "0")))
+    if params.get("sched_idle", "0") == "1":
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 @dataclass(frozen=True)

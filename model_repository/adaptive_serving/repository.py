@@ -75,6 +75,9 @@ class RepositoryOptions:
         gate_queue_delay_us: batcher delay at the priority-ordered entry steps.
         express_lane: add `<stage>_express` models for critical-deadline requests (see the module docstring).
         standard_nice: CPU niceness of standard-lane stage processes (local target).
+        standard_idle: run the standard lane's stages under Linux SCHED_IDLE (local target): they get only the CPU
+            that no normal-priority thread wants, so on a saturated CPU the express lane, the gate and the
+            tokenizer go first. Niceness alone still gave the standard lane a share the express lane waited for.
         router: put the router behind `adaptive` when the export has one (`complexity/router.json`).
         audit_rate: share of routed requests also sent to the largest `<size>_full` to label outcomes.
         outcomes_file: where the router logs per-request outcomes ("" = no log).
@@ -90,8 +93,8 @@ class RepositoryOptions:
 
     target: str = "local"
     entry_size: str = "large"
-    gate_instances: int = 1
-    gate_slots: int = 8
+    gate_instances: int = 4
+    gate_slots: int = 2
     gate_reserve: int = 4
     stage_instances: int = 1
     intra_op_threads: int = 0
@@ -99,6 +102,7 @@ class RepositoryOptions:
     gate_queue_delay_us: int = 0
     express_lane: bool = True
     standard_nice: int = 10
+    standard_idle: bool = True
     router: bool = True
     audit_rate: float = 0.02
     outcomes_file: str = str(PATHS.root / "outcomes" / "router.jsonl")
@@ -186,15 +190,16 @@ def stage_io(cfg: EarlyExitConfig, stage: int | None) -> tuple[list[str], list[s
 
 
 def encoder_config(name: str, cfg: EarlyExitConfig, stage: int | None, opts: RepositoryOptions, *,
-                   nice: int = 0, express: bool = False) -> str:
-    """One stage (or full-depth encoder) model; `express` ones batch without delay (a critical request does not
-    wait for company)."""
+                   standard: bool = False, express: bool = False) -> str:
+    """One stage (or full-depth encoder) model; `standard` ones run at the standard lane's lower CPU priority,
+    `express` ones batch without delay (a critical request does not wait for company)."""
     inputs, outputs = stage_io(cfg, stage)
+    cpu = dict(nice=opts.standard_nice, sched_idle=int(opts.standard_idle)) if standard else {}
     head = [f'name: "{name}"']
     if opts.target == "local" and opts.runtime == "torch":
         head += ['backend: "python"']
         params = dict(weights_file="weights.safetensors", stage="full" if stage is None else stage, dtype=opts.dtype,
-                      intra_op_threads=opts.intra_op_threads, nice=nice)
+                      intra_op_threads=opts.intra_op_threads, **cpu)
         if opts.device == "gpu" and opts.gpu_hidden:
             params["FORCE_CPU_ONLY_INPUT_TENSORS"] = "no"  # hidden states arrive in GPU memory
         params["hidden_on_device"] = "yes" if opts.gpu_hidden else "no"
@@ -202,7 +207,7 @@ def encoder_config(name: str, cfg: EarlyExitConfig, stage: int | None, opts: Rep
     elif opts.target == "local":
         head += ['backend: "python"']
         tail = [_instances(opts.stage_instances),
-                _params(onnx_file="model.onnx", intra_op_threads=opts.intra_op_threads, nice=nice)]
+                _params(onnx_file="model.onnx", intra_op_threads=opts.intra_op_threads, **cpu)]
     else:
         head += ['backend: "onnxruntime"', 'default_model_filename: "model.onnx"']
         tail = [_instances(opts.stage_instances, "KIND_GPU")]
@@ -339,9 +344,9 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
         models.append(name)
         return version
 
-    def encoder(name: str, cfg: EarlyExitConfig, stage: int | None, onnx: Path, nice: int = 0,
+    def encoder(name: str, cfg: EarlyExitConfig, stage: int | None, onnx: Path, *, standard: bool = False,
                 express: bool = False) -> None:
-        version = _write(out / name, encoder_config(name, cfg, stage, options, nice=nice, express=express))
+        version = _write(out / name, encoder_config(name, cfg, stage, options, standard=standard, express=express))
         if options.target == "local" and options.runtime == "torch":
             shutil.copy2(MODELS_SRC / "torch_runner" / "model.py", version / "model.py")
             _link_or_copy(export_dir / cfg.name / "weights.safetensors", version / "weights.safetensors")
@@ -357,11 +362,11 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
         shutil.copy2(tokenizer_json, version / "tokenizer.json")
         for stage in range(1, cfg.num_stages + 1):
             onnx = export_dir / size / f"stage{stage}.onnx"
-            encoder(cfg.stage_model_name(stage), cfg, stage, onnx, nice=options.standard_nice)
+            encoder(cfg.stage_model_name(stage), cfg, stage, onnx, standard=True)
             if options.express_lane:
                 encoder(f"{cfg.stage_model_name(stage)}_express", cfg, stage, onnx, express=True)
-        # Full depth is bulk work here (the baselines, and the router's background audits): standard niceness.
-        encoder(f"{size}_full_encoder", cfg, None, export_dir / size / "full.onnx", nice=options.standard_nice)
+        # Full depth is bulk work here (the baselines, and the router's background audits): the standard lane.
+        encoder(f"{size}_full_encoder", cfg, None, export_dir / size / "full.onnx", standard=True)
         _write(out / cfg.full_model_name, ensemble_config(
             cfg.full_model_name,
             [(f"tokenizer_{size}", {names.TEXT: names.TEXT}, {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}),
@@ -417,6 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stage-instances", type=int, default=RepositoryOptions.stage_instances)
     parser.add_argument("--standard-nice", type=int, default=RepositoryOptions.standard_nice,
                         help="CPU niceness of the standard lane's stage processes (0-19)")
+    parser.add_argument("--no-standard-idle", action="store_true",
+                        help="run the standard lane under the normal scheduler (niceness only), not SCHED_IDLE")
     parser.add_argument("--intra-op-threads", type=int, default=RepositoryOptions.intra_op_threads,
                         help="threads per stage instance (0: one per core)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="onnx", help="stage runtime of the local target")
@@ -437,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     router=not args.no_router, audit_rate=args.audit_rate, runtime=args.runtime,
                                     device=args.device, dtype=args.dtype, gpu_hidden=args.hidden_on_gpu,
                                     batch_queue_cap=args.batch_queue_cap, intra_op_threads=args.intra_op_threads,
-                                    standard_nice=args.standard_nice)
+                                    standard_nice=args.standard_nice, standard_idle=not args.no_standard_idle)
         models = build_repository(args.export, args.out, options)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -17,7 +17,7 @@ import numpy as np
 
 from adaptive_client.bench.data import EvalSamples
 from adaptive_client.bench.load import ClientPool, closed_loop, open_loop, open_loop_per_class, percentiles_ms
-from adaptive_client.bench.stats import delta, snapshot
+from adaptive_client.bench.stats import delta, gate_delta, gate_snapshot, snapshot
 from adaptive_client.bench.requests import RequestKwargs
 from adaptive_serving.config import LATENCY_CLASSES
 
@@ -131,7 +131,8 @@ def verdicts(classes: dict[str, dict[str, object]], unloaded_p99: dict[str, floa
     }
 
 
-async def _run(url: str, samples: EvalSamples, config: ClassesBenchConfig) -> dict[str, object]:
+async def _run(url: str, samples: EvalSamples, config: ClassesBenchConfig, metrics_url: str | None
+               ) -> dict[str, object]:
     pool = ClientPool(url)
     texts = samples.texts
     requests = [[t] for t in texts]
@@ -173,9 +174,11 @@ async def _run(url: str, samples: EvalSamples, config: ClassesBenchConfig) -> di
             sweep.append({"load_factor": factor, "classes": per_class_summary(point.sent, point.outcomes, point.lost,
                                                                                unloaded_p99)})
         before = await snapshot(pool.next())
+        gate_before = await asyncio.to_thread(gate_snapshot, metrics_url) if metrics_url else None
         load = await mixed_load(rate, config.duration_s, config.drain_s)
         server_side = {name: {"requests": t.requests, "executions": t.executions, **t.per_request_ms()}
                        for name, t in sorted(delta(before, await snapshot(pool.next())).items()) if t.requests}
+        gate = gate_delta(gate_before, await asyncio.to_thread(gate_snapshot, metrics_url)) if metrics_url else {}
     finally:
         await pool.close()
     classes = per_class_summary(load.sent, load.outcomes, load.lost, unloaded_p99)
@@ -187,18 +190,21 @@ async def _run(url: str, samples: EvalSamples, config: ClassesBenchConfig) -> di
                       len(load.sent) / load.send_s if load.send_s else 0.0,
                       "send_lag_p99_ms": lag["p99_ms"], "drain_timeout_s": config.drain_s},
         "classes": classes, "verdicts": verdicts(classes, unloaded_p99), "server_side": server_side,
+        "gate": gate,
         "load_sweep": sorted(sweep + [{"load_factor": config.load_factor, "classes": classes}],
                              key=lambda p: p["load_factor"]),
     }
 
 
-def run_classes_bench(url: str, samples: EvalSamples, config: ClassesBenchConfig) -> dict[str, object]:
-    """Capacity, unloaded latency per class, then the mixed overload run, on the server at `url` (gRPC).
+def run_classes_bench(url: str, samples: EvalSamples, config: ClassesBenchConfig, *,
+                      metrics_url: str | None = None) -> dict[str, object]:
+    """Capacity, unloaded latency per class, then the mixed overload run, on the server at `url` (gRPC);
+    with `metrics_url`, also the admission gate's waits and refusals per class over the overload run.
 
     Raises:
         RuntimeError: the entry answered nothing during the capacity measurement.
     """
-    results = asyncio.run(_run(url, samples, config))
+    results = asyncio.run(_run(url, samples, config, metrics_url))
     return {"benchmark": "classes", "config": asdict(config), "class_mix": CLASS_MIX,
             "critical_p99_factor": CRITICAL_P99_FACTOR,
             "latency_classes": {n: asdict(c) for n, c in LATENCY_CLASSES.items()}, **results}
@@ -236,6 +242,12 @@ def markdown(results: dict[str, object]) -> str:
                   "| model | requests | executions | queue ms | compute ms |", "|---|---|---|---|---|"]
         lines += [f"| {name} | {m['requests']} | {m['executions']} | {m['queue_ms']:.1f} | {m['compute_ms']:.1f} |"
                   for name, m in results["server_side"].items()]
+        lines.append("")
+    if results.get("gate"):
+        lines += ["## Admission gate (overload run, custom metrics)", "",
+                  "| class | admitted | mean wait at the gate ms | refused at the gate |", "|---|---|---|---|"]
+        lines += [f"| {name} | {g['admitted']} | {g['wait_ms_mean']:.1f} | {g['rejected']} |"
+                  for name, g in results["gate"].items()]
         lines.append("")
     if results.get("load_sweep"):
         lines += ["## Against offered load", "", "| load (x capacity) | class | sent | rejected | p50 ms | p99 ms |",

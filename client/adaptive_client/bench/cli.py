@@ -89,9 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.benchmark == "route":
                 results = route_bench.run_route_bench(server.grpc_url, samples, args.export,
                                                       concurrency=(args.concurrency or [route_bench.CONCURRENCY])[0])
+            elif args.benchmark == "exit":
+                results = exit_bench.run_exit_bench(server.grpc_url, samples, config)
             else:
-                run = exit_bench.run_exit_bench if args.benchmark == "exit" else classes_bench.run_classes_bench
-                results = run(server.grpc_url, samples, config)
+                results = classes_bench.run_classes_bench(server.grpc_url, samples, config,
+                                                          metrics_url=server.metrics_url)
     except (ServerError, RuntimeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

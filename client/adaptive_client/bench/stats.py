@@ -112,3 +112,29 @@ def hop_costs(window: Snapshot, cascade: str, stages: Sequence[str]) -> dict[str
 async def snapshot(client: object) -> Snapshot:
     """Cumulative statistics of every model (asyncio gRPC client)."""
     return parse_statistics(await client.get_inference_statistics(as_json=True))  # type: ignore[attr-defined]
+
+
+def gate_snapshot(metrics_url: str) -> dict[str, dict[str, float]]:
+    """Cumulative admission-gate counters per latency class (router and cascades summed), from the metrics port:
+    requests admitted, their summed gate wait (ms), requests refused."""
+    import urllib.request
+
+    from adaptive_serving.config import LATENCY_CLASSES
+    from adaptive_serving.metrics import GATE_REJECTED, GATE_WAIT, metric_sum, parse_metrics
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        samples = parse_metrics(response.read().decode())
+    return {c: {"admitted": metric_sum(samples, f"{GATE_WAIT.name}_count", **{"class": c}),
+                "wait_ms_sum": metric_sum(samples, f"{GATE_WAIT.name}_sum", **{"class": c}),
+                "rejected": metric_sum(samples, GATE_REJECTED.name, **{"class": c})} for c in LATENCY_CLASSES}
+
+
+def gate_delta(before: Mapping[str, Mapping[str, float]], after: Mapping[str, Mapping[str, float]]
+               ) -> dict[str, dict[str, float]]:
+    """Gate activity per class between two `gate_snapshot`s: admitted, mean wait (ms), refused."""
+    out = {}
+    for c, a in after.items():
+        d = {k: a[k] - before.get(c, {}).get(k, 0.0) for k in a}
+        out[c] = {"admitted": int(d["admitted"]), "wait_ms_mean": d["wait_ms_sum"] / d["admitted"] if d["admitted"]
+                  else 0.0, "rejected": int(d["rejected"])}
+    return out

@@ -1,24 +1,23 @@
 """ONNX runner: one exit stage or a full-depth encoder, on onnxruntime (CPU) inside the Python backend.
 
 Requests that the dynamic batcher groups are joined, run once, and split back (PyTriton's @batch).
-`nice` lowers the CPU priority of this instance's process (the standard lane yields the CPU to the express lane).
+`nice` and `sched_idle` lower the CPU priority of this instance (the standard lane yields the CPU to the express lane).
 Fault injection for tests and drills (config parameters, off by default): `inject_delay_ms` sleeps before
 each call, `inject_error` fails every call with that message.
 """
 
 import json
-import os
 
 import triton_python_backend_utils as pb_utils
 
-from adaptive_serving.model_args import FaultInjection, model_params
+from adaptive_serving.model_args import FaultInjection, lower_cpu_priority, model_params
 from adaptive_serving.onnx_stage import OnnxStage
 
 
 class TritonPythonModel:
     def initialize(self, args):
         params, version_dir = model_params(args, ("onnx_file",))
-        os.nice(int(params.get("nice", "0")))
+        lower_cpu_priority(params)
         self.stage = OnnxStage(version_dir / params["onnx_file"], threads=int(params.get("intra_op_threads", "0")))
         self.outputs = [o["name"] for o in json.loads(args["model_config"])["output"]]
         self.faults = FaultInjection.from_params(params)

@@ -4,17 +4,16 @@ Inputs arrive through DLPack wherever they live. The hidden output leaves throug
 `hidden_on_device` is "yes" (CUDA IPC to the cascade: measured slow on 2.51), else as a host copy (the default).
 Logits leave on the CPU: they are a few numbers per sample and the cascade decides exits on the CPU (copying them
 also waits for the stream, so the hidden output is complete when it is handed over).
-`nice` and `inject_delay_ms` / `inject_error` work as in the ONNX runner.
+`nice`, `sched_idle` and `inject_delay_ms` / `inject_error` work as in the ONNX runner.
 """
 
-import os
 
 import torch
 import triton_python_backend_utils as pb_utils
 from torch.utils import dlpack
 
 from adaptive_serving import names
-from adaptive_serving.model_args import FaultInjection, model_params
+from adaptive_serving.model_args import FaultInjection, lower_cpu_priority, model_params
 from adaptive_serving.torch_stage import TorchStage
 
 
@@ -25,7 +24,7 @@ def _to_torch(tensor):
 class TritonPythonModel:
     def initialize(self, args):
         params, version_dir = model_params(args, ("weights_file", "stage", "dtype"))
-        os.nice(int(params.get("nice", "0")))
+        lower_cpu_priority(params)
         threads = int(params.get("intra_op_threads", "0"))
         if threads:
             torch.set_num_threads(threads)
