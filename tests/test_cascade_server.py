@@ -159,7 +159,8 @@ def _wait_for(done: list[str], count: int, timeout_s: float = 60.0) -> None:
 def test_gate_keeps_room_for_urgent_classes(tiny_export: Path, tiny_repo: Path, serve) -> None:
     """Batch traffic fills its one gate slot and queues behind it; a sensitive and a critical request sent later
     are admitted at once into the room kept for them and overtake the batch backlog, without expiring."""
-    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", gate_slots=1, gate_reserve=1))
+    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", gate_instances=1, gate_slots=1,
+                                                                 gate_reserve=1))
     _set_thresholds(tiny_repo, [1.0])
     _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=60)
     server = serve(tiny_repo)
@@ -183,7 +184,8 @@ def test_gate_keeps_room_for_urgent_classes(tiny_export: Path, tiny_repo: Path, 
 def test_gate_rejects_a_request_that_waits_past_its_timeout(tiny_export: Path, tiny_repo: Path, serve) -> None:
     """With no room kept for it, a sensitive request waits at the gate behind a slow batch request and is answered
     UNAVAILABLE when its 200 ms timeout passes; the batch request and the next requests are still answered."""
-    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", gate_slots=1, gate_reserve=0))
+    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", gate_instances=1, gate_slots=1,
+                                                                 gate_reserve=0))
     _set_thresholds(tiny_repo, [1.0])
     _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=600)
     server = serve(tiny_repo)
@@ -204,7 +206,7 @@ def test_gate_rejects_a_request_that_waits_past_its_timeout(tiny_export: Path, t
 
 def test_deadline_cuts_the_cascade_short(tiny_export: Path, tiny_repo: Path, serve) -> None:
     # One cascade instance: each instance learns its own stage-latency estimate.
-    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny"))
+    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", gate_instances=1))
     _set_thresholds(tiny_repo, [1.0])
     _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=400)
     server = serve(tiny_repo)

@@ -22,7 +22,7 @@ PLANTED = {
     "k8s-schema": ("k8s/deployment.yaml", "containerPort: 8002", "containerPrt: 8002", "k8s", "containerPort"),
     "metric-name": ("grafana/dashboards/adaptive-serving.json", "rate(adaptive_exits_total[",
                     "rate(adaptive_exit_total[", "consistency", "unknown metric 'adaptive_exit_total'"),
-    "hpa-metric": ("k8s/hpa.yaml", "name: triton_gate_queue_time_us", "name: triton_queue_us", "consistency",
+    "hpa-metric": ("k8s/hpa.yaml", "name: triton_gate_wait_ms", "name: triton_gate_wait_us", "consistency",
                    "served by no adapter rule"),
     "probe": ("k8s/deployment.yaml", "path: /v2/health/live", "path: /healthz", "consistency",
               "must GET /v2/health/live"),

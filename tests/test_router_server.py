@@ -47,12 +47,13 @@ def _length_estimator(path: Path) -> None:
 
 
 def build_router_repo(tiny_export: Path, tmp_path: Path, *, second: str = "full", escalate: float = 0.0,
-                      first_exit_only: bool = False) -> Path:
+                      gate_instances: int = RepositoryOptions.gate_instances, first_exit_only: bool = False) -> Path:
     """Tiny repository plus a router over two targets: the tiny cascade, then `tiny_full` (a text -> logits model,
     `second="full"`) or the tiny cascade again (`second="cascade"`); texts below `escalate` go on to the second.
     `first_exit_only`: the routed cascades answer every text at stage 1."""
     repo = tmp_path / "repo"
-    options = RepositoryOptions(entry_size="tiny", audit_rate=1.0, outcomes_file=str(tmp_path / "outcomes.jsonl"))
+    options = RepositoryOptions(entry_size="tiny", audit_rate=1.0, outcomes_file=str(tmp_path / "outcomes.jsonl"),
+                                gate_instances=gate_instances)
     build_repository(tiny_export, repo, options)
     cfg = EarlyExitConfig(**json.loads((tiny_export / "tiny" / "thresholds.json").read_text())["config"])
     cascade = load_plan(tiny_export, cfg)
@@ -127,7 +128,7 @@ def test_escalation_that_would_overrun_the_deadline_is_cut(tiny_export: Path, tm
     # Every text leaves the tiny cascade at stage 1 (so the cascade never cuts it) and escalates (threshold 1.0) to
     # the tiny cascade again; stage 1 takes >= 40 ms, so after one cascade a critical request (50 ms) has no room
     # for the second target's stage 1.
-    repo = build_router_repo(tiny_export, tmp_path, second="cascade", escalate=1.0,
+    repo = build_router_repo(tiny_export, tmp_path, second="cascade", escalate=1.0, gate_instances=1,
                              first_exit_only=True)
     for stage in ("tiny_stage1", "tiny_stage1_express"):
         config = repo / stage / "config.pbtxt"

@@ -99,6 +99,27 @@ def test_missing_repository_is_a_clear_error(tmp_path: Path) -> None:
         make_server(tmp_path / "nope", tmp_path).start()
 
 
+def test_server_nice_and_cpus_parse_or_say_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADAPTIVE_SERVER_NICE", "5")
+    monkeypatch.setenv("ADAPTIVE_SERVER_CPUS", "0-1,3")
+    assert server_module.server_nice() == 5 and server_module.server_cpus() == {0, 1, 3}
+    monkeypatch.setenv("ADAPTIVE_SERVER_NICE", "-3")
+    with pytest.raises(ServerError, match="niceness in 0-19"):
+        server_module.server_nice()
+    monkeypatch.setenv("ADAPTIVE_SERVER_CPUS", "zero")
+    with pytest.raises(ServerError, match="expected cores"):
+        server_module.server_cpus()
+
+
+def test_niced_server_stubs_inherit_the_niceness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADAPTIVE_SERVER_NICE", "3")
+    repo = tmp_path / "repository"
+    shutil.copytree(SAMPLE_REPOSITORY, repo)
+    with make_server(repo, tmp_path) as server:
+        procs = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
+        assert procs and {p.nice() for p in procs} == {3}, [(p.name(), p.nice()) for p in procs]
+
+
 def test_stop_leaves_no_processes(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     shutil.copytree(SAMPLE_REPOSITORY, repo)

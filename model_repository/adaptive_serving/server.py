@@ -205,9 +205,9 @@ class TritonServer:
         """Start the server and wait until it reports ready.
 
         Raises:
-            ServerError: the stub or repository is missing, `ADAPTIVE_SERVER_CPUS` does not parse, the server
-                exited (a model failed to load, a port is taken), or it was not ready within `ready_timeout_s`;
-                the message carries the log tail.
+            ServerError: the stub or repository is missing, `ADAPTIVE_SERVER_CPUS` or `ADAPTIVE_SERVER_NICE` does
+                not parse, the server exited (a model failed to load, a port is taken), or it was not ready within
+                `ready_timeout_s`; the message carries the log tail.
         """
         if self._proc is not None:
             raise ServerError("server already started")
@@ -216,11 +216,13 @@ class TritonServer:
             raise ServerError(f"Python backend stub missing at {stub}; run `make setup`")
         if not self.model_repository.is_dir():
             raise ServerError(f"model repository {self.model_repository} does not exist")
+        command = self.command()
+        nice = server_nice()
+        if nice:  # the server and its stubs below the processes beside them (they inherit the niceness)
+            command = ["nice", "-n", str(nice), *command]
         cpus = server_cpus()
         if cpus:  # the server and its stubs on these cores only (they inherit the affinity)
-            command = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *self.command()]
-        else:
-            command = self.command()
+            command = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *command]
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it; closed in stop(); a restart appends
         # A new session makes the server and its stubs one process group we can signal together. The parent-death
         # signal stops the server when this process is killed before it could call stop(); Linux sends it when the
@@ -311,6 +313,22 @@ def server_cpus() -> set[int]:
     except ValueError:
         raise ServerError(f"ADAPTIVE_SERVER_CPUS={raw!r}: expected cores like '0,1' or '0-3'") from None
     return cpus
+
+
+def server_nice() -> int:
+    """CPU niceness the server and its stubs start with, from `ADAPTIVE_SERVER_NICE` (0-19; unset: 0).
+
+    For a load generator that must share the server's cores: at the server's own priority it is starved by the
+    server it measures (its sends lag and its clocks run late, charged to the server's latency); in production the
+    clients run on other machines.
+
+    Raises:
+        ServerError: the value is not an integer in 0-19.
+    """
+    raw = os.environ.get("ADAPTIVE_SERVER_NICE", "").strip() or "0"
+    if not raw.isdigit() or int(raw) > 19:
+        raise ServerError(f"ADAPTIVE_SERVER_NICE={raw!r}: expected a niceness in 0-19")
+    return int(raw)
 
 
 def _die_with_parent() -> None:
