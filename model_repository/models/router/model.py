@@ -2,14 +2,15 @@
 run that target (an early-exit cascade, or any text -> logits model), and escalate to the next target while
 the answer's confidence is below the calibrated threshold.
 
-Texts of one request are grouped by target and each group goes through its target together. Outcomes are
-logged off the hot path for recalibration; a sampled share is also sent to the audit model (the largest,
-full depth) to label them. The audit runs in the background after the answer is sent: a full-depth run on the
-response path would put the audited requests (2% by default) in every class's latency tail. When the entry's
-tokenizer is the audit model's, the audit goes straight to its full-depth encoder with this router's tokens: a text
-audit would pass through the entry's priority-ordered tokenizer beside the next requests, and 2.51's priority
-batcher then stalls now and then past a class's queue timeout. The plan file is re-read when it changes, so
-recalibration needs no restart.
+`execute` hands each request to the admission gate (`adaptive_serving.gate`), which runs it when its latency class
+has room and answers through the request's response sender. Texts of one request are grouped by target and each
+group goes through its target together. Outcomes are logged off the hot path for recalibration; a sampled share is
+also sent to the audit model (the largest, full depth) to label them. The audit runs in the background after the
+answer is sent: a full-depth run on the response path would put the audited requests (2% by default) in every
+class's latency tail. When the entry's tokenizer is the audit model's, the audit goes straight to its full-depth
+encoder with this router's tokens: a text audit would pass through the entry's priority-ordered tokenizer beside the
+next requests, and 2.51's priority batcher then stalls now and then past a class's queue timeout. The plan file is
+re-read when it changes, so recalibration needs no restart.
 """
 
 import asyncio
