@@ -61,17 +61,20 @@ def test_stage_configs_match_onnx_graphs(repo: Path) -> None:
 
 
 def test_entry_gate_has_one_priority_level_per_class(repo: Path) -> None:
-    for name in ("tokenizer_tiny", "cascade_tiny"):
-        batching = _parse(repo / name / "config.pbtxt").dynamic_batching
-        assert batching.priority_levels == len(LATENCY_CLASSES)
-        for cls in LATENCY_CLASSES.values():
-            policy = batching.priority_queue_policy[cls.priority]
-            assert policy.allow_timeout_override
-            if cls.queue_timeout_us:
-                assert policy.default_timeout_microseconds == cls.queue_timeout_us
+    batching = _parse(repo / "cascade_tiny" / "config.pbtxt").dynamic_batching
+    assert batching.priority_levels == len(LATENCY_CLASSES)
+    for cls in LATENCY_CLASSES.values():
+        policy = batching.priority_queue_policy[cls.priority]
+        assert policy.allow_timeout_override
+        if cls.queue_timeout_us:
+            assert policy.default_timeout_microseconds == cls.queue_timeout_us
     # Stage queues are FIFO (BLS children carry no priority) but honour the cascade's remaining budget.
     stage = _parse(repo / "tiny_stage2" / "config.pbtxt").dynamic_batching
     assert stage.priority_levels == 0 and stage.default_queue_policy.allow_timeout_override
+    # The tokenizer and the express stages have no dynamic batcher (2.51's can sleep 500 ms on a missed wake-up).
+    for name in ("tokenizer_tiny", "tiny_stage1_express"):
+        assert not _parse(repo / name / "config.pbtxt").HasField("dynamic_batching"), name
+    assert _parse(repo / "tokenizer_tiny" / "config.pbtxt").instance_group[0].count == 2
 
 
 def test_express_lane_has_cpu_priority(repo: Path) -> None:
@@ -103,16 +106,14 @@ def test_cli_builds_and_reports_errors(tiny_export: Path, tmp_path: Path) -> Non
     assert main(["--export", str(tiny_export), "--out", str(tmp_path / "other"), "--entry-size", "huge"]) == 1
 
 
-def test_batch_queue_cap_bounds_only_the_untimed_class(tiny_export: Path, tmp_path: Path) -> None:
-    """The cap reaches the tokenizer's Triton queue and the gate's waiting room, only for the class without a
-    timeout (the timed classes are bounded by their timeouts)."""
+def test_batch_queue_cap_reaches_the_gate(tiny_export: Path, tmp_path: Path) -> None:
+    """The cap bounds the gate's waiting room for the class without a timeout (the timed classes are bounded by their
+    timeouts); the gate model's own Triton queue never holds requests long, so it needs none."""
     out = tmp_path / "repo"
     build_repository(tiny_export, out, RepositoryOptions(entry_size="tiny", batch_queue_cap=128))
-    policies = _parse(out / "tokenizer_tiny" / "config.pbtxt").dynamic_batching.priority_queue_policy
-    assert {c.priority: policies[c.priority].max_queue_size for c in LATENCY_CLASSES.values()} == {
-        c.priority: 0 if c.queue_timeout_us else 128 for c in LATENCY_CLASSES.values()}
-    gate = _parse(out / "cascade_tiny" / "config.pbtxt").parameters
-    assert gate["gate_untimed_cap"].string_value == "128"
+    config = _parse(out / "cascade_tiny" / "config.pbtxt")
+    assert config.parameters["gate_untimed_cap"].string_value == "128"
+    assert all(policy.max_queue_size == 0 for policy in config.dynamic_batching.priority_queue_policy.values())
 
 
 def test_gate_caps_keep_room_for_urgent_classes(tiny_export: Path, tmp_path: Path) -> None:

@@ -62,6 +62,7 @@ class RepositoryOptions:
         target: "local" (Python backend + onnxruntime, runs here) or "container" (native onnxruntime backend
             for nvcr.io/nvidia/tritonserver:24.10-py3).
         entry_size: size the `adaptive` entry cascades through.
+        tokenizer_instances: instances of each tokenizer model (the entry's first step).
         gate_instances: router (or cascade) instances; each keeps its own admission gate, so the caps below
             are per instance.
         gate_slots: requests of the least urgent class (batch) that one gate lets in flight at a time: enough to
@@ -84,7 +85,7 @@ class RepositoryOptions:
         runtime: stage runtime of the local target: "onnx" (onnxruntime, CPU) or "torch" (from the safetensors).
         device: "cpu" or "gpu" (torch runtime only: stage instances are KIND_GPU).
         dtype: torch compute precision ("float32", "bfloat16", "float16"); the tensor contract stays float32.
-        batch_queue_cap: > 0 bounds the batch class's queue at the tokenizer and at the gate (requests past it
+        batch_queue_cap: > 0 bounds the batch class's waiting room at the gate (requests past it
             are rejected UNAVAILABLE at once); 0 = unbounded, the batch class absorbs any overload as waiting time.
         gpu_hidden: on a GPU, keep hidden states in GPU memory between stages (BLS passes them as CUDA IPC
             handles). Off by default: on an H200 with 2.51's Python backend that path cost ~1.8 s per cascade request
@@ -93,6 +94,7 @@ class RepositoryOptions:
 
     target: str = "local"
     entry_size: str = "large"
+    tokenizer_instances: int = 2
     gate_instances: int = 4
     gate_slots: int = 2
     gate_reserve: int = 4
@@ -172,7 +174,9 @@ def tokenizer_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
         f'name: "tokenizer_{cfg.name}"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
         f"input [ {_tensor(names.TEXT, 'TYPE_STRING', [1])} ]",
         f"output [ {_tensor(names.INPUT_IDS, 'TYPE_INT64', [-1])}, {_tensor(names.ATTENTION_MASK, 'TYPE_INT64', [-1])} ]",
-        class_batching(opts.gate_queue_delay_us, untimed_queue_cap=opts.batch_queue_cap), _instances(1),
+        # No dynamic batcher (its missed wake-ups stall the entry for 500 ms; class order is the gate's job), and
+        # two instances, so a long text does not hold up the next request.
+        _instances(opts.tokenizer_instances),
         _params(tokenizer_file="tokenizer.json", max_seq_len=cfg.max_seq_len, max_text_bytes=MAX_TEXT_BYTES),
     ]) + "\n"
 
@@ -214,7 +218,9 @@ def encoder_config(name: str, cfg: EarlyExitConfig, stage: int | None, opts: Rep
     return "\n".join([
         *head, f"max_batch_size: {MAX_BATCH_SIZE}",
         f"input [ {', '.join(inputs)} ]", f"output [ {', '.join(outputs)} ]",
-        fifo_batching(0 if express else opts.max_queue_delay_us), *tail,
+        # Express stages have no dynamic batcher: 2.51's batcher can miss the wake-up when an instance frees and then
+        # sleeps 500 ms (`WaitForPayloadSlotAvailable`), which on a rarely used stage is a critical request's tail.
+        *([] if express else [fifo_batching(opts.max_queue_delay_us)]), *tail,
     ]) + "\n"
 
 
@@ -432,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hidden-on-gpu", action="store_true",
                         help="gpu: keep hidden states in GPU memory between stages (CUDA IPC; slow on 2.51, see README)")
     parser.add_argument("--batch-queue-cap", type=int, default=0,
-                        help="bound the batch class's queue at the tokenizer and the gate (0 = unbounded)")
+                        help="bound the batch class's waiting room at the gate (0 = unbounded)")
     parser.add_argument("--no-router", action="store_true", help="entry = the entry size's cascade, no routing")
     parser.add_argument("--audit-rate", type=float, default=RepositoryOptions.audit_rate,
                         help="share of routed requests also sent to the largest <size>_full (outcome labels)")
