@@ -138,18 +138,15 @@ def _params(**values: object) -> str:
     return "\n".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in values.items())
 
 
-def class_batching(delay_us: int, untimed_queue_cap: int = 0) -> str:
+def class_batching(delay_us: int) -> str:
     """Dynamic batching with one priority level per latency class and each class's queue timeout (a cap: a
-    request may shorten its class's timeout, never extend it). `untimed_queue_cap` > 0 bounds the queue of the
-    class without a timeout (batch): past it, its requests are rejected at once instead of piling up."""
+    request may shorten its class's timeout, never extend it). On the gate models, whose `execute` hands requests
+    to the in-process gate at once, it orders arrivals and carries each class's timeout to the gate."""
     levels = max(c.priority for c in LATENCY_CLASSES.values())
     default_level = max(LATENCY_CLASSES.values(), key=lambda c: c.priority).priority
-    def cap(c: object) -> str:
-        return f" max_queue_size: {untimed_queue_cap}" if untimed_queue_cap and not c.queue_timeout_us else ""
-
     policies = "\n".join(
         f"  priority_queue_policy {{ key: {c.priority} value: {{ timeout_action: REJECT "
-        f"default_timeout_microseconds: {c.queue_timeout_us or NO_TIMEOUT_US} allow_timeout_override: true{cap(c)} }} }}"
+        f"default_timeout_microseconds: {c.queue_timeout_us or NO_TIMEOUT_US} allow_timeout_override: true }} }}"
         for c in sorted(LATENCY_CLASSES.values(), key=lambda c: c.priority)
     )
     return (f"dynamic_batching {{\n  max_queue_delay_microseconds: {delay_us}\n  priority_levels: {levels}\n"
