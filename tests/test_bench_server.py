@@ -63,4 +63,9 @@ def test_bench_classes_quick(tiny_repo: Path, tiny_export: Path, tmp_path: Path)
     assert [p["load_factor"] for p in r["load_sweep"]] == [0.5, 2.0]  # the quick sweep point, then the main run
     assert r["load_sweep"][-1]["classes"] == r["classes"]
     assert r["server_side"]["adaptive"]["requests"] == sum(c["answered"] for c in r["classes"].values())
+    # Every request of the overload run passed the admission gate once: admitted (and answered) or refused there.
+    gate = r["gate"]
+    assert set(gate) == set(r["classes"])
+    for name, c in r["classes"].items():
+        assert gate[name]["admitted"] == c["answered"] and gate[name]["rejected"] <= c["rejected"], (name, gate, c)
     assert (out / "latency_vs_load.png").stat().st_size > 0 and "Against offered load" in (out / "results.md").read_text()

@@ -1,8 +1,9 @@
 """Cascade (BLS): chain one size's exit stages; each sample leaves at its first confident exit.
 
 Requests run concurrently (asyncio) once the admission gate (`adaptive_serving.gate`) lets them in, so the
-survivors of concurrent requests meet in the next stage's dynamic batcher. Deadline-aware: when the next stage would likely overrun the request's
-timeout, the samples still running answer with their latest exit and the deadline flag.
+survivors of concurrent requests meet in the next stage's dynamic batcher. Deadline-aware: when the next stage
+would likely overrun the request's timeout, the samples still running answer with their latest exit and the
+deadline flag.
 """
 
 import gc

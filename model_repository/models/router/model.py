@@ -8,8 +8,8 @@ group goes through its target together. Outcomes are logged off the hot path for
 also sent to the audit model (the largest, full depth) to label them. The audit runs in the background after the
 answer is sent: a full-depth run on the response path would put the audited requests (2% by default) in every
 class's latency tail. When the entry's tokenizer is the audit model's, the audit goes straight to its full-depth
-encoder with this router's tokens: a text audit would pass through the entry's priority-ordered tokenizer beside the
-next requests, and 2.51's priority batcher then stalls now and then past a class's queue timeout. The plan file is
+encoder with this router's tokens: a text audit would take turns at the entry's tokenizer with the next requests
+(with the tokenizer behind 2.51's dynamic batcher that stalled them past a class's queue timeout). The plan file is
 re-read when it changes, so recalibration needs no restart.
 """
 
