@@ -96,7 +96,7 @@ class RepositoryOptions:
     entry_size: str = "large"
     tokenizer_instances: int = 2
     gate_instances: int = 4
-    gate_slots: int = 2
+    gate_slots: int = 4
     gate_reserve: int = 4
     stage_instances: int = 1
     intra_op_threads: int = 0
