@@ -150,8 +150,12 @@ def profile_entry(url: str, metrics_url: str | None, model: str, texts: Sequence
         except OSError as e:
             m_error = f"metrics endpoint {metrics_url} unreachable: {e}"
     s_before = stats.parse_statistics(client.get_inference_statistics(as_json=True))
+    g_before = stats.gate_model_times(metrics_url) if m_before is not None else None
     load = _client_load(url, model, texts, concurrency, batch_size)
     s_after = stats.parse_statistics(client.get_inference_statistics(as_json=True))
+    if g_before is not None:
+        time.sleep(0.3)  # the models send their metrics from a thread, a few ms behind the answers
+    gate = stats.gate_model_delta(g_before, stats.gate_model_times(metrics_url)) if g_before is not None else {}
     window = {k: v for k, v in stats.delta(s_before, s_after).items() if v.requests > 0}
     m_window = metrics_delta(m_before, fetch_metrics(metrics_url)) if m_before is not None else {}
     hops = []
@@ -178,7 +182,7 @@ def profile_entry(url: str, metrics_url: str | None, model: str, texts: Sequence
     hop_cost = None
     if orchestrators:
         o = orchestrators[0]
-        hop_cost = stats.hop_costs(window, o, stats.cascade_stages(o, list(window)))
+        hop_cost = stats.hop_costs(window, o, stats.cascade_stages(o, list(window)), gate.get(o))
         hop_cost.pop("per_model", None)  # the same numbers are in `hops`
     return {"model": model, "client": load, "hops": hops, "hop_cost": hop_cost,
             "metrics_available": m_before is not None, "metrics_error": m_error}

@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results = route_bench.run_route_bench(server.grpc_url, samples, args.export,
                                                       concurrency=(args.concurrency or [route_bench.CONCURRENCY])[0])
             elif args.benchmark == "exit":
-                results = exit_bench.run_exit_bench(server.grpc_url, samples, config)
+                results = exit_bench.run_exit_bench(server.grpc_url, samples, config, metrics_url=server.metrics_url)
             else:
                 results = classes_bench.run_classes_bench(server.grpc_url, samples, config,
                                                           metrics_url=server.metrics_url)

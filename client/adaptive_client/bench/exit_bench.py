@@ -94,7 +94,8 @@ def _score(samples: EvalSamples, items: list[int], outcomes: list, batches: list
     return out
 
 
-async def _run(url: str, samples: EvalSamples, config: ExitBenchConfig) -> dict[str, object]:
+async def _run(url: str, samples: EvalSamples, config: ExitBenchConfig, metrics_url: str | None
+               ) -> dict[str, object]:
     pool = ClientPool(url)
     client = pool.clients[0]
     try:
@@ -119,15 +120,22 @@ async def _run(url: str, samples: EvalSamples, config: ExitBenchConfig) -> dict[
                 await closed_loop(pool, model, warm, concurrency=min(c, len(warm)), kwargs=kwargs,
                                   desc=f"warmup {model}")
                 before = await stats.snapshot(client)
+                gate_before = await asyncio.to_thread(stats.gate_model_times, metrics_url) if metrics_url else {}
                 run = await closed_loop(pool, model, requests, concurrency=c, kwargs=kwargs, desc=f"{model} c={c}")
                 after = await stats.snapshot(client)
+                if metrics_url:
+                    await asyncio.sleep(0.3)  # the models send their metrics from a thread, a few ms behind
+                    gate = stats.gate_model_delta(gate_before, await asyncio.to_thread(stats.gate_model_times,
+                                                                                       metrics_url))
+                else:
+                    gate = {}
                 scored = _score(samples, run.items, run.outcomes, batches)
                 scored["wall_s"] = run.wall_s
                 scored["throughput_sps"] = scored["samples_answered"] / run.wall_s if run.wall_s else 0.0
                 runs[model][str(c)] = scored
                 if model == entry:
                     window = stats.delta(before, after)
-                    hops[str(c)] = {cas: stats.hop_costs(window, cas, stats.cascade_stages(cas, ready))
+                    hops[str(c)] = {cas: stats.hop_costs(window, cas, stats.cascade_stages(cas, ready), gate.get(cas))
                                     for cas in cascades if window.get(cas) and window[cas].requests}
     finally:
         await pool.close()
@@ -144,8 +152,10 @@ async def _run(url: str, samples: EvalSamples, config: ExitBenchConfig) -> dict[
     return {"entry": entry, "models": models, "reference": ref, "runs": runs, "comparison": comparison, "hop_costs": hops}
 
 
-def run_exit_bench(url: str, samples: EvalSamples, config: ExitBenchConfig) -> dict[str, object]:
-    """Measure every model at every concurrency on the server at `url` (gRPC).
+def run_exit_bench(url: str, samples: EvalSamples, config: ExitBenchConfig, *,
+                   metrics_url: str | None = None) -> dict[str, object]:
+    """Measure every model at every concurrency on the server at `url` (gRPC); `metrics_url` gives the gate models'
+    own timing for the hop costs (without it, their Triton compute time, which ends when `execute` returns).
 
     Returns:
         JSON-ready results: per-model runs keyed by concurrency, the adaptive/reference comparison, and the
@@ -154,7 +164,7 @@ def run_exit_bench(url: str, samples: EvalSamples, config: ExitBenchConfig) -> d
     Raises:
         RuntimeError: the entry model is not ready.
     """
-    results = asyncio.run(_run(url, samples, config))
+    results = asyncio.run(_run(url, samples, config, metrics_url))
     return {"benchmark": "exit", "config": asdict(config), "request_class": EXIT_CLASS, **results}
 
 
@@ -181,8 +191,8 @@ def markdown(results: dict[str, object]) -> str:
     for c, r in results["runs"][results["entry"]].items():
         dist = ", ".join(f"stage {k}: {v:.1%}" for k, v in r.get("exit_stage_distribution", {}).items())
         lines.append(f"| {c} | {dist} | {r.get('deadline_cut', 0)} |")
-    lines += ["", "## BLS hop cost (Triton statistics API)", "",
-              ("| concurrency | cascade | hops/request | cascade queue ms | cascade compute ms | stages ms "
+    lines += ["", "## BLS hop cost (Triton statistics API and the gate's metrics)", "",
+              ("| concurrency | cascade | hops/request | gate wait ms | inside cascade ms | stages ms "
               "| overhead ms/request | overhead ms/hop |"), "|---|---|---|---|---|---|---|---|"]
     for c, per in results["hop_costs"].items():
         for cas, h in per.items():
@@ -190,8 +200,8 @@ def markdown(results: dict[str, object]) -> str:
                          f"| {_f(h['cascade_queue_ms_per_request'])} "
                          f"| {_f(h['cascade_compute_ms_per_request'])} | {_f(h['stages_ms_per_request'])} "
                          f"| {_f(h['overhead_ms_per_request'])} | {_f(h['overhead_ms_per_hop'])} |")
-    lines += ["", ("Overhead = cascade compute time minus its stages' queue + compute time, per cascade request "
-              "(Triton counts a batch's time for each request in it)."), ""]
+    lines += ["", ("Overhead = time inside the cascade past its admission gate minus its stages' queue + compute time, "
+              "per cascade request (Triton counts a batch's time for each request in it)."), ""]
     return "\n".join(lines)
 
 

@@ -76,18 +76,24 @@ def cascade_stages(cascade: str, models: Sequence[str]) -> list[str]:
     return [name for _, name in sorted(found)]
 
 
-def hop_costs(window: Snapshot, cascade: str, stages: Sequence[str]) -> dict[str, object]:
+def hop_costs(window: Snapshot, cascade: str, stages: Sequence[str],
+              gate: Mapping[str, float] | None = None) -> dict[str, object]:
     """Orchestration overhead of one BLS cascade over a window.
 
-    The cascade's compute time (it runs while its stage calls are in flight) minus its stages' queue + compute
-    time, both per cascade request, is what the BLS orchestration itself costs: tensor copies to and from the
-    stub, building child requests, the asyncio round trips. The cascade's own queue time is admission wait,
-    not orchestration, so it is reported but not subtracted. Per hop divides by the stage calls per request.
+    The time a request spends inside the cascade past its admission gate (it runs while its stage calls are in
+    flight) minus its stages' queue + compute time, both per cascade request, is what the BLS orchestration itself
+    costs: tensor copies to and from the stub, building child requests, the asyncio round trips. The gate models
+    answer through the response sender, so Triton's compute time for them ends when `execute` hands the requests
+    to the gate; `gate` (from `gate_model_times`, over the same window) gives the time inside and the gate wait
+    instead. Admission wait is reported but not subtracted. Per hop divides by the stage calls per request.
 
     Returns:
         JSON-ready dict; `None` overhead when the cascade served nothing in the window.
     """
     c = window.get(cascade, ModelTime(0, 0, 0, 0))
+    if gate is not None and gate.get("requests"):
+        c = ModelTime(int(gate["requests"]), c.executions, int(gate["gate_wait_ms"] * 1e6),
+                      int(gate["inside_ms"] * 1e6))
     per_model = {name: {**asdict(window[name]), **window[name].per_request_ms()} for name in (cascade, *stages)
                  if name in window}
     if c.requests == 0:
@@ -105,7 +111,8 @@ def hop_costs(window: Snapshot, cascade: str, stages: Sequence[str]) -> dict[str
         "hops_per_request": hops_per_request,
         "overhead_ms_per_request": overhead_ms,
         "overhead_ms_per_hop": overhead_ms / hops_per_request if hops_per_request else None,
-        "definition": "cascade compute - sum(stage queue + compute), per cascade request; per hop: / stage calls",
+        "definition": ("time inside the cascade past its gate - sum(stage queue + compute), per cascade request; "
+                       "per hop: / stage calls"),
     }
 
 
@@ -138,3 +145,32 @@ def gate_delta(before: Mapping[str, Mapping[str, float]], after: Mapping[str, Ma
         out[c] = {"admitted": int(d["admitted"]), "wait_ms_mean": d["wait_ms_sum"] / d["admitted"] if d["admitted"]
                   else 0.0, "rejected": int(d["rejected"])}
     return out
+
+
+def gate_model_times(metrics_url: str) -> dict[str, dict[str, float]]:
+    """Cumulative time per gate model (router, cascades), all classes: requests answered, their summed time inside
+    the model past the gate (ms), their summed gate wait (ms); from the models' custom metrics."""
+    import urllib.request
+
+    from adaptive_serving.metrics import GATE_WAIT, MODEL_LATENCY, parse_metrics
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        samples = parse_metrics(response.read().decode())
+    out: dict[str, dict[str, float]] = {}
+    for (name, labels), value in samples.items():
+        model = dict(labels).get("model")
+        key = {f"{MODEL_LATENCY.name}_count": "requests", f"{MODEL_LATENCY.name}_sum": "latency_ms",
+               f"{GATE_WAIT.name}_sum": "gate_wait_ms"}.get(name)
+        if model is None or key is None:
+            continue
+        m = out.setdefault(model, {"requests": 0.0, "latency_ms": 0.0, "gate_wait_ms": 0.0})
+        m[key] += value
+    for m in out.values():
+        m["inside_ms"] = m["latency_ms"] - m["gate_wait_ms"]
+    return out
+
+
+def gate_model_delta(before: Mapping[str, Mapping[str, float]], after: Mapping[str, Mapping[str, float]]
+                     ) -> dict[str, dict[str, float]]:
+    """`gate_model_times` activity between two snapshots."""
+    return {model: {k: v - before.get(model, {}).get(k, 0.0) for k, v in a.items()} for model, a in after.items()}
