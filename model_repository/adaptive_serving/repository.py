@@ -73,7 +73,6 @@ class RepositoryOptions:
         stage_instances: instances per stage model.
         intra_op_threads: onnxruntime (or torch) threads per stage instance (local target); 0 = one per core.
         max_queue_delay_us: dynamic batcher delay for stage models (survivors wait this long for company).
-        gate_queue_delay_us: batcher delay at the priority-ordered entry steps.
         express_lane: add `<stage>_express` models for critical-deadline requests (see the module docstring).
         standard_nice: CPU niceness of standard-lane stage processes (local target).
         standard_idle: run the standard lane's stages under Linux SCHED_IDLE (local target): they get only the CPU
@@ -101,7 +100,6 @@ class RepositoryOptions:
     stage_instances: int = 1
     intra_op_threads: int = 0
     max_queue_delay_us: int = 2000
-    gate_queue_delay_us: int = 0
     express_lane: bool = True
     standard_nice: int = 10
     standard_idle: bool = True
@@ -136,23 +134,6 @@ def _tensor(name: str, dtype: str, dims: Sequence[int]) -> str:
 
 def _params(**values: object) -> str:
     return "\n".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in values.items())
-
-
-def class_batching(delay_us: int) -> str:
-    """Dynamic batching with one priority level per latency class and each class's queue timeout (a cap: a
-    request may shorten its class's timeout, never extend it). On the gate models, whose `execute` hands requests
-    to the in-process gate at once, it orders arrivals and carries each class's timeout to the gate."""
-    levels = max(c.priority for c in LATENCY_CLASSES.values())
-    default_level = max(LATENCY_CLASSES.values(), key=lambda c: c.priority).priority
-    policies = "\n".join(
-        f"  priority_queue_policy {{ key: {c.priority} value: {{ timeout_action: REJECT "
-        f"default_timeout_microseconds: {c.queue_timeout_us or NO_TIMEOUT_US} allow_timeout_override: true }} }}"
-        for c in sorted(LATENCY_CLASSES.values(), key=lambda c: c.priority)
-    )
-    return (f"dynamic_batching {{\n  max_queue_delay_microseconds: {delay_us}\n  priority_levels: {levels}\n"
-            f"  default_priority_level: {default_level}\n"
-            f"  default_queue_policy {{ timeout_action: REJECT default_timeout_microseconds: {NO_TIMEOUT_US} "
-            f"allow_timeout_override: true }}\n{policies}\n}}")
 
 
 def fifo_batching(delay_us: int) -> str:
@@ -233,7 +214,9 @@ def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
         f'name: "cascade_{cfg.name}"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
         f"input [ {_tensor(names.INPUT_IDS, 'TYPE_INT64', [-1])}, {_tensor(names.ATTENTION_MASK, 'TYPE_INT64', [-1])} ]",
         f"output [ {', '.join(outputs)} ]",
-        class_batching(opts.gate_queue_delay_us), _instances(opts.gate_instances),
+        # No dynamic batcher: `execute` only hands requests to the gate, which orders classes and enforces their
+        # timeouts; 2.51's batcher can miss an instance's wake-up and hold a request 500 ms (see the tokenizer).
+        _instances(opts.gate_instances),
         _params(plan_file="plan.json", sep_id=102, **gate_params(opts)),
     ]) + "\n"
 
@@ -246,7 +229,7 @@ def router_config(opts: RepositoryOptions, audit_model: str, audit_input: str = 
     return "\n".join([
         'name: "router"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
         f"input [ {', '.join(inputs)} ]", f"output [ {', '.join(outputs)} ]",
-        class_batching(opts.gate_queue_delay_us), _instances(opts.gate_instances),
+        _instances(opts.gate_instances),  # no dynamic batcher, as for the cascade
         _params(plan_file="plan.json", sep_id=102, audit_model=audit_model, audit_input=audit_input,
                 outcomes_file=opts.outcomes_file, **gate_params(opts)),
     ]) + "\n"
