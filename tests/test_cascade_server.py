@@ -156,14 +156,20 @@ def _wait_for(done: list[str], count: int, timeout_s: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+def _one_slot_gate(tiny_export: Path, tiny_repo: Path, serve, *, reserve: int, stage2_delay_ms: int) -> TritonServer:
+    """Serve the tiny repository with one gate whose batch class has one slot (more urgent classes `reserve` more
+    each) and whose texts all reach the slowed stage 2."""
+    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", gate_instances=1, gate_slots=1,
+                                                                 gate_reserve=reserve))
+    _set_thresholds(tiny_repo, [1.0])
+    _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=stage2_delay_ms)
+    return serve(tiny_repo)
+
+
 def test_gate_keeps_room_for_urgent_classes(tiny_export: Path, tiny_repo: Path, serve) -> None:
     """Batch traffic fills its one gate slot and queues behind it; a sensitive and a critical request sent later
     are admitted at once into the room kept for them (caps 1/3/5) and overtake the batch backlog, without expiring."""
-    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", gate_instances=1, gate_slots=1,
-                                                                 gate_reserve=2))
-    _set_thresholds(tiny_repo, [1.0])
-    _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=60)
-    server = serve(tiny_repo)
+    server = _one_slot_gate(tiny_export, tiny_repo, serve, reserve=2, stage2_delay_ms=60)
     client = grpcclient.InferenceServerClient(server.grpc_url)
     done: list[str] = []
     lock = threading.Lock()
@@ -195,11 +201,7 @@ def test_gate_keeps_room_for_urgent_classes(tiny_export: Path, tiny_repo: Path, 
 def test_gate_rejects_a_request_that_waits_past_its_timeout(tiny_export: Path, tiny_repo: Path, serve) -> None:
     """With no room kept for it, a sensitive request waits at the gate behind a slow batch request and is answered
     UNAVAILABLE when its 200 ms timeout passes; the batch request and the next requests are still answered."""
-    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", gate_instances=1, gate_slots=1,
-                                                                 gate_reserve=0))
-    _set_thresholds(tiny_repo, [1.0])
-    _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=600)
-    server = serve(tiny_repo)
+    server = _one_slot_gate(tiny_export, tiny_repo, serve, reserve=0, stage2_delay_ms=600)
     client = grpcclient.InferenceServerClient(server.grpc_url)
     done: list[str] = []
     lock = threading.Lock()

@@ -124,13 +124,10 @@ async def snapshot(client: object) -> Snapshot:
 def gate_snapshot(metrics_url: str) -> dict[str, dict[str, float]]:
     """Cumulative admission-gate counters per latency class (router and cascades summed), from the metrics port:
     requests admitted, their summed gate wait (ms), requests refused."""
-    import urllib.request
-
     from adaptive_serving.config import LATENCY_CLASSES
-    from adaptive_serving.metrics import GATE_REJECTED, GATE_WAIT, metric_sum, parse_metrics
+    from adaptive_serving.metrics import GATE_REJECTED, GATE_WAIT, metric_sum
 
-    with urllib.request.urlopen(metrics_url, timeout=10) as response:
-        samples = parse_metrics(response.read().decode())
+    samples = _scrape(metrics_url)
     return {c: {"admitted": metric_sum(samples, f"{GATE_WAIT.name}_count", **{"class": c}),
                 "wait_ms_sum": metric_sum(samples, f"{GATE_WAIT.name}_sum", **{"class": c}),
                 "rejected": metric_sum(samples, GATE_REJECTED.name, **{"class": c})} for c in LATENCY_CLASSES}
@@ -150,12 +147,9 @@ def gate_delta(before: Mapping[str, Mapping[str, float]], after: Mapping[str, Ma
 def gate_model_times(metrics_url: str) -> dict[str, dict[str, float]]:
     """Cumulative time per gate model (router, cascades), all classes: requests answered, their summed time inside
     the model past the gate (ms), their summed gate wait (ms); from the models' custom metrics."""
-    import urllib.request
+    from adaptive_serving.metrics import GATE_WAIT, MODEL_LATENCY
 
-    from adaptive_serving.metrics import GATE_WAIT, MODEL_LATENCY, parse_metrics
-
-    with urllib.request.urlopen(metrics_url, timeout=10) as response:
-        samples = parse_metrics(response.read().decode())
+    samples = _scrape(metrics_url)
     out: dict[str, dict[str, float]] = {}
     for (name, labels), value in samples.items():
         model = dict(labels).get("model")
@@ -174,3 +168,13 @@ def gate_model_delta(before: Mapping[str, Mapping[str, float]], after: Mapping[s
                      ) -> dict[str, dict[str, float]]:
     """`gate_model_times` activity between two snapshots."""
     return {model: {k: v - before.get(model, {}).get(k, 0.0) for k, v in a.items()} for model, a in after.items()}
+
+
+def _scrape(metrics_url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """One scrape of the server's metrics port, parsed (`adaptive_serving.metrics.parse_metrics`)."""
+    import urllib.request
+
+    from adaptive_serving.metrics import parse_metrics
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        return parse_metrics(response.read().decode())
