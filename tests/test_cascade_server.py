@@ -4,6 +4,7 @@ survivors, class priority, deadline cuts, stage failures and input errors."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -156,10 +157,11 @@ def _wait_for(done: list[str], count: int, timeout_s: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def _one_slot_gate(tiny_export: Path, tiny_repo: Path, serve, *, reserve: int, stage2_delay_ms: int) -> TritonServer:
-    """Serve the tiny repository with one gate whose batch class has one slot (more urgent classes `reserve` more
-    each) and whose texts all reach the slowed stage 2."""
-    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", gate_instances=1, gate_slots=1,
+def _slowed_gate(tiny_export: Path, tiny_repo: Path, serve, *, slots: int, reserve: int,
+                 stage2_delay_ms: int) -> TritonServer:
+    """Serve the tiny repository with one gate whose batch class has `slots` slots (more urgent classes `reserve`
+    more each) and whose texts all reach the slowed standard stage 2."""
+    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", gate_instances=1, gate_slots=slots,
                                                                  gate_reserve=reserve))
     _set_thresholds(tiny_repo, [1.0])
     _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=stage2_delay_ms)
@@ -169,7 +171,7 @@ def _one_slot_gate(tiny_export: Path, tiny_repo: Path, serve, *, reserve: int, s
 def test_gate_keeps_room_for_urgent_classes(tiny_export: Path, tiny_repo: Path, serve) -> None:
     """Batch traffic fills its one gate slot and queues behind it; a sensitive and a critical request sent later
     are admitted at once into the room kept for them (caps 1/3/5) and overtake the batch backlog, without expiring."""
-    server = _one_slot_gate(tiny_export, tiny_repo, serve, reserve=2, stage2_delay_ms=60)
+    server = _slowed_gate(tiny_export, tiny_repo, serve, slots=1, reserve=2, stage2_delay_ms=60)
     client = grpcclient.InferenceServerClient(server.grpc_url)
     done: list[str] = []
     lock = threading.Lock()
@@ -201,7 +203,7 @@ def test_gate_keeps_room_for_urgent_classes(tiny_export: Path, tiny_repo: Path, 
 def test_gate_rejects_a_request_that_waits_past_its_timeout(tiny_export: Path, tiny_repo: Path, serve) -> None:
     """With no room kept for it, a sensitive request waits at the gate behind a slow batch request and is answered
     UNAVAILABLE when its 200 ms timeout passes; the batch request and the next requests are still answered."""
-    server = _one_slot_gate(tiny_export, tiny_repo, serve, reserve=0, stage2_delay_ms=600)
+    server = _slowed_gate(tiny_export, tiny_repo, serve, slots=1, reserve=0, stage2_delay_ms=600)
     client = grpcclient.InferenceServerClient(server.grpc_url)
     done: list[str] = []
     lock = threading.Lock()
@@ -215,6 +217,31 @@ def test_gate_rejects_a_request_that_waits_past_its_timeout(tiny_export: Path, t
     assert _infer(server.grpc_url, _texts(TEXTS[:2])).as_numpy(names.LABEL).shape == (2, 1)
     samples = scrape_settled(server)
     assert metric_sum(samples, "adaptive_gate_rejected_total", model="cascade_tiny", **{"class": "sensitive"}) == 1
+
+
+def test_batch_calls_waiting_in_a_slow_stage_hold_no_thread_a_critical_call_needs(
+        tiny_export: Path, tiny_repo: Path, serve) -> None:
+    """Admitted batch requests wait in the slowed standard stage 2, each holding the thread that carries its BLS
+    call; a critical request sent then runs through the express lane at once. With the stub's default executor
+    (min(32, cores + 4) threads: 6 on 2 cores) its calls waited for one of those threads: 0.39 s against 0.04 s
+    on 2 cores with a 600 ms stage. More batch requests than those threads, but fewer than the 32 threads the
+    server side keeps per instance for BLS calls."""
+    n = min((os.cpu_count() or 1) + 8, 28)
+    server = _slowed_gate(tiny_export, tiny_repo, serve, slots=n, reserve=2, stage2_delay_ms=1000)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    done: list[str] = []
+    lock = threading.Lock()
+    for i in range(n):
+        _send_async(client, f"batch{i}", "batch", done, lock, batch=1)
+    time.sleep(0.3)  # all admitted, past stage 1, waiting on stage 2
+    critical = latency_class("critical")
+    started = time.monotonic()
+    answer = _infer(server.grpc_url, _texts(TEXTS[:2]), priority=critical.priority, timeout=critical.queue_timeout_us)
+    took_s = time.monotonic() - started
+    assert answer.as_numpy(names.LABEL).shape == (2, 1)
+    assert took_s < 0.3, f"critical request took {took_s * 1e3:.0f} ms behind batch calls waiting in stage 2"
+    _wait_for(done, n)
+    assert len(done) == n and not any(":error" in d for d in done), done
 
 
 def test_deadline_cuts_the_cascade_short(tiny_export: Path, tiny_repo: Path, serve) -> None:

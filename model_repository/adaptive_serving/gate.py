@@ -14,6 +14,13 @@ each request to this gate and returns at once; the answer goes out later through
   class without a timeout waits, up to `untimed_cap` waiting requests (0 = no cap), and absorbs the overload.
 - Every request gets exactly one response: the handler's, or a typed error.
 
+The gate also sizes the threads that carry BLS calls. The 2.51 stub runs each `async_exec` as a blocking call on
+the event loop's default executor, which Python sizes by core count (min(32, cores + 4): 6 threads on 2 cores).
+A call holds its thread until the stage answers, including its wait in a stage queue, so a few batch calls
+waiting in the low-priority lane held every thread, and a critical call waited for one (BLS round trips of
+80-130 ms against 7 ms in the stage). Each admitted request makes one BLS call at a time, so the largest cap plus
+the model's background calls (`background_calls`) is enough threads for no call ever to wait for one.
+
 A Python model cannot read its request's priority, only its timeout, so the class comes from the timeout
 (`class_of_timeout`), as for the express lane and the metrics.
 """
@@ -25,6 +32,7 @@ import heapq
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 from adaptive_serving.config import LATENCY_CLASSES
 from adaptive_serving.metrics import class_of_timeout
@@ -76,13 +84,17 @@ class Gate:
         caps: requests in flight past the gate per class (`parse_caps` rules).
         untimed_cap: waiting requests of the class without a timeout past which new ones are rejected; 0 = none.
         metrics: the model's `ModelMetrics`, which counts gate waits and rejections; None = not counted.
+        background_calls: BLS calls the model makes outside admitted requests (e.g. audits), at most.
     """
 
-    def __init__(self, model: str, caps: Mapping[str, int], *, untimed_cap: int = 0, metrics: object = None) -> None:
+    def __init__(self, model: str, caps: Mapping[str, int], *, untimed_cap: int = 0, metrics: object = None,
+                 background_calls: int = 0) -> None:
         self.model = model
         self.caps = dict(caps)
         self.untimed_cap = untimed_cap
         self.metrics = metrics
+        self.bls_threads = max(self.caps.values()) + background_calls
+        self._executor: ThreadPoolExecutor | None = None
         self.in_flight = 0
         self.untimed_waiting = 0
         self._rank = {c.name: c.priority for c in LATENCY_CLASSES.values()}
@@ -91,7 +103,8 @@ class Gate:
         self._tasks: set[asyncio.Task] = set()  # strong references until each request is answered
 
     @classmethod
-    def from_params(cls, model: str, params: Mapping[str, str], metrics: object = None) -> Gate:
+    def from_params(cls, model: str, params: Mapping[str, str], metrics: object = None, *,
+                    background_calls: int = 0) -> Gate:
         """The gate a model's config parameters describe (`gate_caps`, optional `gate_untimed_cap`).
 
         Raises:
@@ -101,12 +114,15 @@ class Gate:
 
         try:
             return cls(model, parse_caps(params["gate_caps"]), untimed_cap=int(params.get("gate_untimed_cap", "0")),
-                       metrics=metrics)
+                       metrics=metrics, background_calls=background_calls)
         except (KeyError, ValueError) as e:
             raise pb_utils.TritonModelException(f"{model}: bad gate parameters: {e}") from e
 
     def submit(self, request: object, handler: Handler) -> None:
         """Take `request`; `handler` runs once it is admitted and its response is sent. Returns at once."""
+        if self._executor is None:  # the stub's loop runs only once requests come, so size its threads here
+            self._executor = ThreadPoolExecutor(self.bls_threads, thread_name_prefix=f"{self.model}-bls")
+            asyncio.get_running_loop().set_default_executor(self._executor)
         task = asyncio.ensure_future(self._serve(request, handler))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -58,7 +58,7 @@ class TritonPythonModel:
         self.metrics = ModelMetrics(
             self.model_name, {t.name: len(t.cascade.stage_models) if t.cascade else 1 for t in self.plan.targets},
             routes=True)
-        self.gate = Gate.from_params(self.model_name, params, self.metrics)
+        self.gate = Gate.from_params(self.model_name, params, self.metrics, background_calls=MAX_AUDITS_IN_FLIGHT)
         # Startup objects (numpy, onnxruntime, the plan) never die: keep them out of the collector's full passes,
         # which otherwise scan them all and paused this event loop, and every request on it, for up to 86 ms.
         gc.freeze()
