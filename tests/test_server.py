@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import shutil
 from pathlib import Path
 
@@ -111,13 +112,18 @@ def test_server_nice_and_cpus_parse_or_say_why(monkeypatch: pytest.MonkeyPatch) 
         server_module.server_cpus()
 
 
-def test_niced_server_stubs_inherit_the_niceness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_niced_server_stubs_inherit_the_niceness_in_our_session(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The niceness holds against the clients too: the server shares their session (one Linux autogroup, where a
+    session of its own would be scheduled as one unit against them), in a process group of its own for stop()."""
     monkeypatch.setenv("ADAPTIVE_SERVER_NICE", "3")
     repo = tmp_path / "repository"
     shutil.copytree(SAMPLE_REPOSITORY, repo)
     with make_server(repo, tmp_path) as server:
         procs = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
         assert procs and {p.nice() for p in procs} == {3}, [(p.name(), p.nice()) for p in procs]
+        assert {os.getsid(p.pid) for p in procs} == {os.getsid(0)}
+        assert {os.getpgid(p.pid) for p in procs} == {server.pid} != {os.getpgid(0)}
 
 
 def test_stop_leaves_no_processes(tmp_path: Path) -> None:

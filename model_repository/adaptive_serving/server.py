@@ -224,13 +224,16 @@ class TritonServer:
         if cpus:  # the server and its stubs on these cores only (they inherit the affinity)
             command = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *command]
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it; closed in stop(); a restart appends
-        # A new session makes the server and its stubs one process group we can signal together. The parent-death
-        # signal stops the server when this process is killed before it could call stop(); Linux sends it when the
-        # starting *thread* ends, so it is only asked for from the main thread.
+        # A process group of its own lets us signal the server and its stubs together. Not a new session: Linux
+        # autogroups schedule each session as one unit against the others, so a server in its own session would
+        # take turns with its clients as a whole, its SCHED_IDLE lane included, and its niceness would mean nothing
+        # to them (a client's gRPC thread waited 82 ms behind the server's idle-class stage threads). The
+        # parent-death signal stops the server when this process is killed before it could call stop(); Linux sends
+        # it when the starting *thread* ends, so it is only asked for from the main thread.
         on_main_thread = threading.current_thread() is threading.main_thread()
         self._proc = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=self.environment(), start_new_session=True,
-            preexec_fn=_die_with_parent if on_main_thread else None,
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.environment(),
+            preexec_fn=_own_group_dying_with_parent if on_main_thread else os.setpgrp,
         )
         self._log = log
         deadline = time.monotonic() + ready_timeout_s
@@ -331,8 +334,10 @@ def server_nice() -> int:
     return int(raw)
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: ask Linux for SIGTERM when the thread that started us dies (PR_SET_PDEATHSIG)."""
+def _own_group_dying_with_parent() -> None:
+    """In the child before exec: a process group of its own, and SIGTERM from Linux when the thread that started us
+    dies (PR_SET_PDEATHSIG)."""
+    os.setpgrp()
     if sys.platform.startswith("linux"):
         import ctypes
 
