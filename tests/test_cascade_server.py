@@ -259,6 +259,23 @@ def test_deadline_cuts_the_cascade_short(tiny_export: Path, tiny_repo: Path, ser
     assert relaxed.as_numpy(names.DEADLINE_CUT).ravel().tolist() == [False, False]
 
 
+def test_a_slow_standard_lane_does_not_cut_critical_requests_short(tiny_export: Path, tiny_repo: Path,
+                                                                    serve) -> None:
+    # Each lane keeps its own stage-latency estimate: a shared one judged critical requests by the standard
+    # lane's queue and cut them short at stage 1 while their express stage 2 was idle.
+    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", gate_instances=1))
+    _set_thresholds(tiny_repo, [1.0])
+    _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=400)  # the standard lane only
+    server = serve(tiny_repo)
+    critical = LATENCY_CLASSES["critical"]
+    _infer(server.grpc_url, _texts(TEXTS[:2]), priority=critical.priority, timeout=critical.queue_timeout_us)
+    slow = _infer(server.grpc_url, _texts(TEXTS[:2]))  # batch: standard stage 2, ~400 ms
+    assert slow.as_numpy(names.EXIT_STAGE).ravel().tolist() == [2, 2]
+    fast = _infer(server.grpc_url, _texts(TEXTS[:2]), priority=critical.priority, timeout=critical.queue_timeout_us)
+    assert fast.as_numpy(names.DEADLINE_CUT).ravel().tolist() == [False, False]
+    assert fast.as_numpy(names.EXIT_STAGE).ravel().tolist() == [2, 2]
+
+
 def test_failing_stage_fails_only_its_requests(tiny_repo: Path, serve, local_outputs) -> None:
     conf1 = max_prob(local_outputs["logits1"])
     threshold = _split_threshold(conf1)

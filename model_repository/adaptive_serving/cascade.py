@@ -132,21 +132,25 @@ class CascadeState:
 
 
 class StageLatency:
-    """Running estimate of each stage's call latency (exponential moving average, seconds).
+    """Running estimate of each stage model's call latency (exponential moving average, seconds).
+
+    Keyed by stage model, so each lane has its own: an express stage answers in milliseconds while the same
+    stage in the standard lane waits behind batch work, and one shared estimate made critical requests judge
+    their next stage by the standard lane's queue.
 
     Args:
-        num_stages: stages in the cascade.
         alpha: weight of the newest observation.
     """
 
-    def __init__(self, num_stages: int, alpha: float = 0.2) -> None:
+    def __init__(self, alpha: float = 0.2) -> None:
         self.alpha = alpha
-        self.estimate = [0.0] * num_stages
+        self.estimate: dict[str, float] = {}
 
-    def update(self, stage: int, seconds: float) -> None:
-        old = self.estimate[stage - 1]
-        self.estimate[stage - 1] = seconds if old == 0.0 else (1 - self.alpha) * old + self.alpha * seconds
+    def update(self, model: str, seconds: float) -> None:
+        old = self.estimate.get(model)
+        self.estimate[model] = seconds if old is None else (1 - self.alpha) * old + self.alpha * seconds
 
-    def fits(self, stage: int, elapsed_s: float, budget_s: float) -> bool:
-        """Whether running `stage` next is likely to finish within `budget_s` (budget <= 0: no deadline)."""
-        return budget_s <= 0 or elapsed_s + self.estimate[stage - 1] <= budget_s
+    def fits(self, model: str, elapsed_s: float, budget_s: float) -> bool:
+        """Whether calling `model` next is likely to finish within `budget_s` (budget <= 0: no deadline; a model
+        not yet seen is assumed to fit)."""
+        return budget_s <= 0 or elapsed_s + self.estimate.get(model, 0.0) <= budget_s

@@ -26,7 +26,7 @@ class TritonPythonModel:
         self.plan = CascadePlan.from_file(version_dir / params["plan_file"])
         self.confidence = get_policy(self.plan.confidence)
         self.sep_id = int(params["sep_id"])
-        self.latency = StageLatency(len(self.plan.stage_models))
+        self.latency = StageLatency()
         self.model_name = args["model_name"]
         self.metrics = ModelMetrics(self.model_name, {self.plan.size: len(self.plan.stage_models)})
         self.gate = Gate.from_params(self.model_name, params, self.metrics)

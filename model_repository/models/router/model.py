@@ -54,6 +54,7 @@ class TritonPythonModel:
         self.recorder = OutcomeRecorder(Path(outcomes)) if outcomes else None
         self.model_name = args["model_name"]
         self.audits: set[asyncio.Task] = set()  # background audits in flight (strong refs until done)
+        self.latency = StageLatency()  # per stage model; kept across plan reloads
         self._load()
         self.metrics = ModelMetrics(
             self.model_name, {t.name: len(t.cascade.stage_models) if t.cascade else 1 for t in self.plan.targets},
@@ -72,7 +73,6 @@ class TritonPythonModel:
         self.estimator = ort.InferenceSession(str(self.version_dir / plan.estimator_file), options,
                                               providers=["CPUExecutionProvider"])
         self.policies = [get_policy(t.cascade.confidence if t.cascade else "max_prob") for t in plan.targets]
-        self.latency = [StageLatency(len(t.cascade.stage_models)) if t.cascade else None for t in plan.targets]
         self.plan = plan
         self.plan_mtime = os.stat(self.plan_path).st_mtime_ns
         self.next_check = time.monotonic() + self.reload_interval_s
@@ -115,8 +115,8 @@ class TritonPythonModel:
         try:
             budget_s = request.timeout() / 1e6
             for t, spec in enumerate(plan.targets):
-                latency = self.latency[t]
-                if pending.size and latency is not None and not latency.fits(1, time.monotonic() - started, budget_s):
+                first = spec.cascade.lane(request.timeout())[0] if spec.kind == "cascade" else spec.model_name
+                if pending.size and not self.latency.fits(first, time.monotonic() - started, budget_s):
                     # Escalating would likely overrun the deadline: keep the smaller size's answer, flagged.
                     cut[pending] = True
                     escalated[pending] -= 1
@@ -127,12 +127,14 @@ class TritonPythonModel:
                 if spec.kind == "cascade":
                     state = CascadeState(rows.size, self.policies[t])
                     await run_cascade(spec.cascade, state, ids[rows], mask[rows], sep_id=self.sep_id,
-                                      timeout_us=request.timeout(), started=started, latency=self.latency[t])
+                                      timeout_us=request.timeout(), started=started, latency=self.latency)
                     label[rows], score[rows], exit_stage[rows] = state.label, state.score, state.exit_stage
                     exit_layer[rows] = np.array(spec.cascade.exit_layers, np.int32)[state.exit_stage - 1]
                     cut[rows] = state.deadline_cut
                 else:
+                    t0 = time.monotonic()
                     out = await call_stage(spec.model_name, {names.TEXT: raw[rows].reshape(-1, 1)}, [names.LOGITS], 0.0)
+                    self.latency.update(spec.model_name, time.monotonic() - t0)
                     logits = out[names.LOGITS]
                     label[rows], score[rows], exit_stage[rows] = logits.argmax(-1), self.policies[t](logits), 1
                 target[rows] = t
