@@ -72,3 +72,7 @@ def test_bench_classes_quick(tiny_repo: Path, tiny_export: Path, tmp_path: Path)
     for name, c in r["classes"].items():
         assert gate[name]["admitted"] == c["answered"] and gate[name]["rejected"] <= c["rejected"], (name, gate, c)
     assert (out / "latency_vs_load.png").stat().st_size > 0 and "Against offered load" in (out / "results.md").read_text()
+    alone = r["critical_alone"]  # the critical class sent alone at its share of the main rate
+    assert alone["sent"] > 0 and alone["lost"] == 0 and alone["sent"] == alone["answered"] + alone["rejected"]
+    assert alone["rate_per_s"] == pytest.approx(r["class_mix"]["critical"] * r["open_loop"]["rate_per_s"])
+    assert "Critical alone at its share" in (out / "results.md").read_text()

@@ -1,9 +1,10 @@
 """`classes`: latency classes under overload on the entry model.
 
 1. capacity: closed loop, batch class, the best samples/s over a few concurrencies;
-2. unloaded p99 per class: one request at a time;
+2. unloaded p99 per class: one request at a time, over the same texts the open loop sends;
 3. open-loop Poisson mix of classes at `load_factor` x capacity for a fixed time: who is answered, who is
-   rejected (typed by status), nobody lost, and whether critical traffic kept its unloaded latency.
+   rejected (typed by status), nobody lost, and whether critical traffic kept its unloaded latency;
+4. the critical class alone at its share of that rate: what its own concurrency costs, without the other classes.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class ClassesBenchConfig:
     Args:
         capacity_concurrency: closed-loop concurrencies tried when measuring capacity.
         capacity_duration_s: seconds per capacity point.
-        unloaded_requests: sequential requests per class for the unloaded p99.
+        unloaded_requests: sequential requests per class for the unloaded p99; None = every text once (the open
+            loop cycles through all of them, and p99 over a few hundred texts depended on which texts they were).
         load_factor: open-loop rate as a multiple of capacity.
         duration_s: seconds of open-loop arrivals.
         drain_timeout_s: final wait for answers after the last send; None = 2 x duration + 30 s (the batch backlog
@@ -50,7 +52,7 @@ class ClassesBenchConfig:
 
     capacity_concurrency: tuple[int, ...] = (4, 8, 16, 32)
     capacity_duration_s: float = 5.0
-    unloaded_requests: int = 200
+    unloaded_requests: int | None = None
     load_factor: float = 2.0
     duration_s: float = 30.0
     drain_timeout_s: float | None = None
@@ -58,6 +60,7 @@ class ClassesBenchConfig:
     client_per_class: bool = True
     sweep_factors: tuple[float, ...] = (0.5, 1.0, 1.5)
     sweep_duration_s: float = 10.0
+    critical_alone: bool = True
 
     @property
     def drain_s(self) -> float:
@@ -151,7 +154,7 @@ async def _run(url: str, samples: EvalSamples, config: ClassesBenchConfig, metri
             raise RuntimeError(f"{ENTRY} answered nothing while measuring capacity: {capacity_points}")
         unloaded = {}
         for name in CLASS_MIX:
-            run = await closed_loop(pool, ENTRY, requests[: config.unloaded_requests] or requests, concurrency=1,
+            run = await closed_loop(pool, ENTRY, requests[: config.unloaded_requests], concurrency=1,
                                     kwargs=RequestKwargs.for_class(LATENCY_CLASSES[name]), desc=f"unloaded {name}")
             ok = [o.latency_ms for o in run.outcomes if o.ok]
             unloaded[name] = {"requests": len(run.outcomes), "errors": len(run.outcomes) - len(ok),
@@ -159,13 +162,13 @@ async def _run(url: str, samples: EvalSamples, config: ClassesBenchConfig, metri
         unloaded_p99 = {n: u["p99_ms"] for n, u in unloaded.items()}
         rate = config.load_factor * capacity
 
-        async def mixed_load(rate_per_s: float, duration_s: float, drain_s: float):
+        async def mixed_load(rate_per_s: float, duration_s: float, drain_s: float, mix: dict[str, float] = CLASS_MIX):
             if config.client_per_class:
                 return await asyncio.to_thread(open_loop_per_class, url, ENTRY, texts, rate_per_s=rate_per_s,
-                                               duration_s=duration_s, mix=CLASS_MIX, drain_timeout_s=drain_s,
+                                               duration_s=duration_s, mix=mix, drain_timeout_s=drain_s,
                                                seed=config.seed)
             return await open_loop(pool, ENTRY, texts, rate_per_s=rate_per_s, duration_s=duration_s,
-                                   pick_class=class_picker(), drain_timeout_s=drain_s, seed=config.seed)
+                                   pick_class=class_picker(mix), drain_timeout_s=drain_s, seed=config.seed)
 
         sweep = []
         for factor in sorted(config.sweep_factors):
@@ -179,6 +182,12 @@ async def _run(url: str, samples: EvalSamples, config: ClassesBenchConfig, metri
         server_side = {name: {"requests": t.requests, "executions": t.executions, **t.per_request_ms()}
                        for name, t in sorted(delta(before, await snapshot(pool.next())).items()) if t.requests}
         gate = gate_delta(gate_before, await asyncio.to_thread(gate_snapshot, metrics_url)) if metrics_url else {}
+        alone = None
+        if config.critical_alone:
+            share = CLASS_MIX["critical"]
+            point = await mixed_load(share * rate, config.duration_s, config.drain_s, mix={"critical": 1.0})
+            alone = {"rate_per_s": share * rate,
+                     **per_class_summary(point.sent, point.outcomes, point.lost, unloaded_p99)["critical"]}
     finally:
         await pool.close()
     classes = per_class_summary(load.sent, load.outcomes, load.lost, unloaded_p99)
@@ -190,7 +199,7 @@ async def _run(url: str, samples: EvalSamples, config: ClassesBenchConfig, metri
                       len(load.sent) / load.send_s if load.send_s else 0.0,
                       "send_lag_p99_ms": lag["p99_ms"], "drain_timeout_s": config.drain_s},
         "classes": classes, "verdicts": verdicts(classes, unloaded_p99), "server_side": server_side,
-        "gate": gate,
+        "gate": gate, "critical_alone": alone,
         "load_sweep": sorted(sweep + [{"load_factor": config.load_factor, "classes": classes}],
                              key=lambda p: p["load_factor"]),
     }
@@ -235,6 +244,11 @@ def markdown(results: dict[str, object]) -> str:
     lines += [f"| {k} | {'yes' if v else 'NO'} |" for k, v in results["verdicts"].items()]
     lines += ["", (f"Degraded = rejected, lost, or answered later than {CRITICAL_P99_FACTOR}x the class's unloaded "
               "p99."), ""]
+    alone = results.get("critical_alone")
+    if alone:
+        lines += [(f"Critical alone at its share of the rate ({alone['rate_per_s']:.1f} req/s, no other class): "
+                   f"p50 {_f(alone['p50_ms'])} ms, p99 {_f(alone['p99_ms'])} ms, {alone['rejected']} rejected, "
+                   f"{alone['deadline_cut']} deadline cuts; what the critical class's own concurrency costs."), ""]
     if results.get("server_side"):
         lines += ["## Where the time went (overload run, Triton statistics per model)", "",
                   ("Per request of each model, over the overload run and its drain; the express stages serve only "
