@@ -39,7 +39,10 @@ def test_bench_exit_quick(tiny_repo: Path, tiny_export: Path, tmp_path: Path) ->
     # Triton counts a request in its statistics just after answering it, so a warm-up request can land in the
     # measured window: at most the 4 warm-up requests of --quick.
     assert 24 <= hop["cascade_requests"] <= 24 + 4
-    assert 1.0 <= hop["hops_per_request"] <= 2.0 and hop["overhead_ms_per_request"] is not None
+    # Each request makes 1 or 2 stage calls; a warm-up request's calls can land in the window too (one run: 49 calls
+    # for 24 requests).
+    assert 24 <= round(hop["hops_per_request"] * hop["cascade_requests"]) <= 2 * (24 + 4)
+    assert hop["overhead_ms_per_request"] is not None
     # One request at a time: the time inside the cascade past its gate covers its stage calls (the gate models answer
     # through the response sender, so this comes from their metrics, not from Triton's compute time).
     assert hop["overhead_ms_per_request"] >= 0, hop
