@@ -90,12 +90,16 @@ def test_ensembles_wire_existing_models(repo: Path) -> None:
         assert all(step.model_name in models for step in config.ensemble_scheduling.step)
 
 
-def test_cli_builds_and_reports_errors(tiny_export: Path, tmp_path: Path) -> None:
+def test_cli_builds_and_reports_errors(tiny_export: Path, tmp_path: Path, capsys) -> None:
     from adaptive_serving.repository import main
 
     assert main(["--export", str(tiny_export), "--out", str(tmp_path / "repo"), "--entry-size", "tiny",
-                 "--no-router"]) == 0
+                 "--no-router", "--max-queue-delay-us", "500"]) == 0
     assert (tmp_path / "repo" / "adaptive" / "config.pbtxt").exists()
+    assert "max_queue_delay_microseconds: 500\n" in (tmp_path / "repo" / "tiny_stage1" / "config.pbtxt").read_text()
+    assert main(["--export", str(tiny_export), "--out", str(tmp_path / "other"), "--entry-size", "tiny",
+                 "--no-router", "--max-queue-delay-us", "-1"]) == 1
+    assert "max_queue_delay_us must be >= 0" in capsys.readouterr().err
     assert main(["--export", str(tmp_path / "missing"), "--out", str(tmp_path / "other")]) == 1
     assert main(["--export", str(tiny_export), "--out", str(tmp_path / "other"), "--entry-size", "huge"]) == 1
 

@@ -116,6 +116,8 @@ class RepositoryOptions:
         class_caps(self.gate_slots, self.gate_reserve)  # raises on a bad pair
         if self.gate_instances < 1:
             raise ValueError(f"gate_instances must be >= 1, got {self.gate_instances}")
+        if self.max_queue_delay_us < 0:
+            raise ValueError(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
         if self.runtime not in RUNTIMES or self.device not in DEVICES:
@@ -412,6 +414,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="run the standard lane under the normal scheduler (niceness only), not SCHED_IDLE")
     parser.add_argument("--intra-op-threads", type=int, default=RepositoryOptions.intra_op_threads,
                         help="threads per stage instance (0: one per core)")
+    parser.add_argument("--max-queue-delay-us", type=int, default=RepositoryOptions.max_queue_delay_us,
+                        help="standard-lane stage batcher delay: longer batches more under load, costs light traffic")
     parser.add_argument("--runtime", choices=RUNTIMES, default="onnx", help="stage runtime of the local target")
     parser.add_argument("--device", choices=DEVICES, default="cpu", help="gpu: torch stages as KIND_GPU instances")
     parser.add_argument("--dtype", choices=TORCH_DTYPES, default="float32", help="torch compute precision")
@@ -430,7 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     router=not args.no_router, audit_rate=args.audit_rate, runtime=args.runtime,
                                     device=args.device, dtype=args.dtype, gpu_hidden=args.hidden_on_gpu,
                                     batch_queue_cap=args.batch_queue_cap, intra_op_threads=args.intra_op_threads,
-                                    standard_nice=args.standard_nice, standard_idle=not args.no_standard_idle)
+                                    standard_nice=args.standard_nice, standard_idle=not args.no_standard_idle,
+                                    max_queue_delay_us=args.max_queue_delay_us)
         models = build_repository(args.export, args.out, options)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
