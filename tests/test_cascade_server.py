@@ -157,10 +157,11 @@ def _wait_for(done: list[str], count: int, timeout_s: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def _slowed_gate(tiny_export: Path, tiny_repo: Path, serve, *, slots: int, reserve: int,
-                 stage2_delay_ms: int) -> TritonServer:
+def _slowed_gate(tiny_export: Path, tiny_repo: Path, serve, *, stage2_delay_ms: int,
+                 slots: int = RepositoryOptions.gate_slots, reserve: int = RepositoryOptions.gate_reserve
+                 ) -> TritonServer:
     """Serve the tiny repository with one gate whose batch class has `slots` slots (more urgent classes `reserve`
-    more each) and whose texts all reach the slowed standard stage 2."""
+    more each; the repository's defaults unless given) and whose texts all reach the slowed standard stage 2."""
     build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", gate_instances=1, gate_slots=slots,
                                                                  gate_reserve=reserve))
     _set_thresholds(tiny_repo, [1.0])
@@ -246,10 +247,7 @@ def test_batch_calls_waiting_in_a_slow_stage_hold_no_thread_a_critical_call_need
 
 def test_deadline_cuts_the_cascade_short(tiny_export: Path, tiny_repo: Path, serve) -> None:
     # One cascade instance: each instance learns its own stage-latency estimate.
-    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", gate_instances=1))
-    _set_thresholds(tiny_repo, [1.0])
-    _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=400)
-    server = serve(tiny_repo)
+    server = _slowed_gate(tiny_export, tiny_repo, serve, stage2_delay_ms=400)
     warm = _infer(server.grpc_url, _texts(TEXTS[:2]))  # teaches the cascade that stage 2 takes ~400 ms
     assert warm.as_numpy(names.EXIT_STAGE).ravel().tolist() == [2, 2]
     cut = _infer(server.grpc_url, _texts(TEXTS[:2]), priority=2, timeout=200_000)
@@ -263,10 +261,7 @@ def test_a_slow_standard_lane_does_not_cut_critical_requests_short(tiny_export: 
                                                                     serve) -> None:
     # Each lane keeps its own stage-latency estimate: a shared one judged critical requests by the standard
     # lane's queue and cut them short at stage 1 while their express stage 2 was idle.
-    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", gate_instances=1))
-    _set_thresholds(tiny_repo, [1.0])
-    _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=400)  # the standard lane only
-    server = serve(tiny_repo)
+    server = _slowed_gate(tiny_export, tiny_repo, serve, stage2_delay_ms=400)  # the standard lane's stage 2 only
     critical = LATENCY_CLASSES["critical"]
     _infer(server.grpc_url, _texts(TEXTS[:2]), priority=critical.priority, timeout=critical.queue_timeout_us)
     slow = _infer(server.grpc_url, _texts(TEXTS[:2]))  # batch: standard stage 2, ~400 ms
