@@ -153,9 +153,7 @@ def profile_entry(url: str, metrics_url: str | None, model: str, texts: Sequence
     g_before = stats.gate_model_times(metrics_url) if m_before is not None else None
     load = _client_load(url, model, texts, concurrency, batch_size)
     s_after = stats.parse_statistics(client.get_inference_statistics(as_json=True))
-    if g_before is not None:
-        time.sleep(0.3)  # the models send their metrics from a thread, a few ms behind the answers
-    gate = stats.gate_model_delta(g_before, stats.gate_model_times(metrics_url)) if g_before is not None else {}
+    gate = stats.gate_model_window(metrics_url, g_before) if g_before is not None else {}
     window = {k: v for k, v in stats.delta(s_before, s_after).items() if v.requests > 0}
     m_window = metrics_delta(m_before, fetch_metrics(metrics_url)) if m_before is not None else {}
     hops = []

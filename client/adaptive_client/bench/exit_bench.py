@@ -123,12 +123,7 @@ async def _run(url: str, samples: EvalSamples, config: ExitBenchConfig, metrics_
                 gate_before = await asyncio.to_thread(stats.gate_model_times, metrics_url) if metrics_url else {}
                 run = await closed_loop(pool, model, requests, concurrency=c, kwargs=kwargs, desc=f"{model} c={c}")
                 after = await stats.snapshot(client)
-                if metrics_url:
-                    await asyncio.sleep(0.3)  # the models send their metrics from a thread, a few ms behind
-                    gate = stats.gate_model_delta(gate_before, await asyncio.to_thread(stats.gate_model_times,
-                                                                                       metrics_url))
-                else:
-                    gate = {}
+                gate = await asyncio.to_thread(stats.gate_model_window, metrics_url, gate_before) if metrics_url else {}
                 scored = _score(samples, run.items, run.outcomes, batches)
                 scored["wall_s"] = run.wall_s
                 scored["throughput_sps"] = scored["samples_answered"] / run.wall_s if run.wall_s else 0.0

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 ROUTER = "router"  # the cross-size orchestrator, when the entry routes
+# Wait before reading the models' custom metrics after their answers: the models send them from a thread.
+METRICS_SETTLE_S = 0.3
 
 # inference_stats fields that make up a request's time inside one model.
 _COMPUTE_FIELDS = ("compute_input", "compute_infer", "compute_output")
@@ -164,9 +167,11 @@ def gate_model_times(metrics_url: str) -> dict[str, dict[str, float]]:
     return out
 
 
-def gate_model_delta(before: Mapping[str, Mapping[str, float]], after: Mapping[str, Mapping[str, float]]
-                     ) -> dict[str, dict[str, float]]:
-    """`gate_model_times` activity between two snapshots."""
+def gate_model_window(metrics_url: str, before: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """`gate_model_times` activity since the snapshot `before`, read once the models have sent their metrics (from a
+    thread, a few ms behind their answers)."""
+    time.sleep(METRICS_SETTLE_S)
+    after = gate_model_times(metrics_url)
     return {model: {k: v - before.get(model, {}).get(k, 0.0) for k, v in a.items()} for model, a in after.items()}
 
 
