@@ -35,7 +35,7 @@ def test_bench_exit_quick(tiny_repo: Path, tiny_export: Path, tmp_path: Path) ->
     assert sum(r["runs"]["adaptive"]["1"]["exit_stage_counts"].values()) == 24
     assert set(r["comparison"]["4"]) == {"throughput_ratio", "accuracy_diff"}
     hop = r["hop_costs"]["1"]["cascade_tiny"]
-    assert hop["stages"] == ["tiny_stage1", "tiny_stage2"]
+    assert hop["stages"] == ["tiny_stage1", "tiny_stage1_express", "tiny_stage2", "tiny_stage2_express"]
     # Triton counts a request in its statistics just after answering it, so a warm-up request can land in the
     # measured window: at most the 4 warm-up requests of --quick.
     assert 24 <= hop["cascade_requests"] <= 24 + 4

@@ -45,8 +45,9 @@ def test_hop_costs_of_an_idle_cascade_are_none() -> None:
 
 
 def test_cascade_stages_are_ordered_numerically() -> None:
-    models = ["large_stage10", "large_stage2", "large_stage1", "large_full", "small_stage1"]
-    assert stats.cascade_stages("cascade_large", models) == ["large_stage1", "large_stage2", "large_stage10"]
+    models = ["large_stage10", "large_stage2_express", "large_stage2", "large_stage1", "large_full", "small_stage1"]
+    assert stats.cascade_stages("cascade_large", models) == ["large_stage1", "large_stage2", "large_stage2_express",
+                                                             "large_stage10"]
 
 
 def test_reference_is_large_full_else_the_largest() -> None:

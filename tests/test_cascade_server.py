@@ -122,7 +122,9 @@ def _stage_counts(url: str, model: str) -> tuple[int, int]:
     return int(entry.get("inference_count", 0)), int(entry.get("execution_count", 0))
 
 
-def test_survivors_of_concurrent_requests_are_rebatched(tiny_repo: Path, serve) -> None:
+def test_survivors_of_concurrent_requests_are_rebatched(tiny_export: Path, tiny_repo: Path, serve) -> None:
+    # Standard lane only: the first request, alone for a moment, would take the express lane.
+    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", solo_express=False))
     _set_thresholds(tiny_repo, [1.0])  # nobody leaves at stage 1: every sample reaches stage 2
     _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=100)  # stage 2 busy: survivors queue up behind it
     server = serve(tiny_repo)
@@ -161,9 +163,10 @@ def _slowed_gate(tiny_export: Path, tiny_repo: Path, serve, *, stage2_delay_ms: 
                  slots: int = RepositoryOptions.gate_slots, reserve: int = RepositoryOptions.gate_reserve
                  ) -> TritonServer:
     """Serve the tiny repository with one gate whose batch class has `slots` slots (more urgent classes `reserve`
-    more each; the repository's defaults unless given) and whose texts all reach the slowed standard stage 2."""
+    more each; the repository's defaults unless given) and whose texts all reach the slowed standard stage 2.
+    Requests alone in the server keep the standard lane, so the first one sent also meets the slow stage."""
     build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", gate_instances=1, gate_slots=slots,
-                                                                 gate_reserve=reserve))
+                                                                 gate_reserve=reserve, solo_express=False))
     _set_thresholds(tiny_repo, [1.0])
     _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=stage2_delay_ms)
     return serve(tiny_repo)
@@ -275,7 +278,8 @@ def test_failing_stage_fails_only_its_requests(tiny_repo: Path, serve, local_out
     conf1 = max_prob(local_outputs["logits1"])
     threshold = _split_threshold(conf1)
     _set_thresholds(tiny_repo, [threshold])
-    _set_params(tiny_repo, "tiny_stage2", inject_error="planted stage failure")
+    for lane in ("tiny_stage2", "tiny_stage2_express"):  # a request alone takes the express lane
+        _set_params(tiny_repo, lane, inject_error="planted stage failure")
     server = serve(tiny_repo)
     early = [t for t, c in zip(TEXTS, conf1) if c >= threshold]
     late = [t for t, c in zip(TEXTS, conf1) if c < threshold]
@@ -347,5 +351,25 @@ def test_critical_deadline_takes_the_express_lane(tiny_server: TritonServer) -> 
     critical = LATENCY_CLASSES["critical"]
     _infer(tiny_server.grpc_url, _texts(TEXTS[:3]), priority=critical.priority, timeout=critical.queue_timeout_us)
     assert (calls("tiny_stage1_express") - before[0], calls("tiny_stage1") - before[1]) == (3, 0)
+    # A batch request alone in the server takes it too: the standard batcher would only hold it for company.
     _infer(tiny_server.grpc_url, _texts(TEXTS[:2]), priority=LATENCY_CLASSES["batch"].priority)
-    assert (calls("tiny_stage1_express") - before[0], calls("tiny_stage1") - before[1]) == (3, 2)
+    assert (calls("tiny_stage1_express") - before[0], calls("tiny_stage1") - before[1]) == (5, 0)
+
+
+def test_a_request_alone_skips_the_standard_batcher_and_one_with_company_does_not(tiny_repo: Path, serve) -> None:
+    """The first batch request is alone in the server and runs on the express stage (slowed to hold it there); one
+    sent while it runs has company, so it goes to the standard lane, where survivors of concurrent requests meet."""
+    _set_thresholds(tiny_repo, [0.0])  # everyone leaves at stage 1: one stage call per text
+    _set_params(tiny_repo, "tiny_stage1_express", inject_delay_ms=400)
+    server = serve(tiny_repo)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    before = {m: _stage_counts(server.grpc_url, m)[0] for m in ("tiny_stage1_express", "tiny_stage1")}
+    done: list[str] = []
+    lock = threading.Lock()
+    _send_async(client, "first", "batch", done, lock, batch=1)
+    time.sleep(0.15)  # the first request now waits on its express stage
+    _send_async(client, "second", "batch", done, lock, batch=1)
+    _wait_for(done, 2)
+    assert sorted(done) == ["first", "second"]
+    calls = {m: _stage_counts(server.grpc_url, m)[0] - n for m, n in before.items()}
+    assert calls == {"tiny_stage1_express": 1, "tiny_stage1": 1}

@@ -6,6 +6,7 @@ Imports `triton_python_backend_utils` lazily, so it only works inside a Python-b
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -72,20 +73,23 @@ def take_rows(x: object, keep: np.ndarray) -> object:
 
 
 async def run_cascade(plan: CascadePlan, state: CascadeState, ids: np.ndarray, mask: np.ndarray, *,
-                      sep_id: int, timeout_us: int, started: float, latency: StageLatency) -> CascadeState:
+                      sep_id: int, timeout_us: int, started: float, latency: StageLatency,
+                      alone: Callable[[], bool] = lambda: False) -> CascadeState:
     """Run `plan`'s stages for `ids`/`mask` (all rows of `state` alive); every sample leaves at its first
     confident exit. When the next stage would likely overrun the deadline (`timeout_us` after `started`,
     a `time.monotonic()` value), the samples still running answer with their latest exit, flagged.
+    `alone()` says whether the request is the only one in the server; it is asked before each stage call,
+    which then takes the express lane (`CascadePlan.lane`).
 
     Raises:
         StageError: a stage failed (other than a late stage expiring in its queue, which cuts short).
     """
     ids, mask = truncate(ids, mask, plan.max_seq_len, sep_id)
     budget_s = timeout_us / 1e6  # 0: no deadline
-    lane = plan.lane(timeout_us)
-    last = len(lane)
+    last = len(plan.stage_models)
     hidden = None
-    for stage, model in enumerate(lane, start=1):
+    for stage in range(1, last + 1):
+        model = plan.lane(timeout_us, alone=alone())[stage - 1]
         elapsed = time.monotonic() - started
         if stage > 1 and not latency.fits(model, elapsed, budget_s):
             state.cut_short()

@@ -53,13 +53,14 @@ class CascadePlan:
         if self.device not in ("cpu", "gpu"):
             raise ValueError(f"{self.size}: device must be 'cpu' or 'gpu', got {self.device!r}")
 
-    def lane(self, timeout_us: int) -> tuple[str, ...]:
+    def lane(self, timeout_us: int, *, alone: bool = False) -> tuple[str, ...]:
         """Stage models for a request: the express lane for tight deadlines (the critical class), else standard.
 
         A BLS model cannot see its request's priority, but it can see the timeout, and the class config gives
-        critical the tightest one.
+        critical the tightest one. A request `alone` in the server also takes the express lane: the standard
+        lane's batcher would hold it for company that cannot come, and no other request waits for the express one.
         """
-        if self.express_models and 0 < timeout_us <= self.express_max_timeout_us:
+        if self.express_models and (alone or 0 < timeout_us <= self.express_max_timeout_us):
             return self.express_models
         return self.stage_models
 

@@ -23,6 +23,9 @@ the model's background calls (`background_calls`) is enough threads for no call 
 
 A Python model cannot read its request's priority, only its timeout, so the class comes from the timeout
 (`class_of_timeout`), as for the express lane and the metrics.
+
+With a board (`adaptive_serving.inflight`), the gate also counts its requests from arrival to answer on the
+server-wide board, so the model can tell when a request is the only one in the server (`alone`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from adaptive_serving.config import LATENCY_CLASSES
+from adaptive_serving.inflight import InFlightBoard, server_board_path
 from adaptive_serving.metrics import class_of_timeout
 
 # (request, arrived: time.monotonic() at the gate) -> pb_utils.InferenceResponse
@@ -85,11 +89,13 @@ class Gate:
         untimed_cap: waiting requests of the class without a timeout past which new ones are rejected; 0 = none.
         metrics: the model's `ModelMetrics`, which counts gate waits and rejections; None = not counted.
         background_calls: BLS calls the model makes outside admitted requests (e.g. audits), at most.
+        board: the server-wide board of requests in flight; None = `alone` is always False.
     """
 
     def __init__(self, model: str, caps: Mapping[str, int], *, untimed_cap: int = 0, metrics: object = None,
-                 background_calls: int = 0) -> None:
+                 background_calls: int = 0, board: InFlightBoard | None = None) -> None:
         self.model = model
+        self.board = board
         self.caps = dict(caps)
         self.untimed_cap = untimed_cap
         self.metrics = metrics
@@ -105,7 +111,8 @@ class Gate:
     @classmethod
     def from_params(cls, model: str, params: Mapping[str, str], metrics: object = None, *,
                     background_calls: int = 0) -> Gate:
-        """The gate a model's config parameters describe (`gate_caps`, optional `gate_untimed_cap`).
+        """The gate a model's config parameters describe (`gate_caps`, optional `gate_untimed_cap`, and
+        `solo_lane` = "express" for a board of requests in flight).
 
         Raises:
             TritonModelException: a parameter is missing or malformed (the message names it).
@@ -113,10 +120,26 @@ class Gate:
         import triton_python_backend_utils as pb_utils
 
         try:
-            return cls(model, parse_caps(params["gate_caps"]), untimed_cap=int(params.get("gate_untimed_cap", "0")),
-                       metrics=metrics, background_calls=background_calls)
+            caps, untimed_cap = parse_caps(params["gate_caps"]), int(params.get("gate_untimed_cap", "0"))
         except (KeyError, ValueError) as e:
             raise pb_utils.TritonModelException(f"{model}: bad gate parameters: {e}") from e
+        board = None
+        if params.get("solo_lane", "") == "express":
+            try:
+                board = InFlightBoard(server_board_path())
+            except OSError as e:  # only a speed-up is lost: requests alone then wait in the batcher as before
+                pb_utils.Logger.log_warn(f"{model}: no board of requests in flight, lone requests keep their lane: {e}")
+        return cls(model, caps, untimed_cap=untimed_cap, metrics=metrics, background_calls=background_calls,
+                   board=board)
+
+    def alone(self) -> bool:
+        """Whether exactly one request is in flight in the server's gate models: the caller's own."""
+        return self.board is not None and self.board.total() <= 1
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()
+            self.board = None
 
     def submit(self, request: object, handler: Handler) -> None:
         """Take `request`; `handler` runs once it is admitted and its response is sent. Returns at once."""
@@ -133,6 +156,9 @@ class Gate:
         arrived = time.monotonic()
         sender = request.get_response_sender()
         klass = class_of_timeout(request.timeout())
+        board = self.board
+        if board is not None:
+            board.add(1)
         try:
             refused = await self._admit(klass, request.timeout() / 1e6)
             if self.metrics is not None:
@@ -148,6 +174,8 @@ class Gate:
         except Exception as e:  # a fault in one request must still answer it, and only it
             response = pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(f"{self.model}: internal error: {type(e).__name__}: {e}"))
+        if board is not None:
+            board.add(-1)
         sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     async def _admit(self, klass: str, timeout_s: float) -> str | None:

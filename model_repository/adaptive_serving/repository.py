@@ -19,7 +19,8 @@ Latency classes: the entry's tokenizer has one priority level per class with the
 router (or cascade) holds the admission gate (`adaptive_serving.gate`), which caps the requests in flight per class
 and keeps room for the urgent classes. BLS child requests cannot carry a priority, so past the gate the class
 order is kept by lanes: requests with a critical-class deadline go to express stage instances, and the standard
-lane runs at a lower CPU priority (`nice`), so it yields the cores to them.
+lane runs at a lower CPU priority (`nice`), so it yields the cores to them. A request alone in the server also
+takes the express lane (`solo_express`): the standard lane's batcher would only hold it for company.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ class RepositoryOptions:
         intra_op_threads: onnxruntime (or torch) threads per stage instance (local target); 0 = one per core.
         max_queue_delay_us: dynamic batcher delay for stage models (survivors wait this long for company).
         express_lane: add `<stage>_express` models for critical-deadline requests (see the module docstring).
+        solo_express: a request alone in the server's gate models takes the express lane too, skipping the
+            standard batcher's `max_queue_delay_us` wait for company that cannot come (`adaptive_serving.inflight`).
         standard_nice: CPU niceness of standard-lane stage processes (local target).
         standard_idle: run the standard lane's stages under Linux SCHED_IDLE (local target): they get only the CPU
             that no normal-priority thread wants, so on a saturated CPU the express lane, the gate and the
@@ -101,6 +104,7 @@ class RepositoryOptions:
     intra_op_threads: int = 0
     max_queue_delay_us: int = 2000
     express_lane: bool = True
+    solo_express: bool = True
     standard_nice: int = 10
     standard_idle: bool = True
     router: bool = True
@@ -205,9 +209,11 @@ def encoder_config(name: str, cfg: EarlyExitConfig, stage: int | None, opts: Rep
 
 
 def gate_params(opts: RepositoryOptions) -> dict[str, object]:
-    """Config parameters of a gate model (router or cascade): its caps per class, and the batch cap."""
+    """Config parameters of a gate model (router or cascade): its caps per class, the batch cap, and (`solo_lane`)
+    whether a request alone in the server takes the express lane."""
+    solo = {"solo_lane": "express"} if opts.solo_express and opts.express_lane else {}
     return {"gate_caps": format_caps(class_caps(opts.gate_slots, opts.gate_reserve)),
-            "gate_untimed_cap": opts.batch_queue_cap}
+            "gate_untimed_cap": opts.batch_queue_cap, **solo}
 
 
 def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
@@ -416,6 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="threads per stage instance (0: one per core)")
     parser.add_argument("--max-queue-delay-us", type=int, default=RepositoryOptions.max_queue_delay_us,
                         help="standard-lane stage batcher delay: longer batches more under load, costs light traffic")
+    parser.add_argument("--no-solo-express", action="store_true",
+                        help="a request alone in the server keeps the standard lane (and waits in its batcher)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="onnx", help="stage runtime of the local target")
     parser.add_argument("--device", choices=DEVICES, default="cpu", help="gpu: torch stages as KIND_GPU instances")
     parser.add_argument("--dtype", choices=TORCH_DTYPES, default="float32", help="torch compute precision")
@@ -435,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     device=args.device, dtype=args.dtype, gpu_hidden=args.hidden_on_gpu,
                                     batch_queue_cap=args.batch_queue_cap, intra_op_threads=args.intra_op_threads,
                                     standard_nice=args.standard_nice, standard_idle=not args.no_standard_idle,
-                                    max_queue_delay_us=args.max_queue_delay_us)
+                                    max_queue_delay_us=args.max_queue_delay_us, solo_express=not args.no_solo_express)
         models = build_repository(args.export, args.out, options)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -69,12 +69,13 @@ def delta(before: Snapshot, after: Snapshot) -> Snapshot:
 
 
 def cascade_stages(cascade: str, models: Sequence[str]) -> list[str]:
-    """Stage models of `cascade_<size>` among `models`, in stage order; for the `router`, every size's stages
-    (both lanes: it calls them all)."""
+    """Stage models of `cascade_<size>` among `models`, in stage order, each stage's standard lane before its express
+    lane (a cascade calls both: critical requests and requests alone in the server take the express lane); for the
+    `router`, every size's stages."""
     if cascade == ROUTER:
         return sorted(name for name in models if re.match(r"^.+_stage\d+(_express)?$", name))
     size = cascade.removeprefix("cascade_")
-    pattern = re.compile(rf"^{re.escape(size)}_stage(\d+)$")
+    pattern = re.compile(rf"^{re.escape(size)}_stage(\d+)(_express)?$")
     found = [(int(m.group(1)), name) for name in models if (m := pattern.match(name))]
     return [name for _, name in sorted(found)]
 

@@ -46,7 +46,7 @@ class TritonPythonModel:
         state = CascadeState(ids.shape[0], self.confidence)
         try:
             await run_cascade(self.plan, state, ids, mask, sep_id=self.sep_id, timeout_us=request.timeout(),
-                              started=started, latency=self.latency)
+                              started=started, latency=self.latency, alone=self.gate.alone)
         except StageError as e:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.model_name}: {e}"))
         self.metrics.answered(request.timeout(), self.plan.size, state.exit_stage, state.deadline_cut, started)
@@ -60,3 +60,6 @@ class TritonPythonModel:
             pb_utils.Tensor(names.MODEL_SIZE, np.array([[self.plan.size.encode()]] * n, dtype=np.object_)),
             pb_utils.Tensor(names.DEADLINE_CUT, state.deadline_cut.reshape(n, 1)),
         ])
+
+    def finalize(self):
+        self.gate.close()

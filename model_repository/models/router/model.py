@@ -115,7 +115,8 @@ class TritonPythonModel:
         try:
             budget_s = request.timeout() / 1e6
             for t, spec in enumerate(plan.targets):
-                first = spec.cascade.lane(request.timeout())[0] if spec.kind == "cascade" else spec.model_name
+                first = (spec.cascade.lane(request.timeout(), alone=self.gate.alone())[0] if spec.kind == "cascade"
+                         else spec.model_name)
                 if pending.size and not self.latency.fits(first, time.monotonic() - started, budget_s):
                     # Escalating would likely overrun the deadline: keep the smaller size's answer, flagged.
                     cut[pending] = True
@@ -127,7 +128,8 @@ class TritonPythonModel:
                 if spec.kind == "cascade":
                     state = CascadeState(rows.size, self.policies[t])
                     await run_cascade(spec.cascade, state, ids[rows], mask[rows], sep_id=self.sep_id,
-                                      timeout_us=request.timeout(), started=started, latency=self.latency)
+                                      timeout_us=request.timeout(), started=started, latency=self.latency,
+                                      alone=self.gate.alone)
                     label[rows], score[rows], exit_stage[rows] = state.label, state.score, state.exit_stage
                     exit_layer[rows] = np.array(spec.cascade.exit_layers, np.int32)[state.exit_stage - 1]
                     cut[rows] = state.deadline_cut
@@ -189,5 +191,6 @@ class TritonPythonModel:
             self.recorder.record(record)
 
     def finalize(self):
+        self.gate.close()
         if self.recorder is not None:
             self.recorder.close()
