@@ -251,8 +251,9 @@ def markdown(results: dict[str, object]) -> str:
                    f"{alone['deadline_cut']} deadline cuts; what the critical class's own concurrency costs."), ""]
     if results.get("server_side"):
         lines += ["## Where the time went (overload run, Triton statistics per model)", "",
-                  ("Per request of each model, over the overload run and its drain; the express stages serve only "
-                   "critical-deadline requests, the other models all classes."), "",
+                  ("Per request of each model, over the overload run and its drain; the express stages serve "
+                   "critical-deadline requests (and any request alone in the server; under overload there are "
+                   "none), the other models all classes."), "",
                   "| model | requests | executions | queue ms | compute ms |", "|---|---|---|---|---|"]
         lines += [f"| {name} | {m['requests']} | {m['executions']} | {m['queue_ms']:.1f} | {m['compute_ms']:.1f} |"
                   for name, m in results["server_side"].items()]
