@@ -12,6 +12,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from adaptive_serving import names
+from adaptive_serving.cascade import CascadePlan
 from adaptive_serving.config import LATENCY_CLASSES, MAX_BATCH_SIZE
 from adaptive_serving.gate import parse_caps
 from adaptive_serving.repository import TARGETS, RepositoryOptions, build_repository
@@ -80,6 +81,12 @@ def test_express_lane_has_cpu_priority(repo: Path) -> None:
     plan = json.loads((repo / "cascade_tiny" / "1" / "plan.json").read_text())
     assert plan["express_models"] == ["tiny_stage1_express", "tiny_stage2_express"]
     assert plan["express_max_timeout_us"] == LATENCY_CLASSES["critical"].queue_timeout_us
+    # A request alone in the server takes the express lane too (the gate models keep the board that tells them).
+    assert _parse(repo / "cascade_tiny" / "config.pbtxt").parameters["solo_lane"].string_value == "express"
+    lanes = CascadePlan.from_dict(plan)
+    critical = LATENCY_CLASSES["critical"].queue_timeout_us
+    assert lanes.lane(critical) == lanes.lane(0, alone=True) == ("tiny_stage1_express", "tiny_stage2_express")
+    assert lanes.lane(0) == lanes.lane(critical + 1) == ("tiny_stage1", "tiny_stage2")
 
 
 def test_ensembles_wire_existing_models(repo: Path) -> None:
@@ -97,6 +104,9 @@ def test_cli_builds_and_reports_errors(tiny_export: Path, tmp_path: Path, capsys
                  "--no-router", "--max-queue-delay-us", "500"]) == 0
     assert (tmp_path / "repo" / "adaptive" / "config.pbtxt").exists()
     assert "max_queue_delay_microseconds: 500\n" in (tmp_path / "repo" / "tiny_stage1" / "config.pbtxt").read_text()
+    assert main(["--export", str(tiny_export), "--out", str(tmp_path / "plain"), "--entry-size", "tiny",
+                 "--no-router", "--no-solo-express"]) == 0
+    assert "solo_lane" not in (tmp_path / "plain" / "cascade_tiny" / "config.pbtxt").read_text()
     assert main(["--export", str(tiny_export), "--out", str(tmp_path / "other"), "--entry-size", "tiny",
                  "--no-router", "--max-queue-delay-us", "-1"]) == 1
     assert "max_queue_delay_us must be >= 0" in capsys.readouterr().err
