@@ -14,6 +14,7 @@ import argparse
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -231,10 +232,9 @@ class TritonServer:
         # parent-death signal stops the server when this process is killed before it could call stop(); Linux sends
         # it when the starting *thread* ends, so it is only asked for from the main thread.
         on_main_thread = threading.current_thread() is threading.main_thread()
-        self._proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.environment(),
-            preexec_fn=_own_group_dying_with_parent if on_main_thread else os.setpgrp,
-        )
+        command, spawn = _spawn(command, dying_with_parent=on_main_thread)
+        self._proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                      env=self.environment(), **spawn)
         self._log = log
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:
@@ -332,6 +332,23 @@ def server_nice() -> int:
     if not raw.isdigit() or int(raw) > 19:
         raise ServerError(f"ADAPTIVE_SERVER_NICE={raw!r}: expected a niceness in 0-19")
     return int(raw)
+
+
+def _spawn(command: list[str], *, dying_with_parent: bool) -> tuple[list[str], dict[str, object]]:
+    """`Popen` arguments that start `command` in a process group of its own, with SIGTERM on its parent's death
+    when asked.
+
+    Without a `preexec_fn` where Python allows it (3.11+: `process_group`; `setpriv --pdeathsig`): a `preexec_fn`
+    makes Python fork instead of vfork, and fork runs the caller's fork handlers in the child. grpcio's (any gRPC
+    client in the caller) restart its poller thread there, which aborted the child on an epoll fd that `Popen`
+    closes before exec ("Epoll1Poller ... epoll_wait error: Bad file descriptor", exit -6, once in a CI run).
+    """
+    if sys.version_info < (3, 11):
+        return command, {"preexec_fn": _own_group_dying_with_parent if dying_with_parent else os.setpgrp}
+    setpriv = shutil.which("setpriv") if dying_with_parent and sys.platform.startswith("linux") else None
+    if setpriv:  # util-linux; the death signal survives the exec into the server
+        command = [setpriv, "--pdeathsig", "TERM", "--", *command]
+    return command, {"process_group": 0}
 
 
 def _own_group_dying_with_parent() -> None:
