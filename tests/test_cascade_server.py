@@ -20,6 +20,7 @@ from adaptive_client.reliability.target import SAMPLE_TEXTS
 from adaptive_export.confidence import max_prob
 from adaptive_serving import names
 from adaptive_serving.config import LATENCY_CLASSES, MAX_TEXT_BYTES, latency_class
+from adaptive_serving.inflight import board_path
 from adaptive_serving.metrics import metric_sum
 from adaptive_serving.onnx_stage import OnnxStage
 from adaptive_serving.repository import RepositoryOptions, build_repository
@@ -373,3 +374,7 @@ def test_a_request_alone_skips_the_standard_batcher_and_one_with_company_does_no
     assert sorted(done) == ["first", "second"]
     calls = {m: _stage_counts(server.grpc_url, m)[0] - n for m, n in before.items()}
     assert calls == {"tiny_stage1_express": 1, "tiny_stage1": 1}
+    board = board_path(server.pid)
+    assert board.exists()
+    server.stop()
+    assert not board.exists()  # removed by the last gate model, or by the launcher

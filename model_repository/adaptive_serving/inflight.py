@@ -24,10 +24,16 @@ SLOTS = 64  # gate instances one server may hold (4 per gate model by default, o
 PID, COUNT = 0, 1  # columns of a slot
 
 
+def board_path(server_pid: int) -> Path:
+    """The board file of the tritonserver process `server_pid` (the launcher removes it when a killed server's
+    models never got to)."""
+    folder = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    return folder / f"adaptive-serving-inflight-{os.getuid()}-{server_pid}"
+
+
 def server_board_path() -> Path:
     """The board file of the server this stub process belongs to (its parent process)."""
-    folder = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
-    return folder / f"adaptive-serving-inflight-{os.getuid()}-{os.getppid()}"
+    return board_path(os.getppid())
 
 
 class InFlightBoard:

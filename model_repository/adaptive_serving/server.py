@@ -30,6 +30,7 @@ from pathlib import Path
 import psutil
 
 from adaptive_serving.config import SERVER
+from adaptive_serving.inflight import board_path
 
 
 class ServerError(RuntimeError):
@@ -289,6 +290,8 @@ class TritonServer:
             except psutil.NoSuchProcess:
                 pass
         psutil.wait_procs(family, timeout=5)
+        # The gate models' board goes with the last of them; a killed stub leaves it, so it is removed here too.
+        board_path(proc.pid).unlink(missing_ok=True)
         self._log.close()
 
     def __enter__(self) -> TritonServer:
