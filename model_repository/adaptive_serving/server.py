@@ -342,9 +342,10 @@ def _spawn(command: list[str], *, dying_with_parent: bool) -> tuple[list[str], d
     when asked.
 
     Without a `preexec_fn` where Python allows it (3.11+: `process_group`; `setpriv --pdeathsig`): a `preexec_fn`
-    makes Python fork instead of vfork, and fork runs the caller's fork handlers in the child. grpcio's (any gRPC
-    client in the caller) restart its poller thread there, which aborted the child on an epoll fd that `Popen`
-    closes before exec ("Epoll1Poller ... epoll_wait error: Bad file descriptor", exit -6, once in a CI run).
+    makes Python fork instead of vfork, and fork runs the caller's fork handlers in the child. When the caller holds
+    a gRPC client (tests, benchmarks), grpcio's handler restarts its poller thread there, which aborted the child on
+    an epoll fd that `Popen` closes before exec ("Epoll1Poller ... epoll_wait error: Bad file descriptor", exit -6,
+    once in a CI run). Without `setpriv` (or off Linux) there is no parent-death signal on 3.11+.
     """
     if sys.version_info < (3, 11):
         return command, {"preexec_fn": _own_group_dying_with_parent if dying_with_parent else os.setpgrp}
