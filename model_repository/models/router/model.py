@@ -115,9 +115,8 @@ class TritonPythonModel:
         try:
             budget_s = request.timeout() / 1e6
             for t, spec in enumerate(plan.targets):
-                first = (spec.cascade.lane(request.timeout(), alone=self.gate.alone())[0] if spec.kind == "cascade"
-                         else spec.model_name)
-                if pending.size and not self.latency.fits(first, time.monotonic() - started, budget_s):
+                if pending.size and not self.latency.fits(self._first_model(spec, request), time.monotonic() - started,
+                                                          budget_s):
                     # Escalating would likely overrun the deadline: keep the smaller size's answer, flagged.
                     cut[pending] = True
                     escalated[pending] -= 1
@@ -175,6 +174,12 @@ class TritonPythonModel:
             pb_utils.Tensor(names.COMPLEXITY, plan.complexity(probs).reshape(n, 1)),
             pb_utils.Tensor(names.ESCALATIONS, escalated.reshape(n, 1)),
         ])
+
+    def _first_model(self, spec, request):
+        """The model a text escalated to `spec` calls first: its first stage in the request's lane, or the model."""
+        if spec.kind != "cascade":
+            return spec.model_name
+        return spec.cascade.lane(request.timeout(), alone=self.gate.alone())[0]
 
     async def _audit(self, inputs, records):
         """Label `records` with the audit model (largest target, full depth), then log them."""
