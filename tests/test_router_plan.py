@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adaptive_serving.cascade import CascadePlan
+from adaptive_serving.cascade import CascadePlan, StageLatency
 from adaptive_serving.outcomes import OutcomeRecorder, read_outcomes
 from adaptive_serving.recalibrate import MIN_AUDITED, exit_threshold, recalibrate
 from adaptive_serving.router_plan import RouterPlan, RouteTarget
@@ -46,6 +46,19 @@ def test_plan_round_trip_and_validation(tmp_path: Path) -> None:
         dataclasses.replace(plan, escalate_thresholds=(0.5,))
     with pytest.raises(ValueError, match="kind"):
         RouteTarget("x", "llm", 1.0, model_name="m")
+
+
+def test_stage_latency_judges_each_width_by_its_own_calls() -> None:
+    latency = StageLatency(alpha=0.5)
+    latency.update("stage2", 16, 0.002)
+    latency.update("stage2", 256, 0.020)
+    assert latency.fits("stage2", 16, 0.040, 0.050)  # a short text's call fits the 10 ms left
+    assert not latency.fits("stage2", 256, 0.040, 0.050)  # a long one's does not
+    assert latency.fits("stage2", 64, 0.049, 0.050)  # a width not seen yet is assumed to fit
+    assert latency.fits("stage2_express", 256, 0.049, 0.050)  # nor a model
+    assert latency.fits("stage2", 256, 1.0, 0.0)  # no deadline
+    latency.update("stage2", 256, 0.010)  # moving average: 0.015
+    assert latency.fits("stage2", 256, 0.035, 0.050) and not latency.fits("stage2", 256, 0.036, 0.050)
 
 
 def test_exit_threshold_rises_to_meet_the_knob() -> None:

@@ -91,7 +91,7 @@ async def run_cascade(plan: CascadePlan, state: CascadeState, ids: np.ndarray, m
     for stage in range(1, last + 1):
         model = plan.lane(timeout_us, alone=alone())[stage - 1]
         elapsed = time.monotonic() - started
-        if stage > 1 and not latency.fits(model, elapsed, budget_s):
+        if stage > 1 and not latency.fits(model, ids.shape[1], elapsed, budget_s):
             state.cut_short()
             break
         if stage == 1:
@@ -110,7 +110,7 @@ async def run_cascade(plan: CascadePlan, state: CascadeState, ids: np.ndarray, m
                 state.cut_short()  # expired in the stage queue: answer with what we have
                 break
             raise
-        latency.update(model, time.monotonic() - t0)
+        latency.update(model, ids.shape[1], time.monotonic() - t0)
         threshold = None if stage == last else plan.thresholds[stage - 1]
         stay = state.observe(stage, as_numpy(out[names.LOGITS]), threshold)
         if state.done:

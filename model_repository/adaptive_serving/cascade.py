@@ -133,11 +133,13 @@ class CascadeState:
 
 
 class StageLatency:
-    """Running estimate of each stage model's call latency (exponential moving average, seconds).
+    """Running estimate of each stage model's call time at each token width (exponential moving average, seconds).
 
     Keyed by stage model, so each lane has its own: an express stage answers in milliseconds while the same
     stage in the standard lane waits behind batch work, and one shared estimate made critical requests judge
-    their next stage by the standard lane's queue.
+    their next stage by the standard lane's queue. Keyed by width too (the bucket-padded token columns of the
+    call): a stage's compute grows about 10x from 16 to 256 tokens, and one estimate per model judged a short
+    text's next stage by the long texts' time.
 
     Args:
         alpha: weight of the newest observation.
@@ -145,13 +147,14 @@ class StageLatency:
 
     def __init__(self, alpha: float = 0.2) -> None:
         self.alpha = alpha
-        self.estimate: dict[str, float] = {}
+        self.estimate: dict[tuple[str, int], float] = {}
 
-    def update(self, model: str, seconds: float) -> None:
-        old = self.estimate.get(model)
-        self.estimate[model] = seconds if old is None else (1 - self.alpha) * old + self.alpha * seconds
+    def update(self, model: str, width: int, seconds: float) -> None:
+        """Record one call of `model` on `width` token columns that took `seconds`."""
+        old = self.estimate.get((model, width))
+        self.estimate[(model, width)] = seconds if old is None else (1 - self.alpha) * old + self.alpha * seconds
 
-    def fits(self, model: str, elapsed_s: float, budget_s: float) -> bool:
-        """Whether calling `model` next is likely to finish within `budget_s` (budget <= 0: no deadline; a model
-        not yet seen is assumed to fit)."""
-        return budget_s <= 0 or elapsed_s + self.estimate.get(model, 0.0) <= budget_s
+    def fits(self, model: str, width: int, elapsed_s: float, budget_s: float) -> bool:
+        """Whether calling `model` on `width` token columns next is likely to finish within `budget_s` (budget
+        <= 0: no deadline; a model and width not yet seen is assumed to fit)."""
+        return budget_s <= 0 or elapsed_s + self.estimate.get((model, width), 0.0) <= budget_s

@@ -33,6 +33,7 @@ from adaptive_serving.gate import Gate
 from adaptive_serving.metrics import ModelMetrics
 from adaptive_serving.outcomes import OutcomeRecorder
 from adaptive_serving.router_plan import RouterPlan
+from adaptive_serving.text_input import truncate
 
 
 # Audits waiting per instance; past this, outcomes are logged unlabeled (an overload must not pile up audits).
@@ -115,8 +116,8 @@ class TritonPythonModel:
         try:
             budget_s = request.timeout() / 1e6
             for t, spec in enumerate(plan.targets):
-                if pending.size and not self.latency.fits(self._first_model(spec, request), time.monotonic() - started,
-                                                          budget_s):
+                if pending.size and not self.latency.fits(*self._first_call(spec, request, ids[pending], mask[pending]),
+                                                          time.monotonic() - started, budget_s):
                     # Escalating would likely overrun the deadline: keep the smaller size's answer, flagged.
                     cut[pending] = True
                     escalated[pending] -= 1
@@ -135,7 +136,7 @@ class TritonPythonModel:
                 else:
                     t0 = time.monotonic()
                     out = await call_stage(spec.model_name, {names.TEXT: raw[rows].reshape(-1, 1)}, [names.LOGITS], 0.0)
-                    self.latency.update(spec.model_name, time.monotonic() - t0)
+                    self.latency.update(spec.model_name, 0, time.monotonic() - t0)  # text in: no token width
                     logits = out[names.LOGITS]
                     label[rows], score[rows], exit_stage[rows] = logits.argmax(-1), self.policies[t](logits), 1
                 target[rows] = t
@@ -175,11 +176,13 @@ class TritonPythonModel:
             pb_utils.Tensor(names.ESCALATIONS, escalated.reshape(n, 1)),
         ])
 
-    def _first_model(self, spec, request):
-        """The model a text escalated to `spec` calls first: its first stage in the request's lane, or the model."""
+    def _first_call(self, spec, request, ids, mask):
+        """(model, token width) of the first call that texts escalated to `spec` make: its first stage in the
+        request's lane on the texts cut to its length, or the text model (width 0)."""
         if spec.kind != "cascade":
-            return spec.model_name
-        return spec.cascade.lane(request.timeout(), alone=self.gate.alone())[0]
+            return spec.model_name, 0
+        width = truncate(ids, mask, spec.cascade.max_seq_len, self.sep_id)[0].shape[1]
+        return spec.cascade.lane(request.timeout(), alone=self.gate.alone())[0], width
 
     async def _audit(self, inputs, records):
         """Label `records` with the audit model (largest target, full depth), then log them."""
