@@ -55,10 +55,10 @@ def test_stage_latency_judges_each_width_by_its_own_calls() -> None:
     assert latency.fits("stage2", 16, 0.040, 0.050)  # a short text's call fits the 10 ms left
     assert not latency.fits("stage2", 256, 0.040, 0.050)  # a long one's does not
     assert latency.fits("stage2", 64, 0.049, 0.050)  # a width not seen yet is assumed to fit
-    assert latency.fits("stage2_express", 256, 0.049, 0.050)  # nor a model
+    assert latency.fits("stage2_express", 256, 0.049, 0.050)  # and so is a model not seen yet
     assert latency.fits("stage2", 256, 1.0, 0.0)  # no deadline
     latency.update("stage2", 256, 0.010)  # moving average: 0.015
-    assert latency.fits("stage2", 256, 0.035, 0.050) and not latency.fits("stage2", 256, 0.036, 0.050)
+    assert latency.fits("stage2", 256, 0.034, 0.050) and not latency.fits("stage2", 256, 0.036, 0.050)
 
 
 def test_exit_threshold_rises_to_meet_the_knob() -> None:
