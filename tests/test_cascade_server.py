@@ -261,6 +261,31 @@ def test_deadline_cuts_the_cascade_short(tiny_export: Path, tiny_repo: Path, ser
     assert relaxed.as_numpy(names.DEADLINE_CUT).ravel().tolist() == [False, False]
 
 
+def test_the_deadline_counts_from_the_entry(tiny_export: Path, tiny_repo: Path, serve) -> None:
+    """The gate models count a request's deadline from the tokenizer's stamp (`entered_ns`), so the time it spent
+    before them is not budgeted twice; without a stamp it counts from the gate, and a stamp from the future cannot
+    extend it."""
+    server = _slowed_gate(tiny_export, tiny_repo, serve, stage2_delay_ms=400)
+    _infer(server.grpc_url, _texts(TEXTS[:2]))  # teaches the cascade that stage 2 takes ~400 ms
+    ids, mask = TextTokenizer(tiny_export / "tokenizer" / "tokenizer.json", max_len=32)(TEXTS[:2])
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+
+    def cut(entered_ns: int | None, timeout_us: int) -> list[bool]:
+        tensors = {names.INPUT_IDS: ids, names.ATTENTION_MASK: mask}
+        if entered_ns is not None:
+            tensors[names.ENTERED_NS] = np.full((2, 1), entered_ns, np.int64)
+        inputs = []
+        for name, value in tensors.items():
+            inputs.append(grpcclient.InferInput(name, list(value.shape), "INT64"))
+            inputs[-1].set_data_from_numpy(value)
+        result = client.infer("cascade_tiny", inputs, priority=2, timeout=timeout_us)
+        return result.as_numpy(names.DEADLINE_CUT).ravel().tolist()
+
+    assert cut(None, 2_000_000) == [False, False]  # 2 s from the gate: stage 2 fits
+    assert cut(time.monotonic_ns() - 1_800_000_000, 2_000_000) == [True, True]  # entered 1.8 s ago: 0.2 s left
+    assert cut(time.monotonic_ns() + 10**10, 200_000) == [True, True]  # 200 ms however late the stamp
+
+
 def test_a_slow_standard_lane_does_not_cut_critical_requests_short(tiny_export: Path, tiny_repo: Path,
                                                                     serve) -> None:
     # Each lane keeps its own stage-latency estimate: a shared one judged critical requests by the standard

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from adaptive_serving import names
-from adaptive_serving.cascade import CascadePlan, CascadeState, StageLatency
+from adaptive_serving.cascade import CascadePlan, CascadeState, StageLatency, deadline_start
 from adaptive_serving.text_input import truncate
 
 
@@ -40,6 +40,14 @@ async def call_stage(model: str, inputs: dict[str, object], wanted: list[str], r
     if response.has_error():
         raise StageError(f"stage {model} failed: {response.error().message()}")
     return {name: _from_triton(pb_utils.get_output_tensor_by_name(response, name)) for name in wanted}
+
+
+def started_at(request: object, arrived: float) -> float:
+    """`deadline_start` of a gate model's request: from its optional `entered_ns` input, else `arrived`."""
+    import triton_python_backend_utils as pb_utils
+
+    entered = pb_utils.get_input_tensor_by_name(request, names.ENTERED_NS)
+    return deadline_start(arrived, None if entered is None else entered.as_numpy())
 
 
 def _to_triton(pb_utils: object, name: str, value: object) -> object:

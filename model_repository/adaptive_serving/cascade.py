@@ -158,3 +158,13 @@ class StageLatency:
         """Whether calling `model` on `width` token columns next is likely to finish within `budget_s` (budget
         <= 0: no deadline; a model and width not yet seen is assumed to fit)."""
         return budget_s <= 0 or elapsed_s + self.estimate.get((model, width), 0.0) <= budget_s
+
+
+def deadline_start(arrived: float, entered_ns: np.ndarray | None) -> float:
+    """When a request's deadline starts (`time.monotonic()` seconds): when it entered the server (`entered_ns`, the
+    tokenizer's stamp), else when it reached the gate (`arrived`). Under load a critical request can spend a third
+    of its 50 ms before the gate (gRPC, ensemble, tokenizer); counting from the gate budgeted that time twice. A
+    stamp later than `arrived` is ignored: a caller cannot extend its deadline."""
+    if entered_ns is None or entered_ns.size == 0:
+        return arrived
+    return min(arrived, float(entered_ns.min()) / 1e9)

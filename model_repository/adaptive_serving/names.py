@@ -18,6 +18,10 @@ DEADLINE_CUT = "deadline_cut"
 # states, and ONNX graphs (and Triton configs) need distinct input and output names.
 HIDDEN_IN = "hidden_in"
 
+# Tokenizer output, router and cascade input: `time.monotonic_ns()` when the request reached the tokenizer, the entry's
+# first step. The gate models count a request's deadline from it, so time spent before them is not budgeted twice.
+ENTERED_NS = "entered_ns"
+
 # Router outputs (the `adaptive` entry when a router is built).
 COMPLEXITY = "complexity"
 ESCALATIONS = "escalations"

@@ -134,12 +134,18 @@ class RepositoryOptions:
             raise ValueError(f"dtype must be one of {TORCH_DTYPES}, got {self.dtype!r}")
 
 
-def _tensor(name: str, dtype: str, dims: Sequence[int]) -> str:
-    return f'{{ name: "{name}" data_type: {dtype} dims: [ {", ".join(str(d) for d in dims)} ] }}'
+def _tensor(name: str, dtype: str, dims: Sequence[int], *, optional: bool = False) -> str:
+    flag = " optional: true" if optional else ""
+    return f'{{ name: "{name}" data_type: {dtype} dims: [ {", ".join(str(d) for d in dims)} ]{flag} }}'
 
 
 def _params(**values: object) -> str:
     return "\n".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in values.items())
+
+
+# The gate models' optional input: when the request entered the server's entry (the tokenizer's stamp). Optional, so
+# the router and cascades still serve callers that send tokens directly (their deadline then counts from the gate).
+ENTERED_IN = _tensor(names.ENTERED_NS, "TYPE_INT64", [1], optional=True)
 
 
 def fifo_batching(delay_us: int) -> str:
@@ -157,7 +163,8 @@ def tokenizer_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
     return "\n".join([
         f'name: "tokenizer_{cfg.name}"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
         f"input [ {_tensor(names.TEXT, 'TYPE_STRING', [1])} ]",
-        f"output [ {_tensor(names.INPUT_IDS, 'TYPE_INT64', [-1])}, {_tensor(names.ATTENTION_MASK, 'TYPE_INT64', [-1])} ]",
+        f"output [ {_tensor(names.INPUT_IDS, 'TYPE_INT64', [-1])}, {_tensor(names.ATTENTION_MASK, 'TYPE_INT64', [-1])}, "
+        f"{_tensor(names.ENTERED_NS, 'TYPE_INT64', [1])} ]",
         # No dynamic batcher (its missed wake-ups stall the entry for 500 ms; class order is the gate's job), and
         # two instances, so a long text does not hold up the next request.
         _instances(opts.tokenizer_instances),
@@ -220,7 +227,8 @@ def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
     outputs = [_tensor(n, OUTPUT_TYPES[n], [1]) for n in CASCADE_OUTPUTS]
     return "\n".join([
         f'name: "cascade_{cfg.name}"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
-        f"input [ {_tensor(names.INPUT_IDS, 'TYPE_INT64', [-1])}, {_tensor(names.ATTENTION_MASK, 'TYPE_INT64', [-1])} ]",
+        f"input [ {_tensor(names.INPUT_IDS, 'TYPE_INT64', [-1])}, {_tensor(names.ATTENTION_MASK, 'TYPE_INT64', [-1])}, "
+        f"{ENTERED_IN} ]",
         f"output [ {', '.join(outputs)} ]",
         # No dynamic batcher: `execute` only hands requests to the gate, which orders classes and enforces their
         # timeouts; 2.51's batcher can miss an instance's wake-up and hold a request 500 ms (see the tokenizer).
@@ -233,7 +241,7 @@ def router_config(opts: RepositoryOptions, audit_model: str, audit_input: str = 
     """The router; `audit_model` labels sampled outcomes, reading the text or ("tokens") the router's own tokens."""
     outputs = [_tensor(n, OUTPUT_TYPES[n], [1]) for n in (*CASCADE_OUTPUTS, names.COMPLEXITY, names.ESCALATIONS)]
     inputs = [_tensor(names.TEXT, "TYPE_STRING", [1]), _tensor(names.INPUT_IDS, "TYPE_INT64", [-1]),
-              _tensor(names.ATTENTION_MASK, "TYPE_INT64", [-1])]
+              _tensor(names.ATTENTION_MASK, "TYPE_INT64", [-1]), ENTERED_IN]
     return "\n".join([
         'name: "router"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
         f"input [ {', '.join(inputs)} ]", f"output [ {', '.join(outputs)} ]",
@@ -351,6 +359,13 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
         models.append(name)
 
     text_in = _tensor(names.TEXT, "TYPE_STRING", [1])
+
+    def tokenize(size: str, *, stamp: bool = True) -> tuple[str, dict[str, str], dict[str, str]]:
+        # `stamp`: the next step reads the entry time (Triton refuses an ensemble tensor nobody reads).
+        return (f"tokenizer_{size}", {names.TEXT: names.TEXT},
+                {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask", **({names.ENTERED_NS: "entered"} if stamp else {})})
+
+    tokens = {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}
     for size, cfg in sizes.items():
         version = python_model(f"tokenizer_{size}", tokenizer_config(cfg, options), "tokenizer")
         shutil.copy2(tokenizer_json, version / "tokenizer.json")
@@ -363,22 +378,18 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
         encoder(f"{size}_full_encoder", cfg, None, export_dir / size / "full.onnx", standard=True)
         _write(out / cfg.full_model_name, ensemble_config(
             cfg.full_model_name,
-            [(f"tokenizer_{size}", {names.TEXT: names.TEXT}, {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}),
-             (f"{size}_full_encoder", {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}, {names.LOGITS: names.LOGITS})],
+            [tokenize(size, stamp=False), (f"{size}_full_encoder", tokens, {names.LOGITS: names.LOGITS})],
             [text_in], [_tensor(names.LOGITS, "TYPE_FP32", [cfg.num_labels])]))
         models.append(cfg.full_model_name)
         version = python_model(f"cascade_{size}", cascade_config(cfg, options), "cascade")
         (version / "plan.json").write_text(load_plan(export_dir, cfg, options).to_json())
         _write(out / f"{size}_exit", ensemble_config(
             f"{size}_exit",
-            [(f"tokenizer_{size}", {names.TEXT: names.TEXT}, {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}),
-             (f"cascade_{size}", {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"},
-              {n: n for n in CASCADE_OUTPUTS})],
+            [tokenize(size), (f"cascade_{size}", {**tokens, names.ENTERED_NS: "entered"}, {n: n for n in CASCADE_OUTPUTS})],
             [text_in], [_tensor(n, OUTPUT_TYPES[n], [1]) for n in CASCADE_OUTPUTS]))
         models.append(f"{size}_exit")
 
     entry = sizes[options.entry_size]
-    tokenize = (f"tokenizer_{entry.name}", {names.TEXT: names.TEXT}, {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"})
     plan = load_router_plan(export_dir, sizes, options) if options.router else None
     if plan is not None:
         audit = plan.targets[-1].name
@@ -390,12 +401,11 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
         shutil.copy2(export_dir / estimator, version / plan.estimator_file)
         plan.write(version / "plan.json")
         outputs = [*CASCADE_OUTPUTS, names.COMPLEXITY, names.ESCALATIONS]
-        last = ("router", {names.TEXT: names.TEXT, names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"},
-                {n: n for n in outputs})
+        last = ("router", {names.TEXT: names.TEXT, **tokens, names.ENTERED_NS: "entered"}, {n: n for n in outputs})
     else:
         outputs = list(CASCADE_OUTPUTS)
-        last = (f"cascade_{entry.name}", {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}, {n: n for n in outputs})
-    _write(out / ENTRY_MODEL, ensemble_config(ENTRY_MODEL, [tokenize, last], [text_in],
+        last = (f"cascade_{entry.name}", {**tokens, names.ENTERED_NS: "entered"}, {n: n for n in outputs})
+    _write(out / ENTRY_MODEL, ensemble_config(ENTRY_MODEL, [tokenize(entry.name), last], [text_in],
                                               [_tensor(n, OUTPUT_TYPES[n], [1]) for n in outputs]))
     models.append(ENTRY_MODEL)
     return models

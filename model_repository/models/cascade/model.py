@@ -14,7 +14,7 @@ import triton_python_backend_utils as pb_utils
 from adaptive_export.confidence import get_policy
 from adaptive_serving.model_args import model_params
 from adaptive_serving import names
-from adaptive_serving.bls import StageError, run_cascade
+from adaptive_serving.bls import StageError, run_cascade, started_at
 from adaptive_serving.cascade import CascadePlan, CascadeState, StageLatency
 from adaptive_serving.gate import Gate
 from adaptive_serving.metrics import ModelMetrics
@@ -40,7 +40,8 @@ class TritonPythonModel:
             self.gate.submit(request, self._run)
         return None
 
-    async def _run(self, request, started):
+    async def _run(self, request, arrived):
+        started = started_at(request, arrived)  # the deadline counts from the entry, not from this gate
         ids = pb_utils.get_input_tensor_by_name(request, names.INPUT_IDS).as_numpy()
         mask = pb_utils.get_input_tensor_by_name(request, names.ATTENTION_MASK).as_numpy()
         state = CascadeState(ids.shape[0], self.confidence)
@@ -49,7 +50,7 @@ class TritonPythonModel:
                               started=started, latency=self.latency, alone=self.gate.alone)
         except StageError as e:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.model_name}: {e}"))
-        self.metrics.answered(request.timeout(), self.plan.size, state.exit_stage, state.deadline_cut, started)
+        self.metrics.answered(request.timeout(), self.plan.size, state.exit_stage, state.deadline_cut, arrived)
         n = state.label.shape[0]
         layers = np.array(self.plan.exit_layers, dtype=np.int32)[state.exit_stage - 1]
         return pb_utils.InferenceResponse([

@@ -26,7 +26,7 @@ import triton_python_backend_utils as pb_utils
 from adaptive_export.confidence import get_policy, softmax
 from adaptive_serving.model_args import model_params
 from adaptive_serving import names
-from adaptive_serving.bls import StageError, call_stage, run_cascade
+from adaptive_serving.bls import StageError, call_stage, run_cascade, started_at
 from adaptive_serving.cascade import CascadeState, StageLatency
 from adaptive_serving.complexity_features import extract_features
 from adaptive_serving.gate import Gate
@@ -96,8 +96,9 @@ class TritonPythonModel:
             self.gate.submit(request, self._run)
         return None
 
-    async def _run(self, request, started):
+    async def _run(self, request, arrived):
         plan = self.plan
+        started = started_at(request, arrived)  # the deadline counts from the entry, not from this gate
         raw = pb_utils.get_input_tensor_by_name(request, names.TEXT).as_numpy().reshape(-1)
         ids = pb_utils.get_input_tensor_by_name(request, names.INPUT_IDS).as_numpy()
         mask = pb_utils.get_input_tensor_by_name(request, names.ATTENTION_MASK).as_numpy()
@@ -147,13 +148,13 @@ class TritonPythonModel:
         except StageError as e:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.model_name}: {e}"))
         names_of = np.array([t.name for t in plan.targets], dtype=np.object_)
-        self.metrics.answered(request.timeout(), names_of[target], exit_stage, cut, started, routed=names_of[start])
+        self.metrics.answered(request.timeout(), names_of[target], exit_stage, cut, arrived, routed=names_of[start])
         if self.recorder is not None:
             records = [{
                 "t": time.time(), "probs": probs[i].round(4).tolist(), "start": int(start[i]),
                 "target": int(target[i]), "exit_stage": int(exit_stage[i]), "confidence": float(score[i]),
                 "escalated": int(escalated[i]), "label": int(label[i]), "deadline_cut": bool(cut[i]),
-                "latency_ms": round((time.monotonic() - started) * 1e3, 3), "audit_label": None,
+                "latency_ms": round((time.monotonic() - arrived) * 1e3, 3), "audit_label": None,
             } for i in range(n)]
             if (self.audit_model and len(self.audits) < MAX_AUDITS_IN_FLIGHT
                     and random.random() < plan.audit_rate):

@@ -1,9 +1,13 @@
-"""Tokenizer model: BYTES text -> input_ids, attention_mask (HF tokenizers, bucket-padded).
+"""Tokenizer model: BYTES text -> input_ids, attention_mask (HF tokenizers, bucket-padded), and the time the
+request entered (`entered_ns`, monotonic clock), from which the gate models count its deadline.
 
 Bad text (empty, too long, invalid UTF-8, NUL) fails only its own request with INVALID_ARG.
 """
 
 
+import time
+
+import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from adaptive_serving.model_args import model_params
@@ -19,6 +23,7 @@ class TritonPythonModel:
         self.model_name = args["model_name"]
 
     def execute(self, requests):
+        entered = time.monotonic_ns()
         responses = []
         for request in requests:
             try:
@@ -30,5 +35,6 @@ class TritonPythonModel:
                 continue
             ids, mask = self.tokenize(texts)
             responses.append(pb_utils.InferenceResponse([
-                pb_utils.Tensor(names.INPUT_IDS, ids), pb_utils.Tensor(names.ATTENTION_MASK, mask)]))
+                pb_utils.Tensor(names.INPUT_IDS, ids), pb_utils.Tensor(names.ATTENTION_MASK, mask),
+                pb_utils.Tensor(names.ENTERED_NS, np.full((len(texts), 1), entered, np.int64))]))
         return responses
