@@ -163,8 +163,8 @@ def tokenizer_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
     return "\n".join([
         f'name: "tokenizer_{cfg.name}"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
         f"input [ {_tensor(names.TEXT, 'TYPE_STRING', [1])} ]",
-        f"output [ {_tensor(names.INPUT_IDS, 'TYPE_INT64', [-1])}, {_tensor(names.ATTENTION_MASK, 'TYPE_INT64', [-1])}, "
-        f"{_tensor(names.ENTERED_NS, 'TYPE_INT64', [1])} ]",
+        f"output [ {_tensor(names.INPUT_IDS, 'TYPE_INT64', [-1])}, "
+        f"{_tensor(names.ATTENTION_MASK, 'TYPE_INT64', [-1])}, {_tensor(names.ENTERED_NS, 'TYPE_INT64', [1])} ]",
         # No dynamic batcher (its missed wake-ups stall the entry for 500 ms; class order is the gate's job), and
         # two instances, so a long text does not hold up the next request.
         _instances(opts.tokenizer_instances),
@@ -360,12 +360,12 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
 
     text_in = _tensor(names.TEXT, "TYPE_STRING", [1])
 
+    tokens = {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}
+    stamped = {**tokens, names.ENTERED_NS: "entered"}
+
     def tokenize(size: str, *, stamp: bool = True) -> tuple[str, dict[str, str], dict[str, str]]:
         # `stamp`: the next step reads the entry time (Triton refuses an ensemble tensor nobody reads).
-        return (f"tokenizer_{size}", {names.TEXT: names.TEXT},
-                {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask", **({names.ENTERED_NS: "entered"} if stamp else {})})
-
-    tokens = {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}
+        return f"tokenizer_{size}", {names.TEXT: names.TEXT}, stamped if stamp else tokens
     for size, cfg in sizes.items():
         version = python_model(f"tokenizer_{size}", tokenizer_config(cfg, options), "tokenizer")
         shutil.copy2(tokenizer_json, version / "tokenizer.json")
@@ -385,7 +385,7 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
         (version / "plan.json").write_text(load_plan(export_dir, cfg, options).to_json())
         _write(out / f"{size}_exit", ensemble_config(
             f"{size}_exit",
-            [tokenize(size), (f"cascade_{size}", {**tokens, names.ENTERED_NS: "entered"}, {n: n for n in CASCADE_OUTPUTS})],
+            [tokenize(size), (f"cascade_{size}", stamped, {n: n for n in CASCADE_OUTPUTS})],
             [text_in], [_tensor(n, OUTPUT_TYPES[n], [1]) for n in CASCADE_OUTPUTS]))
         models.append(f"{size}_exit")
 
@@ -401,10 +401,10 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
         shutil.copy2(export_dir / estimator, version / plan.estimator_file)
         plan.write(version / "plan.json")
         outputs = [*CASCADE_OUTPUTS, names.COMPLEXITY, names.ESCALATIONS]
-        last = ("router", {names.TEXT: names.TEXT, **tokens, names.ENTERED_NS: "entered"}, {n: n for n in outputs})
+        last = ("router", {names.TEXT: names.TEXT, **stamped}, {n: n for n in outputs})
     else:
         outputs = list(CASCADE_OUTPUTS)
-        last = (f"cascade_{entry.name}", {**tokens, names.ENTERED_NS: "entered"}, {n: n for n in outputs})
+        last = (f"cascade_{entry.name}", stamped, {n: n for n in outputs})
     _write(out / ENTRY_MODEL, ensemble_config(ENTRY_MODEL, [tokenize(entry.name), last], [text_in],
                                               [_tensor(n, OUTPUT_TYPES[n], [1]) for n in outputs]))
     models.append(ENTRY_MODEL)
