@@ -136,6 +136,17 @@ def test_stop_leaves_no_processes(tmp_path: Path) -> None:
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family)
 
 
+def test_a_killed_server_leaves_no_shared_memory(tmp_path: Path) -> None:
+    """A server killed before it could stop cleanly leaves its stubs' regions in /dev/shm; stop() removes them."""
+    repo = tmp_path / "repo"
+    shutil.copytree(SAMPLE_REPOSITORY, repo)
+    server = make_server(repo, tmp_path).start()
+    regions = server_module.shm_regions(server.pid)
+    assert regions and all(r.exists() for r in regions)
+    server.stop(grace_s=0)  # no grace: SIGKILL at once
+    assert not [r for r in regions if r.exists()]
+
+
 def test_cli_check_starts_and_stops(tmp_path: Path) -> None:
     http, grpc, metrics = free_ports(3)
     code = server_module.main(["--repo", str(SAMPLE_REPOSITORY), "--http-port", str(http), "--grpc-port", str(grpc),

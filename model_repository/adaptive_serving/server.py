@@ -43,6 +43,8 @@ class ServerError(RuntimeError):
 ADMIN_HEADER = "admin-key"
 RESTRICTED_APIS = ("shared-memory",)
 RESTRICTED_APIS_EXPLICIT = ("model-repository", "shared-memory")
+# The Python backend's shared-memory region per stub, which the server creates and unlinks on a clean stop only.
+SHM_REGION_PREFIX = "/dev/shm/triton_python_backend_shm_region_"
 
 
 def _site_packages() -> Path:
@@ -275,6 +277,7 @@ class TritonServer:
             family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
         except psutil.NoSuchProcess:
             family = []
+        regions = shm_regions(proc.pid)
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -292,6 +295,9 @@ class TritonServer:
         psutil.wait_procs(family, timeout=5)
         # The gate models' board goes with the last of them; a killed stub leaves it, so it is removed here too.
         board_path(proc.pid).unlink(missing_ok=True)
+        # A killed server leaves its stubs' regions in /dev/shm (about 1 MB each, 64 MB in all in a default container).
+        for region in regions:
+            region.unlink(missing_ok=True)
         self._log.close()
 
     def __enter__(self) -> TritonServer:
@@ -364,6 +370,16 @@ def _own_group_dying_with_parent() -> None:
 
         pr_set_pdeathsig = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def shm_regions(pid: int) -> set[Path]:
+    """The Python-backend shared-memory regions that process `pid` (a server: it maps each stub's) has mapped."""
+    try:
+        lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    except OSError:
+        return set()
+    return {Path(path) for path in (line.split(maxsplit=5)[-1] for line in lines)
+            if path.startswith(SHM_REGION_PREFIX) and not path.endswith("(deleted)")}
 
 
 def _killpg(pgid: int) -> None:
