@@ -143,6 +143,9 @@ def _params(**values: object) -> str:
     return "\n".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in values.items())
 
 
+# Token tensors, as the tokenizer writes them and the gate models and first stages read them.
+IDS = _tensor(names.INPUT_IDS, "TYPE_INT64", [-1])
+MASK = _tensor(names.ATTENTION_MASK, "TYPE_INT64", [-1])
 # The gate models' optional input: when the request entered the server's entry (the tokenizer's stamp). Optional, so
 # the router and cascades still serve callers that send tokens directly (their deadline then counts from the gate).
 ENTERED_IN = _tensor(names.ENTERED_NS, "TYPE_INT64", [1], optional=True)
@@ -163,8 +166,7 @@ def tokenizer_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
     return "\n".join([
         f'name: "tokenizer_{cfg.name}"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
         f"input [ {_tensor(names.TEXT, 'TYPE_STRING', [1])} ]",
-        f"output [ {_tensor(names.INPUT_IDS, 'TYPE_INT64', [-1])}, "
-        f"{_tensor(names.ATTENTION_MASK, 'TYPE_INT64', [-1])}, {_tensor(names.ENTERED_NS, 'TYPE_INT64', [1])} ]",
+        f"output [ {IDS}, {MASK}, {_tensor(names.ENTERED_NS, 'TYPE_INT64', [1])} ]",
         # No dynamic batcher (its missed wake-ups stall the entry for 500 ms; class order is the gate's job), and
         # two instances, so a long text does not hold up the next request.
         _instances(opts.tokenizer_instances),
@@ -174,14 +176,12 @@ def tokenizer_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
 
 def stage_io(cfg: EarlyExitConfig, stage: int | None) -> tuple[list[str], list[str]]:
     """Inputs and outputs of a stage (None = the full-depth encoder), as config.pbtxt tensor entries."""
-    ids = _tensor(names.INPUT_IDS, "TYPE_INT64", [-1])
-    mask = _tensor(names.ATTENTION_MASK, "TYPE_INT64", [-1])
     hidden_in = _tensor(names.HIDDEN_IN, "TYPE_FP32", [-1, cfg.hidden_size])
     hidden = _tensor(names.HIDDEN, "TYPE_FP32", [-1, cfg.hidden_size])
     logits = _tensor(names.LOGITS, "TYPE_FP32", [cfg.num_labels])
     first = stage is None or stage == 1
     last = stage is None or stage == cfg.num_stages
-    return ([ids, mask] if first else [hidden_in, mask]), ([logits] if last else [hidden, logits])
+    return ([IDS, MASK] if first else [hidden_in, MASK]), ([logits] if last else [hidden, logits])
 
 
 def encoder_config(name: str, cfg: EarlyExitConfig, stage: int | None, opts: RepositoryOptions, *,
@@ -227,8 +227,7 @@ def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
     outputs = [_tensor(n, OUTPUT_TYPES[n], [1]) for n in CASCADE_OUTPUTS]
     return "\n".join([
         f'name: "cascade_{cfg.name}"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
-        f"input [ {_tensor(names.INPUT_IDS, 'TYPE_INT64', [-1])}, {_tensor(names.ATTENTION_MASK, 'TYPE_INT64', [-1])}, "
-        f"{ENTERED_IN} ]",
+        f"input [ {IDS}, {MASK}, {ENTERED_IN} ]",
         f"output [ {', '.join(outputs)} ]",
         # No dynamic batcher: `execute` only hands requests to the gate, which orders classes and enforces their
         # timeouts; 2.51's batcher can miss an instance's wake-up and hold a request 500 ms (see the tokenizer).
@@ -240,8 +239,7 @@ def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
 def router_config(opts: RepositoryOptions, audit_model: str, audit_input: str = "text") -> str:
     """The router; `audit_model` labels sampled outcomes, reading the text or ("tokens") the router's own tokens."""
     outputs = [_tensor(n, OUTPUT_TYPES[n], [1]) for n in (*CASCADE_OUTPUTS, names.COMPLEXITY, names.ESCALATIONS)]
-    inputs = [_tensor(names.TEXT, "TYPE_STRING", [1]), _tensor(names.INPUT_IDS, "TYPE_INT64", [-1]),
-              _tensor(names.ATTENTION_MASK, "TYPE_INT64", [-1]), ENTERED_IN]
+    inputs = [_tensor(names.TEXT, "TYPE_STRING", [1]), IDS, MASK, ENTERED_IN]
     return "\n".join([
         'name: "router"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
         f"input [ {', '.join(inputs)} ]", f"output [ {', '.join(outputs)} ]",
