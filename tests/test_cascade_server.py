@@ -140,6 +140,51 @@ def test_survivors_of_concurrent_requests_are_rebatched(tiny_export: Path, tiny_
     assert executions < inferences, "survivors of separate requests should share stage-2 executions"
 
 
+def _stage_call(url: str, model: str, width: int) -> float:
+    """One direct call of a first stage on `width` tokens; returns its latency in seconds."""
+    inputs = [grpcclient.InferInput(n, [1, width], "INT64") for n in (names.INPUT_IDS, names.ATTENTION_MASK)]
+    for inp in inputs:
+        inp.set_data_from_numpy(np.ones((1, width), np.int64))
+    t0 = time.monotonic()
+    grpcclient.InferenceServerClient(url).infer(model, inputs)
+    return time.monotonic() - t0
+
+
+def test_a_batched_stage_wakes_its_batcher_when_it_frees(tiny_repo: Path, serve) -> None:
+    # Triton 2.51's batcher is not told when a busy instance frees and sleeps up to 500 ms (adaptive_serving.
+    # batcher_nudge). Under a closed loop no arrival wakes it either: every call must start soon after the one before.
+    _set_params(tiny_repo, "tiny_stage1", inject_delay_ms=20)
+    server = serve(tiny_repo)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+
+    def counts() -> tuple[int, int, int]:
+        entry = client.get_inference_statistics("tiny_stage1", as_json=True)["model_stats"][0]
+        stats = entry["inference_stats"]
+        return (int(entry.get("execution_count", 0)), int(stats["success"].get("count", 0)),
+                int(stats["fail"].get("count", 0)))
+
+    _stage_call(server.grpc_url, "tiny_stage1", 8)  # warm-up
+    time.sleep(0.3)
+    before = counts()
+    latencies: list[float] = []
+
+    def worker(k: int) -> None:  # widths differ, so calls of different workers seldom share a batch
+        for i in range(6):
+            latencies.append(_stage_call(server.grpc_url, "tiny_stage1", 8 * (1 + (k + i) % 4)))
+
+    workers = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert max(latencies) < 0.4, f"slowest call {max(latencies) * 1e3:.0f} ms: the batcher slept past a free instance"
+    # The nudges expired in the queue: they never ran and show as failures only.
+    time.sleep(0.5)
+    after = counts()
+    assert after[1] - before[1] == 48 and after[0] - before[0] <= 48
+    assert after[2] - before[2] >= 2
+
+
 def _send_async(client: grpcclient.InferenceServerClient, tag: str, klass: str, done: list[str],
                 lock: threading.Lock, batch: int = 64) -> None:
     """Send `batch` texts in the given class; append `tag` (or `tag:error:...`) to `done` when answered."""

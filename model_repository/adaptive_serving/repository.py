@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adaptive_serving import names
+from adaptive_serving.batcher_nudge import parse_delays_ms
 from adaptive_serving.cascade import CascadePlan
 from adaptive_serving.config import (LATENCY_CLASSES, MAX_BATCH_SIZE, MAX_TEXT_BYTES, PATHS, SIZES, TORCH_DTYPES,
                                      EarlyExitConfig)
@@ -74,6 +75,9 @@ class RepositoryOptions:
         stage_instances: instances per stage model.
         intra_op_threads: onnxruntime (or torch) threads per stage instance (local target); 0 = one per core.
         max_queue_delay_us: dynamic batcher delay for stage models (survivors wait this long for company).
+        batcher_nudge_ms: local target: after each call of a batched stage model, while it stays idle, a request that
+            expires in its own queue at each of these delays (ms, comma-separated; "" = off) wakes Triton 2.51's
+            batcher, which otherwise sleeps up to 500 ms after the instance frees (`adaptive_serving.batcher_nudge`).
         express_lane: add `<stage>_express` models for critical-deadline requests (see the module docstring).
         solo_express: a request alone in the server's gate models takes the express lane too, skipping the
             standard batcher's `max_queue_delay_us` wait for company that cannot come (`adaptive_serving.inflight`).
@@ -103,6 +107,7 @@ class RepositoryOptions:
     stage_instances: int = 1
     intra_op_threads: int = 0
     max_queue_delay_us: int = 2000
+    batcher_nudge_ms: str = "2,10"
     express_lane: bool = True
     solo_express: bool = True
     standard_nice: int = 10
@@ -120,6 +125,7 @@ class RepositoryOptions:
         class_caps(self.gate_slots, self.gate_reserve)  # raises on a bad pair
         if self.gate_instances < 1:
             raise ValueError(f"gate_instances must be >= 1, got {self.gate_instances}")
+        parse_delays_ms(self.batcher_nudge_ms)  # raises on a bad list
         if self.max_queue_delay_us < 0:
             raise ValueError(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
         if self.target not in TARGETS:
@@ -190,11 +196,13 @@ def encoder_config(name: str, cfg: EarlyExitConfig, stage: int | None, opts: Rep
     `express` ones batch without delay (a critical request does not wait for company)."""
     inputs, outputs = stage_io(cfg, stage)
     cpu = dict(nice=opts.standard_nice, sched_idle=int(opts.standard_idle)) if standard else {}
+    # Python-backend stages with a batcher wake it themselves (the native backends of the container target cannot).
+    nudge = dict(batcher_nudge_ms=opts.batcher_nudge_ms) if opts.batcher_nudge_ms and not express else {}
     head = [f'name: "{name}"']
     if opts.target == "local" and opts.runtime == "torch":
         head += ['backend: "python"']
         params = dict(weights_file="weights.safetensors", stage="full" if stage is None else stage, dtype=opts.dtype,
-                      intra_op_threads=opts.intra_op_threads, **cpu)
+                      intra_op_threads=opts.intra_op_threads, **cpu, **nudge)
         if opts.device == "gpu" and opts.gpu_hidden:
             params["FORCE_CPU_ONLY_INPUT_TENSORS"] = "no"  # hidden states arrive in GPU memory
         params["hidden_on_device"] = "yes" if opts.gpu_hidden else "no"
@@ -202,7 +210,7 @@ def encoder_config(name: str, cfg: EarlyExitConfig, stage: int | None, opts: Rep
     elif opts.target == "local":
         head += ['backend: "python"']
         tail = [_instances(opts.stage_instances),
-                _params(onnx_file="model.onnx", intra_op_threads=opts.intra_op_threads, **cpu)]
+                _params(onnx_file="model.onnx", intra_op_threads=opts.intra_op_threads, **cpu, **nudge)]
     else:
         head += ['backend: "onnxruntime"', 'default_model_filename: "model.onnx"']
         tail = [_instances(opts.stage_instances, "KIND_GPU")]
@@ -430,6 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="threads per stage instance (0: one per core)")
     parser.add_argument("--max-queue-delay-us", type=int, default=RepositoryOptions.max_queue_delay_us,
                         help="standard-lane stage batcher delay: longer batches more under load, costs light traffic")
+    parser.add_argument("--batcher-nudge-ms", default=RepositoryOptions.batcher_nudge_ms,
+                        help="local target: delays (ms) after a batched stage's call at which an idle stage wakes its "
+                             "batcher ('' = off)")
     parser.add_argument("--no-solo-express", action="store_true",
                         help="a request alone in the server keeps the standard lane (and waits in its batcher)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="onnx", help="stage runtime of the local target")
@@ -451,7 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     device=args.device, dtype=args.dtype, gpu_hidden=args.hidden_on_gpu,
                                     batch_queue_cap=args.batch_queue_cap, intra_op_threads=args.intra_op_threads,
                                     standard_nice=args.standard_nice, standard_idle=not args.no_standard_idle,
-                                    max_queue_delay_us=args.max_queue_delay_us, solo_express=not args.no_solo_express)
+                                    max_queue_delay_us=args.max_queue_delay_us, solo_express=not args.no_solo_express,
+                                    batcher_nudge_ms=args.batcher_nudge_ms)
         models = build_repository(args.export, args.out, options)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 Requests that the dynamic batcher groups are joined, run once, and split back (PyTriton's @batch).
 `nice` and `sched_idle` lower the CPU priority of this instance (the standard lane yields the CPU to the express lane).
+`batcher_nudge_ms` wakes Triton's dynamic batcher when the instance frees (`adaptive_serving.batcher_nudge`).
 Fault injection for tests and drills (config parameters, off by default): `inject_delay_ms` sleeps before
 each call, `inject_error` fails every call with that message.
 """
@@ -10,6 +11,7 @@ import json
 
 import triton_python_backend_utils as pb_utils
 
+from adaptive_serving import batcher_nudge
 from adaptive_serving.model_args import FaultInjection, lower_cpu_priority, model_params
 from adaptive_serving.onnx_stage import OnnxStage
 
@@ -19,11 +21,26 @@ class TritonPythonModel:
         params, version_dir = model_params(args, ("onnx_file",))
         lower_cpu_priority(params)
         self.stage = OnnxStage(version_dir / params["onnx_file"], threads=int(params.get("intra_op_threads", "0")))
-        self.outputs = [o["name"] for o in json.loads(args["model_config"])["output"]]
+        config = json.loads(args["model_config"])
+        self.outputs = [o["name"] for o in config["output"]]
         self.faults = FaultInjection.from_params(params)
         self.model_name = args["model_name"]
+        self.nudge = batcher_nudge.from_config(self.model_name, config, params)
 
     def execute(self, requests):
+        if self.nudge is None:
+            return self._execute(requests)
+        self.nudge.begin()
+        try:
+            return self._execute(requests)
+        finally:
+            self.nudge.end()
+
+    def finalize(self):
+        if self.nudge is not None:
+            self.nudge.close()
+
+    def _execute(self, requests):
         try:
             self.faults.apply()
             per_request = [{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.stage.input_names}

@@ -4,15 +4,16 @@ Inputs arrive through DLPack wherever they live. The hidden output leaves throug
 `hidden_on_device` is "yes" (CUDA IPC to the cascade: measured slow on 2.51), else as a host copy (the default).
 Logits leave on the CPU: they are a few numbers per sample and the cascade decides exits on the CPU (copying them
 also waits for the stream, so the hidden output is complete when it is handed over).
-`nice`, `sched_idle` and `inject_delay_ms` / `inject_error` work as in the ONNX runner.
+`nice`, `sched_idle`, `batcher_nudge_ms` and `inject_delay_ms` / `inject_error` work as in the ONNX runner.
 """
 
+import json
 
 import torch
 import triton_python_backend_utils as pb_utils
 from torch.utils import dlpack
 
-from adaptive_serving import names
+from adaptive_serving import batcher_nudge, names
 from adaptive_serving.model_args import FaultInjection, lower_cpu_priority, model_params
 from adaptive_serving.torch_stage import TorchStage
 
@@ -35,8 +36,22 @@ class TritonPythonModel:
         self.faults = FaultInjection.from_params(params)
         self.model_name = args["model_name"]
         self.hidden_on_device = params.get("hidden_on_device", "yes") == "yes"
+        self.nudge = batcher_nudge.from_config(self.model_name, json.loads(args["model_config"]), params)
 
     def execute(self, requests):
+        if self.nudge is None:
+            return self._execute(requests)
+        self.nudge.begin()
+        try:
+            return self._execute(requests)
+        finally:
+            self.nudge.end()
+
+    def finalize(self):
+        if self.nudge is not None:
+            self.nudge.close()
+
+    def _execute(self, requests):
         try:
             self.faults.apply()
             per_request = [{n: _to_torch(pb_utils.get_input_tensor_by_name(r, n)) for n in self.stage.input_names}
