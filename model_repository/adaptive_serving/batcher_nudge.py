@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 # Sends that may be in flight at once (each waits in the queue until the batcher rejects it).
 MAX_PENDING = 8
@@ -126,6 +127,19 @@ def expiring_request(model_name: str, config: dict) -> Callable[[], None]:
                                   timeout=1).exec()
 
     return send
+
+
+@contextmanager
+def executing(nudge: BatcherNudge | None) -> Iterator[None]:
+    """Wrap a model's `execute` body: the nudge (if any) knows the instance is busy meanwhile."""
+    if nudge is None:
+        yield
+        return
+    nudge.begin()
+    try:
+        yield
+    finally:
+        nudge.end()
 
 
 def from_config(model_name: str, config: dict, params: dict[str, str]) -> BatcherNudge | None:

@@ -28,25 +28,18 @@ class TritonPythonModel:
         self.nudge = batcher_nudge.from_config(self.model_name, config, params)
 
     def execute(self, requests):
-        if self.nudge is None:
-            return self._execute(requests)
-        self.nudge.begin()
-        try:
-            return self._execute(requests)
-        finally:
-            self.nudge.end()
+        with batcher_nudge.executing(self.nudge):
+            try:
+                self.faults.apply()
+                per_request = [{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy()
+                                for name in self.stage.input_names} for r in requests]
+                results = self.stage.run_batched(per_request, self.outputs)
+            except Exception as e:  # a failing stage fails only the requests of this call, with the reason
+                error = pb_utils.TritonError(f"{self.model_name}: {type(e).__name__}: {e}",
+                                             pb_utils.TritonError.INTERNAL)
+                return [pb_utils.InferenceResponse(error=error) for _ in requests]
+            return [pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in out.items()]) for out in results]
 
     def finalize(self):
         if self.nudge is not None:
             self.nudge.close()
-
-    def _execute(self, requests):
-        try:
-            self.faults.apply()
-            per_request = [{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.stage.input_names}
-                           for r in requests]
-            results = self.stage.run_batched(per_request, self.outputs)
-        except Exception as e:  # a failing stage fails only the requests of this call, with the reason
-            error = pb_utils.TritonError(f"{self.model_name}: {type(e).__name__}: {e}", pb_utils.TritonError.INTERNAL)
-            return [pb_utils.InferenceResponse(error=error) for _ in requests]
-        return [pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in out.items()]) for out in results]

@@ -39,33 +39,26 @@ class TritonPythonModel:
         self.nudge = batcher_nudge.from_config(self.model_name, json.loads(args["model_config"]), params)
 
     def execute(self, requests):
-        if self.nudge is None:
-            return self._execute(requests)
-        self.nudge.begin()
-        try:
-            return self._execute(requests)
-        finally:
-            self.nudge.end()
+        with batcher_nudge.executing(self.nudge):
+            try:
+                self.faults.apply()
+                per_request = [{n: _to_torch(pb_utils.get_input_tensor_by_name(r, n)) for n in self.stage.input_names}
+                               for r in requests]
+                results = self.stage.run_batched(per_request)
+                responses = []
+                for out in results:
+                    tensors = [pb_utils.Tensor(names.LOGITS, out[names.LOGITS].cpu().numpy())]
+                    if names.HIDDEN in out and self.hidden_on_device:
+                        tensors.append(pb_utils.Tensor.from_dlpack(names.HIDDEN, dlpack.to_dlpack(out[names.HIDDEN])))
+                    elif names.HIDDEN in out:
+                        tensors.append(pb_utils.Tensor(names.HIDDEN, out[names.HIDDEN].cpu().numpy()))
+                    responses.append(pb_utils.InferenceResponse(tensors))
+            except Exception as e:  # a failing stage fails only the requests of this call, with the reason
+                error = pb_utils.TritonError(f"{self.model_name}: {type(e).__name__}: {e}",
+                                             pb_utils.TritonError.INTERNAL)
+                return [pb_utils.InferenceResponse(error=error) for _ in requests]
+            return responses
 
     def finalize(self):
         if self.nudge is not None:
             self.nudge.close()
-
-    def _execute(self, requests):
-        try:
-            self.faults.apply()
-            per_request = [{n: _to_torch(pb_utils.get_input_tensor_by_name(r, n)) for n in self.stage.input_names}
-                           for r in requests]
-            results = self.stage.run_batched(per_request)
-            responses = []
-            for out in results:
-                tensors = [pb_utils.Tensor(names.LOGITS, out[names.LOGITS].cpu().numpy())]
-                if names.HIDDEN in out and self.hidden_on_device:
-                    tensors.append(pb_utils.Tensor.from_dlpack(names.HIDDEN, dlpack.to_dlpack(out[names.HIDDEN])))
-                elif names.HIDDEN in out:
-                    tensors.append(pb_utils.Tensor(names.HIDDEN, out[names.HIDDEN].cpu().numpy()))
-                responses.append(pb_utils.InferenceResponse(tensors))
-        except Exception as e:  # a failing stage fails only the requests of this call, with the reason
-            error = pb_utils.TritonError(f"{self.model_name}: {type(e).__name__}: {e}", pb_utils.TritonError.INTERNAL)
-            return [pb_utils.InferenceResponse(error=error) for _ in requests]
-        return responses
