@@ -150,9 +150,10 @@ def _stage_call(url: str, model: str, width: int) -> float:
     return time.monotonic() - t0
 
 
-def test_a_batched_stage_wakes_its_batcher_when_it_frees(tiny_repo: Path, serve) -> None:
-    # Triton 2.51's batcher is not told when a busy instance frees and sleeps up to 500 ms (adaptive_serving.
-    # batcher_nudge). Under a closed loop no arrival wakes it either: every call must start soon after the one before.
+def test_a_batched_stage_wakes_its_batcher_when_it_frees(tiny_export: Path, tiny_repo: Path, serve) -> None:
+    # Triton 2.51's batcher is not told when a busy instance frees and sleeps up to 500 ms; the opt-in nudge
+    # (adaptive_serving.batcher_nudge) wakes it. Under a closed loop every call must start soon after the one before.
+    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", batcher_nudge_ms="2,10"))
     _set_params(tiny_repo, "tiny_stage1", inject_delay_ms=20)
     server = serve(tiny_repo)
     client = grpcclient.InferenceServerClient(server.grpc_url)

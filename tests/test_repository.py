@@ -89,18 +89,19 @@ def test_express_lane_has_cpu_priority(repo: Path) -> None:
     assert lanes.lane(0) == lanes.lane(critical + 1) == ("tiny_stage1", "tiny_stage2")
 
 
-def test_batched_local_stages_wake_their_batcher(repo: Path, tiny_export: Path, tmp_path: Path) -> None:
-    # Local (Python-backend) stages with a dynamic batcher nudge it after each call (adaptive_serving.batcher_nudge);
-    # the express stages have no batcher, the container's native backends cannot run the nudge.
-    nudged = {p.parent.name for p in repo.glob("*/config.pbtxt")
-              if "batcher_nudge_ms" in _parse(p).parameters}
-    local = (repo / "tiny_stage1" / "1" / "model.py").exists()
-    assert nudged == ({"tiny_stage1", "tiny_stage2", "tiny_full_encoder"} if local else set())
-    for name in nudged:  # the nudge's requests must expire in the queue, never run
-        assert _parse(repo / name / "config.pbtxt").dynamic_batching.default_queue_policy.allow_timeout_override
-    off = tmp_path / "off"
-    build_repository(tiny_export, off, RepositoryOptions(entry_size="tiny", batcher_nudge_ms=""))
-    assert not any("batcher_nudge_ms" in _parse(p).parameters for p in off.glob("*/config.pbtxt"))
+def test_batched_local_stages_wake_their_batcher_when_asked(tiny_export: Path, tmp_path: Path) -> None:
+    # Off by default (experimental, adaptive_serving.batcher_nudge). Asked for, the local (Python-backend) stages with a
+    # dynamic batcher nudge it; the express stages have no batcher, the container's native backends cannot nudge.
+    def nudged(target: str, delays: str) -> set[str]:
+        out = tmp_path / f"{target}_{delays or 'off'}"
+        build_repository(tiny_export, out, RepositoryOptions(target=target, entry_size="tiny", batcher_nudge_ms=delays))
+        return {p.parent.name for p in out.glob("*/config.pbtxt") if "batcher_nudge_ms" in _parse(p).parameters}
+
+    assert nudged("local", "") == set() and nudged("container", "2,10") == set()
+    assert nudged("local", "2,10") == {"tiny_stage1", "tiny_stage2", "tiny_full_encoder"}
+    for name in ("tiny_stage1", "tiny_stage2", "tiny_full_encoder"):  # the nudges must expire in the queue, unrun
+        config = _parse(tmp_path / "local_2,10" / name / "config.pbtxt")
+        assert config.dynamic_batching.default_queue_policy.allow_timeout_override
     with pytest.raises(ValueError, match="positive and increasing"):
         RepositoryOptions(batcher_nudge_ms="10,2")
 

@@ -12,6 +12,10 @@ idle, the model sends itself a request whose 1 us timeout expires in its own que
 policy rejects it), and its arrival wakes the batcher for the requests already waiting. Cost: at most
 `len(delays_s)` rejected requests per execution followed by idleness, none while the model stays busy. They show
 in Triton's failure counters of the model (reason: the request timeout).
+
+Experimental and off by default (`--batcher-nudge-ms`): in the first full test run with it on, the test session's
+shared server aborted with heap corruption in tritonserver (`malloc(): unaligned tcache chunk detected`), never seen
+in the runs without it. Requests expiring in a batched queue while BLS calls arrive are the suspect; not root-caused.
 """
 
 from __future__ import annotations
