@@ -13,9 +13,10 @@ policy rejects it), and its arrival wakes the batcher for the requests already w
 `len(delays_s)` rejected requests per execution followed by idleness, none while the model stays busy. They show
 in Triton's failure counters of the model (reason: the request timeout).
 
-Experimental and off by default (`--batcher-nudge-ms`): in the first full test run with it on, the test session's
-shared server aborted with heap corruption in tritonserver (`malloc(): unaligned tcache chunk detected`), never seen
-in the runs without it. Requests expiring in a batched queue while BLS calls arrive are the suspect; not root-caused.
+Diagnosis only, off by default (`--batcher-nudge-ms`): in both full test runs with it on, the test session's shared
+server aborted with heap corruption in tritonserver 2.51 (`malloc(): unaligned tcache chunk detected`, then
+`malloc_consolidate(): unaligned fastbin chunk detected`, the second time in the 3x-overload test), never seen in
+the runs without it. Requests expiring in a batched queue under load are the suspect; not root-caused.
 """
 
 from __future__ import annotations

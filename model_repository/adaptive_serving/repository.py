@@ -78,7 +78,8 @@ class RepositoryOptions:
         batcher_nudge_ms: local target, experimental, off by default: after each call of a batched stage model, while
             it stays idle, a request that expires in its own queue at each of these delays (ms, comma-separated, e.g.
             "2,10"; "" = off) wakes Triton 2.51's batcher, which otherwise sleeps up to 500 ms after the instance frees
-            (`adaptive_serving.batcher_nudge`). Off because a server with it aborted once (heap corruption; README).
+            (`adaptive_serving.batcher_nudge`). Diagnosis only: with it on, tritonserver 2.51 aborted with heap corruption
+            in both full test runs (README, Known limits).
         express_lane: add `<stage>_express` models for critical-deadline requests (see the module docstring).
         solo_express: a request alone in the server's gate models takes the express lane too, skipping the
             standard batcher's `max_queue_delay_us` wait for company that cannot come (`adaptive_serving.inflight`).
@@ -440,8 +441,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-queue-delay-us", type=int, default=RepositoryOptions.max_queue_delay_us,
                         help="standard-lane stage batcher delay: longer batches more under load, costs light traffic")
     parser.add_argument("--batcher-nudge-ms", default=RepositoryOptions.batcher_nudge_ms,
-                        help="experimental, local target: delays (ms, e.g. 2,10) after a batched stage's call at "
-                             "which an idle stage wakes its batcher (default off; see README, Known limits)")
+                        help="diagnosis only, local target: delays (ms, e.g. 2,10) after a batched stage's call at "
+                             "which an idle stage wakes its batcher; tritonserver 2.51 aborted with it on (README)")
     parser.add_argument("--no-solo-express", action="store_true",
                         help="a request alone in the server keeps the standard lane (and waits in its batcher)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="onnx", help="stage runtime of the local target")
