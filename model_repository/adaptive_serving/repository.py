@@ -151,6 +151,8 @@ def _params(**values: object) -> str:
     return "\n".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in values.items())
 
 
+# The entry's text, as the ensembles, the tokenizers and the router read it.
+TEXT_IN = _tensor(names.TEXT, "TYPE_STRING", [1])
 # Token tensors, as the tokenizer writes them and the gate models and first stages read them.
 IDS = _tensor(names.INPUT_IDS, "TYPE_INT64", [-1])
 MASK = _tensor(names.ATTENTION_MASK, "TYPE_INT64", [-1])
@@ -173,7 +175,7 @@ def _instances(count: int, kind: str = "KIND_CPU") -> str:
 def tokenizer_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
     return "\n".join([
         f'name: "tokenizer_{cfg.name}"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
-        f"input [ {_tensor(names.TEXT, 'TYPE_STRING', [1])} ]",
+        f"input [ {TEXT_IN} ]",
         f"output [ {IDS}, {MASK}, {_tensor(names.ENTERED_NS, 'TYPE_INT64', [1])} ]",
         # No dynamic batcher (its missed wake-ups stall the entry for 500 ms; class order is the gate's job), and
         # two instances, so a long text does not hold up the next request.
@@ -249,7 +251,7 @@ def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
 def router_config(opts: RepositoryOptions, audit_model: str, audit_input: str = "text") -> str:
     """The router; `audit_model` labels sampled outcomes, reading the text or ("tokens") the router's own tokens."""
     outputs = [_tensor(n, OUTPUT_TYPES[n], [1]) for n in (*CASCADE_OUTPUTS, names.COMPLEXITY, names.ESCALATIONS)]
-    inputs = [_tensor(names.TEXT, "TYPE_STRING", [1]), IDS, MASK, ENTERED_IN]
+    inputs = [TEXT_IN, IDS, MASK, ENTERED_IN]
     return "\n".join([
         'name: "router"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
         f"input [ {', '.join(inputs)} ]", f"output [ {', '.join(outputs)} ]",
@@ -366,14 +368,13 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
             _link_or_copy(onnx, version / "model.onnx")
         models.append(name)
 
-    text_in = _tensor(names.TEXT, "TYPE_STRING", [1])
-
     tokens = {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}
     stamped = {**tokens, names.ENTERED_NS: "entered"}
 
     def tokenize(size: str, *, stamp: bool = True) -> tuple[str, dict[str, str], dict[str, str]]:
         # `stamp`: the next step reads the entry time (Triton refuses an ensemble tensor nobody reads).
         return f"tokenizer_{size}", {names.TEXT: names.TEXT}, stamped if stamp else tokens
+
     for size, cfg in sizes.items():
         version = python_model(f"tokenizer_{size}", tokenizer_config(cfg, options), "tokenizer")
         shutil.copy2(tokenizer_json, version / "tokenizer.json")
@@ -387,14 +388,14 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
         _write(out / cfg.full_model_name, ensemble_config(
             cfg.full_model_name,
             [tokenize(size, stamp=False), (f"{size}_full_encoder", tokens, {names.LOGITS: names.LOGITS})],
-            [text_in], [_tensor(names.LOGITS, "TYPE_FP32", [cfg.num_labels])]))
+            [TEXT_IN], [_tensor(names.LOGITS, "TYPE_FP32", [cfg.num_labels])]))
         models.append(cfg.full_model_name)
         version = python_model(f"cascade_{size}", cascade_config(cfg, options), "cascade")
         (version / "plan.json").write_text(load_plan(export_dir, cfg, options).to_json())
         _write(out / f"{size}_exit", ensemble_config(
             f"{size}_exit",
             [tokenize(size), (f"cascade_{size}", stamped, {n: n for n in CASCADE_OUTPUTS})],
-            [text_in], [_tensor(n, OUTPUT_TYPES[n], [1]) for n in CASCADE_OUTPUTS]))
+            [TEXT_IN], [_tensor(n, OUTPUT_TYPES[n], [1]) for n in CASCADE_OUTPUTS]))
         models.append(f"{size}_exit")
 
     entry = sizes[options.entry_size]
@@ -413,7 +414,7 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
     else:
         outputs = list(CASCADE_OUTPUTS)
         last = (f"cascade_{entry.name}", stamped, {n: n for n in outputs})
-    _write(out / ENTRY_MODEL, ensemble_config(ENTRY_MODEL, [tokenize(entry.name), last], [text_in],
+    _write(out / ENTRY_MODEL, ensemble_config(ENTRY_MODEL, [tokenize(entry.name), last], [TEXT_IN],
                                               [_tensor(n, OUTPUT_TYPES[n], [1]) for n in outputs]))
     models.append(ENTRY_MODEL)
     return models
