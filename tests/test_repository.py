@@ -12,7 +12,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from adaptive_serving import names
-from adaptive_serving.cascade import CascadePlan
+from adaptive_serving.cascade import DEADLINE_MARGIN, CascadePlan
 from adaptive_serving.config import LATENCY_CLASSES, MAX_BATCH_SIZE
 from adaptive_serving.gate import parse_caps
 from adaptive_serving.repository import TARGETS, RepositoryOptions, build_repository
@@ -138,6 +138,22 @@ def test_batch_queue_cap_reaches_the_gate(tiny_export: Path, tmp_path: Path) -> 
     build_repository(tiny_export, out, RepositoryOptions(entry_size="tiny", batch_queue_cap=128))
     config = _parse(out / "cascade_tiny" / "config.pbtxt")
     assert config.parameters["gate_untimed_cap"].string_value == "128"
+
+
+def test_deadline_margin_reaches_the_gate_models(tiny_export: Path, tmp_path: Path, capsys) -> None:
+    """The gate models judge a stage call's fit by its mean plus the configured margin of deviations."""
+    from adaptive_serving.repository import main
+
+    build_repository(tiny_export, tmp_path / "repo", RepositoryOptions(entry_size="tiny"))
+    params = _parse(tmp_path / "repo" / "cascade_tiny" / "config.pbtxt").parameters
+    assert float(params["deadline_margin"].string_value) == DEADLINE_MARGIN
+    assert main(["--export", str(tiny_export), "--out", str(tmp_path / "mean"), "--entry-size", "tiny",
+                 "--no-router", "--deadline-margin", "0"]) == 0
+    params = _parse(tmp_path / "mean" / "cascade_tiny" / "config.pbtxt").parameters
+    assert float(params["deadline_margin"].string_value) == 0.0
+    assert main(["--export", str(tiny_export), "--out", str(tmp_path / "bad"), "--entry-size", "tiny",
+                 "--deadline-margin", "-1"]) == 1
+    assert "deadline_margin must be >= 0" in capsys.readouterr().err
 
 
 def test_gate_caps_keep_room_for_urgent_classes(tiny_export: Path, tmp_path: Path) -> None:

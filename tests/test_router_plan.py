@@ -49,7 +49,7 @@ def test_plan_round_trip_and_validation(tmp_path: Path) -> None:
 
 
 def test_stage_latency_judges_each_width_by_its_own_calls() -> None:
-    latency = StageLatency(alpha=0.5)
+    latency = StageLatency(alpha=0.5, margin=0.0)
     latency.update("stage2", 16, 0.002)
     latency.update("stage2", 256, 0.020)
     assert latency.fits("stage2", 16, 0.040, 0.050)  # a short text's call fits the 10 ms left
@@ -59,6 +59,19 @@ def test_stage_latency_judges_each_width_by_its_own_calls() -> None:
     assert latency.fits("stage2", 256, 1.0, 0.0)  # no deadline
     latency.update("stage2", 256, 0.010)  # moving average: 0.015
     assert latency.fits("stage2", 256, 0.034, 0.050) and not latency.fits("stage2", 256, 0.036, 0.050)
+
+
+def test_stage_latency_keeps_a_margin_for_calls_whose_time_spreads() -> None:
+    steady, spread = StageLatency(alpha=0.5, beta=0.5, margin=2.0), StageLatency(alpha=0.5, beta=0.5, margin=2.0)
+    for seconds in (0.010, 0.010, 0.010):
+        steady.update("stage2", 64, seconds)
+    for seconds in (0.010, 0.002, 0.018):  # calls that come and go
+        spread.update("stage2", 64, seconds)
+    assert steady.estimate("stage2", 64) == pytest.approx(0.010)  # no spread: the mean alone
+    # mean 0.012; mean deviation 0.004, then 0.004 + 0.5 * (0.012 - 0.004) = 0.008: judged by 0.012 + 2 * 0.008
+    assert spread.estimate("stage2", 64) == pytest.approx(0.028)
+    assert steady.fits("stage2", 64, 0.035, 0.050) and not spread.fits("stage2", 64, 0.035, 0.050)
+    assert StageLatency(margin=0.0).estimate("unseen", 16) == 0.0
 
 
 def test_exit_threshold_rises_to_meet_the_knob() -> None:

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+# Mean deviations added to a stage call's mean time when judging whether it fits a deadline (`StageLatency`).
+DEADLINE_MARGIN = 2.0
+
 
 @dataclass(frozen=True)
 class CascadePlan:
@@ -133,7 +136,7 @@ class CascadeState:
 
 
 class StageLatency:
-    """Running estimate of each stage model's call time at each token width (exponential moving average, seconds).
+    """Running estimate of each stage model's call time at each token width, with its spread (seconds).
 
     Keyed by stage model, so each lane has its own: an express stage answers in milliseconds while the same
     stage in the standard lane waits behind batch work, and one shared estimate made critical requests judge
@@ -141,23 +144,43 @@ class StageLatency:
     call): a stage's compute grows about 10x from 16 to 256 tokens, and one estimate per model judged a short
     text's next stage by the long texts' time.
 
+    A call fits when its mean plus `margin` mean deviations fits (as TCP sizes its retransmit timer): the mean
+    alone let the slower half of the calls overrun, and on a saturated CPU a call's time spreads to several
+    times its mean, which put the escalated and cut-short critical requests in the class's latency tail. On
+    a quiet server the spread is small and the decisions are the mean's.
+
     Args:
-        alpha: weight of the newest observation.
+        alpha: weight of the newest observation in the mean.
+        beta: weight of the newest observation in the mean deviation.
+        margin: mean deviations added to the mean when judging a call (0: the mean alone).
     """
 
-    def __init__(self, alpha: float = 0.2) -> None:
+    def __init__(self, alpha: float = 0.2, beta: float = 0.25, margin: float = DEADLINE_MARGIN) -> None:
         self.alpha = alpha
-        self.estimate: dict[tuple[str, int], float] = {}
+        self.beta = beta
+        self.margin = margin
+        self.mean: dict[tuple[str, int], float] = {}
+        self.deviation: dict[tuple[str, int], float] = {}
 
     def update(self, model: str, width: int, seconds: float) -> None:
         """Record one call of `model` on `width` token columns that took `seconds`."""
-        old = self.estimate.get((model, width))
-        self.estimate[(model, width)] = seconds if old is None else (1 - self.alpha) * old + self.alpha * seconds
+        key = (model, width)
+        old = self.mean.get(key)
+        if old is None:
+            self.mean[key], self.deviation[key] = seconds, 0.0
+            return
+        self.deviation[key] += self.beta * (abs(seconds - old) - self.deviation[key])
+        self.mean[key] = (1 - self.alpha) * old + self.alpha * seconds
+
+    def estimate(self, model: str, width: int) -> float:
+        """The time a call of `model` on `width` token columns is judged by (0 for one not yet seen)."""
+        key = (model, width)
+        return self.mean.get(key, 0.0) + self.margin * self.deviation.get(key, 0.0)
 
     def fits(self, model: str, width: int, elapsed_s: float, budget_s: float) -> bool:
         """Whether calling `model` on `width` token columns next is likely to finish within `budget_s` (budget
         <= 0: no deadline; a model and width not yet seen is assumed to fit)."""
-        return budget_s <= 0 or elapsed_s + self.estimate.get((model, width), 0.0) <= budget_s
+        return budget_s <= 0 or elapsed_s + self.estimate(model, width) <= budget_s
 
 
 def deadline_start(arrived: float, entered_ns: np.ndarray | None) -> float:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from adaptive_serving import names
 from adaptive_serving.batcher_nudge import parse_delays_ms
-from adaptive_serving.cascade import CascadePlan
+from adaptive_serving.cascade import DEADLINE_MARGIN, CascadePlan
 from adaptive_serving.config import (LATENCY_CLASSES, MAX_BATCH_SIZE, MAX_TEXT_BYTES, PATHS, SIZES, TORCH_DTYPES,
                                      EarlyExitConfig)
 from adaptive_serving.gate import class_caps, format_caps
@@ -83,6 +83,8 @@ class RepositoryOptions:
         express_lane: add `<stage>_express` models for critical-deadline requests (see the module docstring).
         solo_express: a request alone in the server's gate models takes the express lane too, skipping the
             standard batcher's `max_queue_delay_us` wait for company that cannot come (`adaptive_serving.inflight`).
+        deadline_margin: the gate models judge whether a stage call fits a request's deadline by the call's mean
+            time plus this many mean deviations (`adaptive_serving.cascade.StageLatency`; 0 = the mean alone).
         standard_nice: CPU niceness of standard-lane stage processes (local target).
         standard_idle: run the standard lane's stages under Linux SCHED_IDLE (local target): they get only the CPU
             that no normal-priority thread wants, so on a saturated CPU the express lane, the gate and the
@@ -112,6 +114,7 @@ class RepositoryOptions:
     batcher_nudge_ms: str = ""
     express_lane: bool = True
     solo_express: bool = True
+    deadline_margin: float = DEADLINE_MARGIN
     standard_nice: int = 10
     standard_idle: bool = True
     router: bool = True
@@ -128,6 +131,8 @@ class RepositoryOptions:
         if self.gate_instances < 1:
             raise ValueError(f"gate_instances must be >= 1, got {self.gate_instances}")
         parse_delays_ms(self.batcher_nudge_ms)  # raises on a bad list
+        if self.deadline_margin < 0:
+            raise ValueError(f"deadline_margin must be >= 0, got {self.deadline_margin}")
         if self.max_queue_delay_us < 0:
             raise ValueError(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
         if self.target not in TARGETS:
@@ -232,7 +237,7 @@ def gate_params(opts: RepositoryOptions) -> dict[str, object]:
     whether a request alone in the server takes the express lane."""
     solo = {"solo_lane": "express"} if opts.solo_express and opts.express_lane else {}
     return {"gate_caps": format_caps(class_caps(opts.gate_slots, opts.gate_reserve)),
-            "gate_untimed_cap": opts.batch_queue_cap, **solo}
+            "gate_untimed_cap": opts.batch_queue_cap, "deadline_margin": opts.deadline_margin, **solo}
 
 
 def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
@@ -446,6 +451,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "which an idle stage wakes its batcher; tritonserver 2.51 aborted with it on (README)")
     parser.add_argument("--no-solo-express", action="store_true",
                         help="a request alone in the server keeps the standard lane (and waits in its batcher)")
+    parser.add_argument("--deadline-margin", type=float, default=RepositoryOptions.deadline_margin,
+                        help="mean deviations added to a stage call's mean time when judging whether it fits a "
+                             "request's deadline (0 = the mean alone)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="onnx", help="stage runtime of the local target")
     parser.add_argument("--device", choices=DEVICES, default="cpu", help="gpu: torch stages as KIND_GPU instances")
     parser.add_argument("--dtype", choices=TORCH_DTYPES, default="float32", help="torch compute precision")
@@ -466,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     batch_queue_cap=args.batch_queue_cap, intra_op_threads=args.intra_op_threads,
                                     standard_nice=args.standard_nice, standard_idle=not args.no_standard_idle,
                                     max_queue_delay_us=args.max_queue_delay_us, solo_express=not args.no_solo_express,
-                                    batcher_nudge_ms=args.batcher_nudge_ms)
+                                    batcher_nudge_ms=args.batcher_nudge_ms, deadline_margin=args.deadline_margin)
         models = build_repository(args.export, args.out, options)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
