@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adaptive_serving.cascade import CascadePlan, StageLatency
+from adaptive_serving.cascade import DEADLINE_MARGIN, CascadePlan, StageLatency
 from adaptive_serving.outcomes import OutcomeRecorder, read_outcomes
 from adaptive_serving.recalibrate import MIN_AUDITED, exit_threshold, recalibrate
 from adaptive_serving.router_plan import RouterPlan, RouteTarget
@@ -72,6 +72,9 @@ def test_stage_latency_keeps_a_margin_for_calls_whose_time_spreads() -> None:
     assert spread.estimate("stage2", 64) == pytest.approx(0.028)
     assert steady.fits("stage2", 64, 0.035, 0.050) and not spread.fits("stage2", 64, 0.035, 0.050)
     assert StageLatency(margin=0.0).estimate("unseen", 16) == 0.0
+    # A gate model reads its margin from its config, the default when the config has none.
+    assert StageLatency.from_params({"deadline_margin": "0.0"}).margin == 0.0
+    assert StageLatency.from_params({}).margin == DEADLINE_MARGIN
 
 
 def test_exit_threshold_rises_to_meet_the_knob() -> None:

@@ -7,7 +7,7 @@ exits where, keeps the per-sample results, and predicts whether the next stage f
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +161,11 @@ class StageLatency:
         self.margin = margin
         self.mean: dict[tuple[str, int], float] = {}
         self.deviation: dict[tuple[str, int], float] = {}
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> StageLatency:
+        """The estimator a gate model's config asks for (`deadline_margin`, else `DEADLINE_MARGIN`)."""
+        return cls(margin=float(params.get("deadline_margin", DEADLINE_MARGIN)))
 
     def update(self, model: str, width: int, seconds: float) -> None:
         """Record one call of `model` on `width` token columns that took `seconds`."""

@@ -15,7 +15,7 @@ from adaptive_export.confidence import get_policy
 from adaptive_serving.model_args import model_params
 from adaptive_serving import names
 from adaptive_serving.bls import StageError, run_cascade, started_at
-from adaptive_serving.cascade import DEADLINE_MARGIN, CascadePlan, CascadeState, StageLatency
+from adaptive_serving.cascade import CascadePlan, CascadeState, StageLatency
 from adaptive_serving.gate import Gate
 from adaptive_serving.metrics import ModelMetrics
 
@@ -26,7 +26,7 @@ class TritonPythonModel:
         self.plan = CascadePlan.from_file(version_dir / params["plan_file"])
         self.confidence = get_policy(self.plan.confidence)
         self.sep_id = int(params["sep_id"])
-        self.latency = StageLatency(margin=float(params.get("deadline_margin", DEADLINE_MARGIN)))
+        self.latency = StageLatency.from_params(params)
         self.model_name = args["model_name"]
         self.metrics = ModelMetrics(self.model_name, {self.plan.size: len(self.plan.stage_models)})
         self.gate = Gate.from_params(self.model_name, params, self.metrics)

@@ -27,7 +27,7 @@ from adaptive_export.confidence import get_policy, softmax
 from adaptive_serving.model_args import model_params
 from adaptive_serving import names
 from adaptive_serving.bls import StageError, call_stage, run_cascade, started_at
-from adaptive_serving.cascade import DEADLINE_MARGIN, CascadeState, StageLatency
+from adaptive_serving.cascade import CascadeState, StageLatency
 from adaptive_serving.complexity_features import extract_features
 from adaptive_serving.gate import Gate
 from adaptive_serving.metrics import ModelMetrics
@@ -56,7 +56,7 @@ class TritonPythonModel:
         self.model_name = args["model_name"]
         self.audits: set[asyncio.Task] = set()  # background audits in flight (strong refs until done)
         # Per stage model; kept across plan reloads.
-        self.latency = StageLatency(margin=float(params.get("deadline_margin", DEADLINE_MARGIN)))
+        self.latency = StageLatency.from_params(params)
         self._load()
         self.metrics = ModelMetrics(
             self.model_name, {t.name: len(t.cascade.stage_models) if t.cascade else 1 for t in self.plan.targets},
