@@ -15,7 +15,8 @@ from adaptive_serving import names
 from adaptive_serving.cascade import DEADLINE_MARGIN, CascadePlan
 from adaptive_serving.config import LATENCY_CLASSES, MAX_BATCH_SIZE
 from adaptive_serving.gate import parse_caps
-from adaptive_serving.repository import TARGETS, RepositoryOptions, build_repository
+from adaptive_serving.repository import (STANDARD_ROUTER, TARGETS, RepositoryOptions, build_repository,
+                                         router_configs)
 
 NAMES = {v for k, v in vars(names).items() if k.isupper()}
 
@@ -167,3 +168,30 @@ def test_gate_caps_keep_room_for_urgent_classes(tiny_export: Path, tmp_path: Pat
         parse_caps("critical:4,batch:2")
     with pytest.raises(ValueError, match="gate slots"):
         RepositoryOptions(gate_slots=0)
+
+
+def test_router_standard_runs_the_standard_lane_at_its_cpu_priority() -> None:
+    """The router keeps the gate and hands standard-lane requests to router_standard, which reads the router's plan,
+    runs under the standard lane's CPU priority, has room for every request the router's gates let through, and
+    counts its answers as the router's."""
+    opts = RepositoryOptions()
+    configs = {name: text_format.Parse(text, model_config_pb2.ModelConfig())
+               for name, text in router_configs(opts, "large_full_encoder", "tokens").items()}
+    assert set(configs) == {"router", STANDARD_ROUTER}
+    for name, config in configs.items():
+        assert config.name == name and config.backend == "python" and not config.HasField("dynamic_batching")
+        assert [t.name for t in config.output] == list(names.ROUTER_OUTPUTS)
+    router = {k: v.string_value for k, v in configs["router"].parameters.items()}
+    standard = {k: v.string_value for k, v in configs[STANDARD_ROUTER].parameters.items()}
+    assert router["standard_router"] == STANDARD_ROUTER and router["plan_file"] == "plan.json"
+    assert "nice" not in router and "sched_idle" not in router
+    assert standard["lane"] == "standard" and standard["metrics_model"] == "router"
+    assert standard["plan_file"] == "../../router/1/plan.json"
+    assert (int(standard["nice"]), standard["sched_idle"]) == (opts.standard_nice, "1")
+    assert "solo_lane" not in standard and "standard_router" not in standard
+    front, room = parse_caps(router["gate_caps"]), parse_caps(standard["gate_caps"])
+    assert all(room[c] == front[c] * opts.gate_instances for c in front)
+    # Without it (or without the express lane that tells the lanes apart) the router runs every request itself.
+    for off in (RepositoryOptions(standard_router=False), RepositoryOptions(express_lane=False)):
+        only = router_configs(off, "large_full_encoder")
+        assert set(only) == {"router"} and "standard_router" not in only["router"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -20,9 +22,10 @@ from adaptive_serving.outcomes import read_outcomes
 from adaptive_serving.recalibrate import main as recalibrate_main
 from adaptive_serving.config import EarlyExitConfig
 from adaptive_serving.repository import (CASCADE_OUTPUTS, OUTPUT_TYPES, RepositoryOptions, _tensor, build_repository,
-                                         ensemble_config, load_plan, router_config)
+                                         STANDARD_ROUTER, ensemble_config, load_plan, router_configs)
 from adaptive_serving.router_plan import RouterPlan, RouteTarget
 from adaptive_serving.server import TritonServer
+from adaptive_serving.watchdog import stub_models
 from conftest import make_server
 
 pytestmark = pytest.mark.server
@@ -47,13 +50,14 @@ def _length_estimator(path: Path) -> None:
 
 
 def build_router_repo(tiny_export: Path, tmp_path: Path, *, second: str = "full", escalate: float = 0.0,
-                      gate_instances: int = RepositoryOptions.gate_instances, first_exit_only: bool = False) -> Path:
+                      gate_instances: int = RepositoryOptions.gate_instances, first_exit_only: bool = False,
+                      solo_express: bool = True) -> Path:
     """Tiny repository plus a router over two targets: the tiny cascade, then `tiny_full` (a text -> logits model,
     `second="full"`) or the tiny cascade again (`second="cascade"`); texts below `escalate` go on to the second.
     `first_exit_only`: the routed cascades answer every text at stage 1."""
     repo = tmp_path / "repo"
     options = RepositoryOptions(entry_size="tiny", audit_rate=1.0, outcomes_file=str(tmp_path / "outcomes.jsonl"),
-                                gate_instances=gate_instances)
+                                gate_instances=gate_instances, solo_express=solo_express)
     build_repository(tiny_export, repo, options)
     cfg = EarlyExitConfig(**json.loads((tiny_export / "tiny" / "thresholds.json").read_text())["config"])
     cascade = load_plan(tiny_export, cfg)
@@ -63,11 +67,12 @@ def build_router_repo(tiny_export: Path, tmp_path: Path, *, second: str = "full"
             else RouteTarget("tiny_again", "cascade", 1.0, cascade=cascade))
     plan = RouterPlan(targets=(RouteTarget("tiny", "cascade", 0.5, cascade=cascade), then),
                       route_threshold=0.5, escalate_thresholds=(escalate, 0.0), audit_rate=1.0)
+    for name, config in router_configs(options, "tiny_full_encoder", "tokens").items():
+        (repo / name / "1").mkdir(parents=True)
+        (repo / name / "config.pbtxt").write_text(config.replace(
+            'key: "sep_id"', 'key: "reload_interval_s" value: { string_value: "0.5" } }\nparameters { key: "sep_id"'))
+        shutil.copy2(Path(__file__).parents[1] / "model_repository/models/router/model.py", repo / name / "1")
     version = repo / "router" / "1"
-    version.mkdir(parents=True)
-    (repo / "router" / "config.pbtxt").write_text(router_config(options, "tiny_full_encoder", "tokens").replace(
-        'key: "sep_id"', 'key: "reload_interval_s" value: { string_value: "0.5" } }\nparameters { key: "sep_id"'))
-    (version / "model.py").write_text((Path(__file__).parents[1] / "model_repository/models/router/model.py").read_text())
     _length_estimator(version / plan.estimator_file)
     plan.write(version / "plan.json")
     outputs = [*CASCADE_OUTPUTS, names.COMPLEXITY, names.ESCALATIONS]
@@ -140,3 +145,35 @@ def test_escalation_that_would_overrun_the_deadline_is_cut(tiny_export: Path, tm
         out = client.infer_raw(SHORT[:1], wanted, latency_class="critical")
         assert out[names.MODEL_SIZE].ravel().tolist() == [b"tiny"]  # the first size's answer, not escalated
         assert out[names.ESCALATIONS].ravel().tolist() == [0] and out[names.DEADLINE_CUT].all()
+
+
+def test_standard_lane_requests_are_routed_by_router_standard_under_sched_idle(tiny_export: Path,
+                                                                                tmp_path: Path) -> None:
+    # Without the solo express lane, so that a request alone in the server keeps its class's lane.
+    repo = build_router_repo(tiny_export, tmp_path, solo_express=False)
+    with make_server(repo, tmp_path) as server, AdaptiveClient(server.grpc_url) as client:
+        answers = {klass: client.classify(SHORT + LONG, latency_class=klass)
+                   for klass in ("batch", "sensitive", "critical")}
+        stats = {m: _counts(server, m) for m in ("router", STANDARD_ROUTER, "tiny_stage1", "tiny_stage1_express")}
+        stubs = stub_models(server.pid)
+        # Per thread: Linux keeps the scheduling class (and niceness) of each.
+        policies = {model: {os.sched_getscheduler(int(t)) for pid, m in stubs.items() if m == model
+                            for t in os.listdir(f"/proc/{pid}/task")} for model in ("router", STANDARD_ROUTER)}
+    # Same answers in both lanes: router_standard runs the router's plan (routing by length: short texts on tiny).
+    for klass, results in answers.items():
+        assert [r.model_size for r in results] == ["tiny"] * 3 + ["full"] * 2, klass
+        assert [r.label for r in results] == [r.label for r in answers["critical"]], klass
+    # Every request passes the router's gate; the batch and sensitive ones then run in router_standard, whose stage
+    # calls take the standard lane, and the critical one runs in the router, through the express lane.
+    assert stats["router"] == 3 and stats[STANDARD_ROUTER] == 2
+    assert stats["tiny_stage1"] == 2 and stats["tiny_stage1_express"] == 1
+    # router_standard's processes run every thread under SCHED_IDLE; the router's keep the normal class.
+    assert policies == {"router": {os.SCHED_OTHER}, STANDARD_ROUTER: {os.SCHED_IDLE}}
+
+
+def _counts(server: TritonServer, model: str) -> int:
+    """Requests `model` has answered (Triton's statistics; `inference_count` would count samples)."""
+    import tritonclient.grpc as grpcclient
+
+    stats = grpcclient.InferenceServerClient(server.grpc_url).get_inference_statistics(model, as_json=True)
+    return int(stats["model_stats"][0]["inference_stats"]["success"].get("count", 0))

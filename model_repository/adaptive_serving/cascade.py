@@ -56,16 +56,18 @@ class CascadePlan:
         if self.device not in ("cpu", "gpu"):
             raise ValueError(f"{self.size}: device must be 'cpu' or 'gpu', got {self.device!r}")
 
-    def lane(self, timeout_us: int, *, alone: bool = False) -> tuple[str, ...]:
-        """Stage models for a request: the express lane for tight deadlines (the critical class), else standard.
+    def express(self, timeout_us: int, *, alone: bool = False) -> bool:
+        """Whether a request takes the express lane: a tight deadline (the critical class), or alone in the server.
 
         A BLS model cannot see its request's priority, but it can see the timeout, and the class config gives
         critical the tightest one. A request `alone` in the server also takes the express lane: the standard
         lane's batcher would hold it for company that cannot come, and no other request waits for the express one.
         """
-        if self.express_models and (alone or 0 < timeout_us <= self.express_max_timeout_us):
-            return self.express_models
-        return self.stage_models
+        return bool(self.express_models) and (alone or 0 < timeout_us <= self.express_max_timeout_us)
+
+    def lane(self, timeout_us: int, *, alone: bool = False) -> tuple[str, ...]:
+        """Stage models for a request: the express lane's (`express`), else the standard lane's."""
+        return self.express_models if self.express(timeout_us, alone=alone) else self.stage_models
 
     def to_json(self) -> str:
         return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}, indent=1)

@@ -190,7 +190,7 @@ class ModelMetrics:
             self._count(GATE_REJECTED, 1, klass=klass)
 
     def answered(self, timeout_us: int, sizes: str | np.ndarray, exit_stage: np.ndarray, deadline_cut: np.ndarray,
-                 started: float, routed: Iterable[str] = ()) -> None:
+                 started: float | None, routed: Iterable[str] = ()) -> None:
         """Count one answered request.
 
         Args:
@@ -198,7 +198,8 @@ class ModelMetrics:
             sizes: the size that answered, one for the request or one per sample.
             exit_stage: (n,) 1-based exit stage per sample.
             deadline_cut: (n,) whether each sample was cut short by the deadline.
-            started: `time.monotonic()` when the request arrived at the model.
+            started: `time.monotonic()` when the request arrived at the model; None = its latency is counted by
+                the gate model that handed it over (`latency`).
             routed: the size each sample was started on (router only).
         """
         klass = class_of_timeout(timeout_us)
@@ -213,7 +214,12 @@ class ModelMetrics:
                 self._count(DEADLINE_CUTS, int(cut[rows].sum()), klass=klass, size=str(size))
         for size, n in zip(*np.unique(np.asarray(list(routed), dtype=object), return_counts=True)):
             self._count(ROUTED, int(n), klass=klass, size=str(size))
-        self._observe(MODEL_LATENCY, klass, (time.monotonic() - started) * 1e3)
+        if started is not None:
+            self.latency(timeout_us, started)
+
+    def latency(self, timeout_us: int, started: float) -> None:
+        """Observe one answered request's time in the model, from `started` (`time.monotonic()` at its arrival)."""
+        self._observe(MODEL_LATENCY, class_of_timeout(timeout_us), (time.monotonic() - started) * 1e3)
 
 
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$')

@@ -27,13 +27,21 @@ def model_params(args: dict, required: Sequence[str] = ()) -> tuple[dict[str, st
 
 
 def lower_cpu_priority(params: dict[str, str]) -> None:
-    """Lower the calling thread's CPU priority as the config parameters ask; threads it starts afterwards (the
-    runtime's thread pools) inherit it. `nice`: niceness 0-19. `sched_idle` = "1": Linux SCHED_IDLE, so the thread
-    runs only on cores no normal thread wants (unprivileged, unlike raising a priority, so it works in a
-    container without extra capabilities)."""
-    os.nice(int(params.get("nice", "0")))
-    if params.get("sched_idle", "0") == "1":
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    """Lower the CPU priority of every thread of this process as the config parameters ask; threads started
+    afterwards (the runtime's thread pools, the stub's event loop) inherit it. `nice`: niceness 0-19 on top of the
+    process's. `sched_idle` = "1": Linux SCHED_IDLE, so the threads run only on cores no normal thread wants
+    (unprivileged, unlike raising a priority, so it works in a container without extra capabilities). Linux keeps
+    both per thread, and the stub has threads of its own before `initialize` runs."""
+    nice, idle = int(params.get("nice", "0")), params.get("sched_idle", "0") == "1"
+    if not nice and not idle:
+        return
+    for tid in map(int, os.listdir("/proc/self/task")):
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+            if idle:
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        except ProcessLookupError:  # the thread ended meanwhile
+            continue
 
 
 @dataclass(frozen=True)

@@ -25,3 +25,7 @@ ENTERED_NS = "entered_ns"
 # Router outputs (the `adaptive` entry when a router is built).
 COMPLEXITY = "complexity"
 ESCALATIONS = "escalations"
+
+# Outputs of the cascade models, and of the router (the cascade's and two more).
+CASCADE_OUTPUTS = (LABEL, CONFIDENCE, EXIT_STAGE, EXIT_LAYER, MODEL_SIZE, DEADLINE_CUT)
+ROUTER_OUTPUTS = (*CASCADE_OUTPUTS, COMPLEXITY, ESCALATIONS)

@@ -12,15 +12,16 @@ Models (one source of truth, two targets):
   cascade_<size>            Python BLS over the size's stages
   <size>_exit               ensemble: tokenizer_<size> -> cascade_<size> (early exit on one size, no routing)
   router                    Python BLS: complexity estimate -> start size -> cascade -> escalate (when the export
-                            has a trained estimator, `complexity/router.json`)
+                            has a trained estimator, `complexity/router.json`); the admission gate
+  router_standard           the router's work for requests in the standard lane, at the standard lane's CPU priority
   adaptive                  ensemble: tokenizer_<entry size> -> router, or -> cascade_<entry size> without one
 
-Latency classes: the entry's tokenizer has one priority level per class with the class's queue timeout; the
-router (or cascade) holds the admission gate (`adaptive_serving.gate`), which caps the requests in flight per class
-and keeps room for the urgent classes. BLS child requests cannot carry a priority, so past the gate the class
-order is kept by lanes: requests with a critical-class deadline go to express stage instances, and the standard
-lane runs at a lower CPU priority (`nice`), so it yields the cores to them. A request alone in the server also
-takes the express lane (`solo_express`): the standard lane's batcher would only hold it for company.
+Latency classes: the router (or cascade) holds the admission gate (`adaptive_serving.gate`), which caps the requests
+in flight per class and keeps room for the urgent classes. BLS child requests cannot carry a priority, so past the
+gate the class order is kept by lanes: requests with a critical-class deadline go to express stage instances, and
+the standard lane (its stages, and `router_standard`, which routes its requests) runs at a lower CPU priority, so it
+yields the cores to them. A request alone in the server also takes the express lane (`solo_express`): the standard
+lane's batcher would only hold it for company.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ ENTRY_MODEL = "adaptive"
 # Timeout for queues that take no class timeout: long enough never to fire on its own, nonzero so that a
 # client's (or the cascade's) timeout can override it (Triton ignores overrides when the default is 0).
 NO_TIMEOUT_US = 3_600_000_000
-CASCADE_OUTPUTS = (names.LABEL, names.CONFIDENCE, names.EXIT_STAGE, names.EXIT_LAYER, names.MODEL_SIZE,
-                   names.DEADLINE_CUT)
+CASCADE_OUTPUTS = names.CASCADE_OUTPUTS
+STANDARD_ROUTER = "router_standard"
 OUTPUT_TYPES = {names.LABEL: "TYPE_INT64", names.CONFIDENCE: "TYPE_FP32", names.EXIT_STAGE: "TYPE_INT32",
                 names.EXIT_LAYER: "TYPE_INT32", names.MODEL_SIZE: "TYPE_STRING", names.DEADLINE_CUT: "TYPE_BOOL",
                 names.COMPLEXITY: "TYPE_FP32", names.ESCALATIONS: "TYPE_INT32"}
@@ -89,6 +90,9 @@ class RepositoryOptions:
         standard_idle: run the standard lane's stages under Linux SCHED_IDLE (local target): they get only the CPU
             that no normal-priority thread wants, so on a saturated CPU the express lane, the gate and the
             tokenizer go first. Niceness alone still gave the standard lane a share the express lane waited for.
+        standard_router: with the router and the express lane, the router's work for standard-lane requests runs in
+            `router_standard`, at the standard lane's CPU priority (`standard_nice`, `standard_idle`); `router`
+            keeps the gate and the express lane.
         router: put the router behind `adaptive` when the export has one (`complexity/router.json`).
         audit_rate: share of routed requests also sent to the largest `<size>_full` to label outcomes.
         outcomes_file: where the router logs per-request outcomes ("" = no log).
@@ -117,6 +121,7 @@ class RepositoryOptions:
     deadline_margin: float = DEADLINE_MARGIN
     standard_nice: int = 10
     standard_idle: bool = True
+    standard_router: bool = True
     router: bool = True
     audit_rate: float = 0.02
     outcomes_file: str = str(PATHS.root / "outcomes" / "router.jsonl")
@@ -199,12 +204,17 @@ def stage_io(cfg: EarlyExitConfig, stage: int | None) -> tuple[list[str], list[s
     return ([IDS, MASK] if first else [hidden_in, MASK]), ([logits] if last else [hidden, logits])
 
 
+def standard_cpu(opts: RepositoryOptions) -> dict[str, int]:
+    """Config parameters that lower a standard-lane model's CPU priority (`model_args.lower_cpu_priority`)."""
+    return dict(nice=opts.standard_nice, sched_idle=int(opts.standard_idle))
+
+
 def encoder_config(name: str, cfg: EarlyExitConfig, stage: int | None, opts: RepositoryOptions, *,
                    standard: bool = False, express: bool = False) -> str:
     """One stage (or full-depth encoder) model; `standard` ones run at the standard lane's lower CPU priority,
     `express` ones batch without delay (a critical request does not wait for company)."""
     inputs, outputs = stage_io(cfg, stage)
-    cpu = dict(nice=opts.standard_nice, sched_idle=int(opts.standard_idle)) if standard else {}
+    cpu = standard_cpu(opts) if standard else {}
     # Python-backend stages with a batcher wake it themselves (the native backends of the container target cannot).
     nudge = dict(batcher_nudge_ms=opts.batcher_nudge_ms) if opts.batcher_nudge_ms and not express else {}
     head = [f'name: "{name}"']
@@ -253,17 +263,30 @@ def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
     ]) + "\n"
 
 
-def router_config(opts: RepositoryOptions, audit_model: str, audit_input: str = "text") -> str:
-    """The router; `audit_model` labels sampled outcomes, reading the text or ("tokens") the router's own tokens."""
-    outputs = [_tensor(n, OUTPUT_TYPES[n], [1]) for n in (*CASCADE_OUTPUTS, names.COMPLEXITY, names.ESCALATIONS)]
-    inputs = [TEXT_IN, IDS, MASK, ENTERED_IN]
-    return "\n".join([
-        'name: "router"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
-        f"input [ {', '.join(inputs)} ]", f"output [ {', '.join(outputs)} ]",
-        _instances(opts.gate_instances),  # no dynamic batcher, as for the cascade
-        _params(plan_file="plan.json", sep_id=102, audit_model=audit_model, audit_input=audit_input,
-                outcomes_file=opts.outcomes_file, **gate_params(opts)),
-    ]) + "\n"
+def router_configs(opts: RepositoryOptions, audit_model: str, audit_input: str = "text") -> dict[str, str]:
+    """Config of each router model (both run `models/router/model.py`): `router`, the gate, and `router_standard`
+    when the standard lane's requests run apart (`RepositoryOptions.standard_router`). `audit_model` labels sampled
+    outcomes, reading the text or ("tokens") the router's own tokens."""
+    def config(name: str, **params: object) -> str:
+        return "\n".join([
+            f'name: "{name}"', 'backend: "python"', f"max_batch_size: {MAX_BATCH_SIZE}",
+            f"input [ {', '.join([TEXT_IN, IDS, MASK, ENTERED_IN])} ]",
+            f"output [ {', '.join(_tensor(n, OUTPUT_TYPES[n], [1]) for n in names.ROUTER_OUTPUTS)} ]",
+            _instances(opts.gate_instances),  # no dynamic batcher, as for the cascade
+            _params(sep_id=102, audit_model=audit_model, audit_input=audit_input, outcomes_file=opts.outcomes_file,
+                    **params),
+        ]) + "\n"
+
+    if not (opts.standard_router and opts.express_lane):
+        return {"router": config("router", plan_file="plan.json", **gate_params(opts))}
+    # router_standard's requests passed the router's gate: room for all of them at once, and no board (a request
+    # alone in the server takes the express lane, so none of these is).
+    room = {c: n * opts.gate_instances for c, n in class_caps(opts.gate_slots, opts.gate_reserve).items()}
+    return {"router": config("router", plan_file="plan.json", standard_router=STANDARD_ROUTER, **gate_params(opts)),
+            STANDARD_ROUTER: config(STANDARD_ROUTER, plan_file="../../router/1/plan.json", lane="standard",
+                                    metrics_model="router",
+                                    gate_caps=format_caps(room), deadline_margin=opts.deadline_margin,
+                                    **standard_cpu(opts))}
 
 
 def load_router_plan(export_dir: Path, sizes: dict[str, EarlyExitConfig], opts: RepositoryOptions) -> RouterPlan | None:
@@ -408,13 +431,14 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
     if plan is not None:
         audit = plan.targets[-1].name
         # The audit size's full encoder can read the router's tokens when the entry tokenizes for that size.
-        config = (router_config(options, f"{audit}_full_encoder", "tokens") if audit == entry.name
-                  else router_config(options, f"{audit}_full"))
-        version = python_model("router", config, "router")
+        configs = (router_configs(options, f"{audit}_full_encoder", "tokens") if audit == entry.name
+                   else router_configs(options, f"{audit}_full"))
+        for name, config in configs.items():
+            python_model(name, config, "router")
         estimator = json.loads((export_dir / "complexity" / "router.json").read_text())["estimator"]
-        shutil.copy2(export_dir / estimator, version / plan.estimator_file)
-        plan.write(version / "plan.json")
-        outputs = [*CASCADE_OUTPUTS, names.COMPLEXITY, names.ESCALATIONS]
+        shutil.copy2(export_dir / estimator, out / "router" / "1" / plan.estimator_file)
+        plan.write(out / "router" / "1" / "plan.json")
+        outputs = list(names.ROUTER_OUTPUTS)
         last = ("router", {names.TEXT: names.TEXT, **stamped}, {n: n for n in outputs})
     else:
         outputs = list(CASCADE_OUTPUTS)
@@ -462,6 +486,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-queue-cap", type=int, default=0,
                         help="bound the batch class's waiting room at the gate (0 = unbounded)")
     parser.add_argument("--no-router", action="store_true", help="entry = the entry size's cascade, no routing")
+    parser.add_argument("--no-standard-router", action="store_true",
+                        help="the router runs every request itself, at normal CPU priority (no router_standard)")
     parser.add_argument("--audit-rate", type=float, default=RepositoryOptions.audit_rate,
                         help="share of routed requests also sent to the largest <size>_full (outcome labels)")
     args = parser.parse_args(argv)
@@ -469,7 +495,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = RepositoryOptions(target=args.target, entry_size=args.entry_size,
                                     gate_instances=args.gate_instances, gate_slots=args.gate_slots,
                                     gate_reserve=args.gate_reserve, stage_instances=args.stage_instances,
-                                    router=not args.no_router, audit_rate=args.audit_rate, runtime=args.runtime,
+                                    router=not args.no_router, standard_router=not args.no_standard_router,
+                                    audit_rate=args.audit_rate, runtime=args.runtime,
                                     device=args.device, dtype=args.dtype, gpu_hidden=args.hidden_on_gpu,
                                     batch_queue_cap=args.batch_queue_cap, intra_op_threads=args.intra_op_threads,
                                     standard_nice=args.standard_nice, standard_idle=not args.no_standard_idle,

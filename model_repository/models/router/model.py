@@ -11,6 +11,13 @@ class's latency tail. When the entry's tokenizer is the audit model's, the audit
 encoder with this router's tokens: a text audit would take turns at the entry's tokenizer with the next requests
 (with the tokenizer behind 2.51's dynamic batcher that stalled them past a class's queue timeout). The plan file is
 re-read when it changes, so recalibration needs no restart.
+
+Two lanes (the repository builds both from this file). `router` is the gate and runs the requests that take the
+express lane (a critical-class deadline, or alone in the server). With `standard_router` set, it hands every other
+admitted request to that model (`router_standard`), which runs it the same way in processes under the standard lane's
+CPU priority (`nice`, `sched_idle`): routing and cascade orchestration of bulk traffic then take only CPU that the
+urgent path does not want. Under overload on 2 cores the routers' Python work for every class was the largest share of
+the CPU at normal priority. `router_standard` reads the router's plan file, so one recalibration moves both.
 """
 
 import asyncio
@@ -24,7 +31,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from adaptive_export.confidence import get_policy, softmax
-from adaptive_serving.model_args import model_params
+from adaptive_serving.model_args import lower_cpu_priority, model_params
 from adaptive_serving import names
 from adaptive_serving.bls import StageError, call_stage, run_cascade, started_at
 from adaptive_serving.cascade import CascadeState, StageLatency
@@ -43,8 +50,10 @@ MAX_AUDITS_IN_FLIGHT = 4
 class TritonPythonModel:
     def initialize(self, args):
         params, version_dir = model_params(args, ("plan_file", "sep_id", "gate_caps"))
-        self.version_dir = version_dir
-        self.plan_path = self.version_dir / params["plan_file"]
+        lower_cpu_priority(params)  # router_standard: before any thread starts, so all of them inherit it
+        self.plan_path = version_dir / params["plan_file"]
+        # The model that runs standard-lane requests ("" = this one runs every request).
+        self.standard_router = params.get("standard_router", "")
         self.sep_id = int(params["sep_id"])
         self.reload_interval_s = float(params.get("reload_interval_s", "2"))
         self.audit_model = params.get("audit_model", "")
@@ -58,10 +67,15 @@ class TritonPythonModel:
         # Per stage model; kept across plan reloads.
         self.latency = StageLatency.from_params(params)
         self._load()
+        # router_standard works for the router: it counts its answers as the router's (`metrics_model`), but their
+        # gate wait and latency were counted by the router's gate, so its own gate (which only holds the runs)
+        # counts nothing.
+        self.standard_lane = params.get("lane", "") == "standard"
         self.metrics = ModelMetrics(
-            self.model_name, {t.name: len(t.cascade.stage_models) if t.cascade else 1 for t in self.plan.targets},
-            routes=True)
-        self.gate = Gate.from_params(self.model_name, params, self.metrics, background_calls=MAX_AUDITS_IN_FLIGHT)
+            params.get("metrics_model", self.model_name),
+            {t.name: len(t.cascade.stage_models) if t.cascade else 1 for t in self.plan.targets}, routes=True)
+        self.gate = Gate.from_params(self.model_name, params, None if self.standard_lane else self.metrics,
+                                     background_calls=MAX_AUDITS_IN_FLIGHT)
         # Startup objects (numpy, onnxruntime, the plan) never die: keep them out of the collector's full passes,
         # which otherwise scan them all and paused this event loop, and every request on it, for up to 86 ms.
         gc.freeze()
@@ -72,7 +86,7 @@ class TritonPythonModel:
         plan = RouterPlan.read(self.plan_path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
-        self.estimator = ort.InferenceSession(str(self.version_dir / plan.estimator_file), options,
+        self.estimator = ort.InferenceSession(str(self.plan_path.parent / plan.estimator_file), options,
                                               providers=["CPUExecutionProvider"])
         self.policies = [get_policy(t.cascade.confidence if t.cascade else "max_prob") for t in plan.targets]
         self.plan = plan
@@ -98,6 +112,8 @@ class TritonPythonModel:
         return None
 
     async def _run(self, request, arrived):
+        if self.standard_router and self._standard_lane(request):
+            return await self._forward(request, arrived)
         plan = self.plan
         started = started_at(request, arrived)  # the deadline counts from the entry, not from this gate
         raw = pb_utils.get_input_tensor_by_name(request, names.TEXT).as_numpy().reshape(-1)
@@ -149,7 +165,8 @@ class TritonPythonModel:
         except StageError as e:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.model_name}: {e}"))
         names_of = np.array([t.name for t in plan.targets], dtype=np.object_)
-        self.metrics.answered(request.timeout(), names_of[target], exit_stage, cut, arrived, routed=names_of[start])
+        self.metrics.answered(request.timeout(), names_of[target], exit_stage, cut,
+                              None if self.standard_lane else arrived, routed=names_of[start])
         if self.recorder is not None:
             records = [{
                 "t": time.time(), "probs": probs[i].round(4).tolist(), "start": int(start[i]),
@@ -177,6 +194,28 @@ class TritonPythonModel:
             pb_utils.Tensor(names.COMPLEXITY, plan.complexity(probs).reshape(n, 1)),
             pb_utils.Tensor(names.ESCALATIONS, escalated.reshape(n, 1)),
         ])
+
+    def _standard_lane(self, request):
+        cascade = next((t.cascade for t in self.plan.targets if t.cascade is not None), None)
+        return cascade is not None and not cascade.express(request.timeout(), alone=self.gate.alone())
+
+    async def _forward(self, request, arrived):
+        """Run `request` in the standard-lane router; answer with its outputs or its error. The deadline still counts
+        from the entry: the stamp goes along (the gate's arrival when the request has none), and so does the timeout."""
+        text = pb_utils.get_input_tensor_by_name(request, names.TEXT)
+        entered = np.full((text.as_numpy().shape[0], 1), int(started_at(request, arrived) * 1e9), np.int64)
+        inputs = [text, pb_utils.get_input_tensor_by_name(request, names.INPUT_IDS),
+                  pb_utils.get_input_tensor_by_name(request, names.ATTENTION_MASK),
+                  pb_utils.Tensor(names.ENTERED_NS, entered)]
+        response = await pb_utils.InferenceRequest(
+            model_name=self.standard_router, inputs=inputs, requested_output_names=list(names.ROUTER_OUTPUTS),
+            timeout=request.timeout()).async_exec()
+        if response.has_error():
+            error = response.error()
+            return pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(f"{self.model_name}: {error.message()}", error.code()))
+        self.metrics.latency(request.timeout(), arrived)
+        return pb_utils.InferenceResponse(response.output_tensors())
 
     def _first_call(self, spec, request, ids, mask):
         """(model, token width) of the first call that texts escalated to `spec` make: its first stage in the
