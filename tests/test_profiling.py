@@ -16,11 +16,20 @@ from adaptive_export.manifest import head_params, layer_params, stage_bytes, sta
 from adaptive_profiling.nvml import NvmlSampler
 from adaptive_profiling.peaks import measure_peaks, table_peaks
 from adaptive_profiling.roofline import roofline_point, why
+from adaptive_profiling.server_side import hop_rank
 from adaptive_serving.config import TINY, EarlyExitConfig
 
 # H=4, nh=2, I=8, head width h=2, C=2 classes, two one-layer stages: small enough to count by hand.
 HAND = EarlyExitConfig(name="hand", num_layers=2, exit_every=1, max_seq_len=2, hidden_size=4, num_heads=2,
                        intermediate_size=8, vocab_size=16, max_position=4, head_hidden=2, num_labels=2)
+
+
+def test_hops_sort_along_a_requests_path() -> None:
+    models = ["large_full_encoder", "small_stage2", "router_standard", "small_stage1_express", "cascade_small",
+              "router", "tokenizer_large", "adaptive", "small_stage1"]
+    assert sorted(models, key=hop_rank) == ["adaptive", "tokenizer_large", "router", "router_standard", "cascade_small",
+                                            "small_stage1", "small_stage1_express", "small_stage2",
+                                            "large_full_encoder"]
 
 
 def test_roofline_matches_a_hand_computation() -> None:

@@ -65,7 +65,7 @@ def hop_rank(model: str) -> tuple[int, int, str]:
     stage = re.match(r"^.+_stage(\d+)(_express)?$", model)
     if model.startswith("tokenizer_"):
         return 1, 0, model
-    if model == stats.ROUTER:
+    if model.startswith(stats.ROUTER):  # the router, then router_standard (its standard lane)
         return 2, 0, model
     if model.startswith("cascade_"):
         return 3, 0, model

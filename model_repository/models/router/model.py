@@ -70,11 +70,11 @@ class TritonPythonModel:
         # router_standard works for the router: it counts its answers as the router's (`metrics_model`), but their
         # gate wait and latency were counted by the router's gate, so its own gate (which only holds the runs)
         # counts nothing.
-        self.standard_lane = params.get("lane", "") == "standard"
+        self.is_router_standard = params.get("lane", "") == "standard"
         self.metrics = ModelMetrics(
             params.get("metrics_model", self.model_name),
             {t.name: len(t.cascade.stage_models) if t.cascade else 1 for t in self.plan.targets}, routes=True)
-        self.gate = Gate.from_params(self.model_name, params, None if self.standard_lane else self.metrics,
+        self.gate = Gate.from_params(self.model_name, params, None if self.is_router_standard else self.metrics,
                                      background_calls=MAX_AUDITS_IN_FLIGHT)
         # Startup objects (numpy, onnxruntime, the plan) never die: keep them out of the collector's full passes,
         # which otherwise scan them all and paused this event loop, and every request on it, for up to 86 ms.
@@ -166,7 +166,7 @@ class TritonPythonModel:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.model_name}: {e}"))
         names_of = np.array([t.name for t in plan.targets], dtype=np.object_)
         self.metrics.answered(request.timeout(), names_of[target], exit_stage, cut,
-                              None if self.standard_lane else arrived, routed=names_of[start])
+                              None if self.is_router_standard else arrived, routed=names_of[start])
         if self.recorder is not None:
             records = [{
                 "t": time.time(), "probs": probs[i].round(4).tolist(), "start": int(start[i]),
@@ -196,6 +196,7 @@ class TritonPythonModel:
         ])
 
     def _standard_lane(self, request):
+        """Whether `request` takes the standard lane (as its first cascade would judge it)."""
         cascade = next((t.cascade for t in self.plan.targets if t.cascade is not None), None)
         return cascade is not None and not cascade.express(request.timeout(), alone=self.gate.alone())
 
