@@ -435,9 +435,10 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
                    else router_configs(options, f"{audit}_full"))
         for name, config in configs.items():
             python_model(name, config, "router")
+        version = out / "router" / "1"  # router_standard reads the plan and estimator from here
         estimator = json.loads((export_dir / "complexity" / "router.json").read_text())["estimator"]
-        shutil.copy2(export_dir / estimator, out / "router" / "1" / plan.estimator_file)
-        plan.write(out / "router" / "1" / "plan.json")
+        shutil.copy2(export_dir / estimator, version / plan.estimator_file)
+        plan.write(version / "plan.json")
         outputs = list(names.ROUTER_OUTPUTS)
         last = ("router", {names.TEXT: names.TEXT, **stamped}, {n: n for n in outputs})
     else:

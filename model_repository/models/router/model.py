@@ -203,9 +203,10 @@ class TritonPythonModel:
     async def _forward(self, request, arrived):
         """Run `request` in the standard-lane router; answer with its outputs or its error. The deadline still counts
         from the entry: the stamp goes along (the gate's arrival when the request has none), and so does the timeout."""
-        text = pb_utils.get_input_tensor_by_name(request, names.TEXT)
-        entered = np.full((text.as_numpy().shape[0], 1), int(started_at(request, arrived) * 1e9), np.int64)
-        inputs = [text, pb_utils.get_input_tensor_by_name(request, names.INPUT_IDS),
+        ids = pb_utils.get_input_tensor_by_name(request, names.INPUT_IDS)
+        # The batch size from the token ids (a view): reading the text tensor would decode every string.
+        entered = np.full((ids.as_numpy().shape[0], 1), int(started_at(request, arrived) * 1e9), np.int64)
+        inputs = [pb_utils.get_input_tensor_by_name(request, names.TEXT), ids,
                   pb_utils.get_input_tensor_by_name(request, names.ATTENTION_MASK),
                   pb_utils.Tensor(names.ENTERED_NS, entered)]
         response = await pb_utils.InferenceRequest(
