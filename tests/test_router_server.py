@@ -21,7 +21,7 @@ from adaptive_serving.complexity_features import HANDCRAFTED_NAMES, NUM_FEATURES
 from adaptive_serving.outcomes import read_outcomes
 from adaptive_serving.recalibrate import main as recalibrate_main
 from adaptive_serving.config import EarlyExitConfig
-from adaptive_serving.repository import (CASCADE_OUTPUTS, OUTPUT_TYPES, RepositoryOptions, _tensor, build_repository,
+from adaptive_serving.repository import (OUTPUT_TYPES, RepositoryOptions, _tensor, build_repository,
                                          STANDARD_ROUTER, ensemble_config, load_plan, router_configs)
 from adaptive_serving.router_plan import RouterPlan, RouteTarget
 from adaptive_serving.server import TritonServer
@@ -75,7 +75,7 @@ def build_router_repo(tiny_export: Path, tmp_path: Path, *, second: str = "full"
     version = repo / "router" / "1"
     _length_estimator(version / plan.estimator_file)
     plan.write(version / "plan.json")
-    outputs = [*CASCADE_OUTPUTS, names.COMPLEXITY, names.ESCALATIONS]
+    outputs = list(names.ROUTER_OUTPUTS)
     (repo / "adaptive" / "config.pbtxt").write_text(ensemble_config(
         "adaptive",
         [("tokenizer_tiny", {names.TEXT: names.TEXT}, {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}),

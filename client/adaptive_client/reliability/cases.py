@@ -16,7 +16,7 @@ import numpy as np
 
 from adaptive_serving import names
 from adaptive_serving.config import MAX_BATCH_SIZE, MAX_TEXT_BYTES
-from adaptive_serving.repository import CASCADE_OUTPUTS, ENTRY_MODEL
+from adaptive_serving.repository import ENTRY_MODEL
 
 # Per-request client timeout: a case with no outcome by then is counted lost.
 CASE_TIMEOUT_S = 30.0
@@ -137,7 +137,7 @@ def expect_for_texts(items: Sequence[bytes], outputs: Sequence[str] | None) -> t
         request_level.append("expected 1 string elements")
     if len(items) > MAX_BATCH_SIZE:
         request_level.append(f"batch-size must be <= {MAX_BATCH_SIZE}")
-    unknown = [o for o in outputs or () if o not in CASCADE_OUTPUTS and o not in (names.COMPLEXITY, names.ESCALATIONS)]
+    unknown = [o for o in outputs or () if o not in names.ROUTER_OUTPUTS]
     if unknown:
         request_level.append("unexpected inference output")
     if request_level:
