@@ -251,23 +251,38 @@ def test_gate_keeps_room_for_urgent_classes(tiny_export: Path, tiny_repo: Path, 
     assert metric_sum(samples, "adaptive_gate_rejected_total", model="cascade_tiny") == 0
 
 
-def test_gate_rejects_a_request_that_waits_past_its_timeout(tiny_export: Path, tiny_repo: Path, serve) -> None:
-    """With no room kept for it, a sensitive request waits at the gate behind a slow batch request and is answered
-    UNAVAILABLE when its 200 ms timeout passes; the batch request and the next requests are still answered."""
+def test_gate_never_holds_a_request_for_a_less_urgent_one_and_rejects_one_that_waits_past_its_timeout(
+        tiny_export: Path, tiny_repo: Path, serve) -> None:
+    """With one slot per class and no room kept (caps 1/1/1), a slow batch request holds the batch slot: a sensitive
+    request sent next is still admitted at once (it never waits for a less urgent request to finish), a second one
+    waits behind the first sensitive one and is answered UNAVAILABLE when its 200 ms timeout passes, and a critical
+    request passes both and is answered first. Every other request is answered."""
     server = _slowed_gate(tiny_export, tiny_repo, serve, slots=1, reserve=0, stage2_delay_ms=600)
     client = grpcclient.InferenceServerClient(server.grpc_url)
     done: list[str] = []
     lock = threading.Lock()
     _send_async(client, "batch", "batch", done, lock, batch=2)
-    time.sleep(0.2)  # the batch request holds the only slot for ~600 ms
-    _send_async(client, "sensitive", "sensitive", done, lock, batch=2)
-    _wait_for(done, 2)
-    assert done[0].startswith("sensitive:error:") and "UNAVAILABLE" in done[0], done
-    assert "timeout expired at the admission gate (sensitive class)" in done[0], done
-    assert done[1] == "batch", done
+    time.sleep(0.2)  # the batch request holds its slot for ~600 ms
+    _send_async(client, "sensitive1", "sensitive", done, lock, batch=2)
+    time.sleep(0.05)
+    _send_async(client, "sensitive2", "sensitive", done, lock, batch=2)
+    time.sleep(0.05)
+    _send_async(client, "critical", "critical", done, lock, batch=2)
+    _wait_for(done, 4)
+    errors = [d for d in done if ":error:" in d]
+    assert len(errors) == 1 and errors[0].startswith("sensitive2:error:") and "UNAVAILABLE" in errors[0], done
+    assert "timeout expired at the admission gate (sensitive class)" in errors[0], done
+    assert done.index("critical") < done.index("batch"), done
+    assert "sensitive1" in done, done
     assert _infer(server.grpc_url, _texts(TEXTS[:2])).as_numpy(names.LABEL).shape == (2, 1)
     samples = scrape_settled(server)
     assert metric_sum(samples, "adaptive_gate_rejected_total", model="cascade_tiny", **{"class": "sensitive"}) == 1
+    assert metric_sum(samples, "adaptive_gate_rejected_total", model="cascade_tiny", **{"class": "critical"}) == 0
+    for klass in ("sensitive", "critical"):  # sensitive1 and the critical request were admitted at once
+        labels = {"model": "cascade_tiny", "class": klass}
+        count = metric_sum(samples, "adaptive_gate_wait_ms_count", **labels)
+        total_ms = metric_sum(samples, "adaptive_gate_wait_ms_sum", **labels)
+        assert count == 1 and total_ms < 20, (klass, count, total_ms)
 
 
 def test_batch_calls_waiting_in_a_slow_stage_hold_no_thread_a_critical_call_needs(

@@ -6,9 +6,12 @@ finish, which on 2 CPU cores under overload often took longer than its 50 ms que
 each request to this gate and returns at once; the answer goes out later through the request's response sender
 (allowed for non-decoupled models in 2.51: exactly one response, flagged final). The gate decides:
 
-- Each class has a cap on the requests in flight past the gate. A request is admitted while the total in flight
-  is under its class's cap. Caps rise with urgency, so the room between two caps is kept for the more urgent
-  classes: batch traffic fills its own cap, never the room kept for critical requests.
+- Each class has a cap on the requests in flight past the gate. A request is admitted while the requests in flight
+  of its own class and the more urgent ones are under its class's cap: it never waits for a less urgent request to
+  finish (those run in the standard lane, which under overload gets only the CPU nobody else wants: a critical
+  request that waited for sensitive ones to free a slot expired at the gate). Caps rise with urgency, so the room
+  between two caps is kept for the more urgent classes: batch traffic fills its own cap, never the room kept for
+  critical requests.
 - Waiting requests are admitted in class order, first come first served within a class.
 - A request that waits past its timeout is answered UNAVAILABLE, as Triton's own queue would answer it; the
   class without a timeout waits, up to `untimed_cap` waiting requests (0 = no cap), and absorbs the overload.
@@ -18,8 +21,9 @@ The gate also sizes the threads that carry BLS calls. The 2.51 stub runs each `a
 the event loop's default executor, which Python sizes by core count (min(32, cores + 4): 6 threads on 2 cores).
 A call holds its thread until the stage answers, including its wait in a stage queue, so a few batch calls
 waiting in the low-priority lane held every thread, and a critical call waited for one (BLS round trips of
-80-130 ms against 7 ms in the stage). Each admitted request makes one BLS call at a time, so the largest cap plus
-the model's background calls (`background_calls`) is enough threads for no call ever to wait for one.
+80-130 ms against 7 ms in the stage). Each admitted request makes one BLS call at a time, and each class is held
+to its own cap, so the sum of the caps plus the model's background calls (`background_calls`) is enough threads
+for no call ever to wait for one.
 
 A Python model cannot read its request's priority, only its timeout, so the class comes from the timeout
 (`class_of_timeout`), as for the express lane and the metrics.
@@ -99,11 +103,13 @@ class Gate:
         self.caps = dict(caps)
         self.untimed_cap = untimed_cap
         self.metrics = metrics
-        self.bls_threads = max(self.caps.values()) + background_calls
+        self.bls_threads = sum(self.caps.values()) + background_calls
         self._executor: ThreadPoolExecutor | None = None
-        self.in_flight = 0
+        self.in_flight = dict.fromkeys(self.caps, 0)  # admitted and not yet answered, per class
         self.untimed_waiting = 0
         self._rank = {c.name: c.priority for c in LATENCY_CLASSES.values()}
+        # The classes whose requests in flight count against each class's cap: its own and the more urgent ones.
+        self._counted = {k: [c for c in self.caps if self._rank[c] <= self._rank[k]] for k in self.caps}
         self._waiting: list[tuple[int, int, str, asyncio.Future]] = []  # (priority, arrival order, class, future)
         self._order = itertools.count()
         self._tasks: set[asyncio.Task] = set()  # strong references until each request is answered
@@ -167,7 +173,7 @@ class Gate:
                 try:
                     response = await handler(request, arrived)
                 finally:
-                    self._release()
+                    self._release(klass)
             else:
                 response = pb_utils.InferenceResponse(
                     error=pb_utils.TritonError(f"{self.model}: {refused}", pb_utils.TritonError.UNAVAILABLE))
@@ -180,8 +186,8 @@ class Gate:
 
     async def _admit(self, klass: str, timeout_s: float) -> str | None:
         """Wait for room; None when admitted, else why the request is refused."""
-        if self.in_flight < self.caps[klass]:
-            self.in_flight += 1
+        if self._fits(klass):
+            self.in_flight[klass] += 1
             return None
         timed = timeout_s > 0
         if not timed and self.untimed_cap and self.untimed_waiting >= self.untimed_cap:
@@ -200,19 +206,22 @@ class Gate:
                 self.untimed_waiting -= 1
         return None if admitted else f"request timeout expired at the admission gate ({klass} class)"
 
-    def _release(self) -> None:
-        self.in_flight -= 1
+    def _fits(self, klass: str) -> bool:
+        return sum(self.in_flight[c] for c in self._counted[klass]) < self.caps[klass]
+
+    def _release(self, klass: str) -> None:
+        self.in_flight[klass] -= 1
         # Admit in class order while the most urgent waiting request fits; a less urgent one never fits when a
-        # more urgent one does not (caps rise with urgency).
+        # more urgent one does not (its cap is no higher, and it counts at least the same requests).
         while self._waiting:
-            _, _, klass, future = self._waiting[0]
+            _, _, head, future = self._waiting[0]
             if future.done():  # expired while waiting
                 heapq.heappop(self._waiting)
                 continue
-            if self.in_flight >= self.caps[klass]:
+            if not self._fits(head):
                 break
             heapq.heappop(self._waiting)
-            self.in_flight += 1
+            self.in_flight[head] += 1
             future.set_result(True)
 
 
