@@ -279,9 +279,11 @@ def router_configs(opts: RepositoryOptions, audit_model: str, audit_input: str =
 
     if not (opts.standard_router and opts.express_lane):
         return {"router": config("router", plan_file="plan.json", **gate_params(opts))}
-    # router_standard's requests passed the router's gate: room for all of them at once, and no board (a request
-    # alone in the server takes the express lane, so none of these is).
-    room = {c: n * opts.gate_instances for c, n in class_caps(opts.gate_slots, opts.gate_reserve).items()}
+    # router_standard's requests passed the router's gate: room for all of them at once (each class's cap at least
+    # all the router's gates let through, since the batch cap counts every request in flight), and no board (a
+    # request alone in the server takes the express lane, so none of these is).
+    all_let_through = sum(class_caps(opts.gate_slots, opts.gate_reserve).values()) * opts.gate_instances
+    room = dict.fromkeys(LATENCY_CLASSES, all_let_through)
     return {"router": config("router", plan_file="plan.json", standard_router=STANDARD_ROUTER, **gate_params(opts)),
             STANDARD_ROUTER: config(STANDARD_ROUTER, plan_file="../../router/1/plan.json", lane="standard",
                                     metrics_model="router",
