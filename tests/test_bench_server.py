@@ -57,6 +57,12 @@ def test_bench_classes_quick(tiny_repo: Path, tiny_export: Path, tmp_path: Path)
                  "--duration-s", "1.5"]) == 0
     r = json.loads((out / "results.json").read_text())
     assert r["capacity_sps"] > 0
+    cap = r["config"]["capacity"]
+    for point in r["capacity_points"].values():  # each point: the mean of its last windows, every window kept
+        assert cap["stable_windows"] <= len(point["window_sps"]) <= cap["max_windows"]
+        last = point["window_sps"][-cap["stable_windows"]:]
+        assert point["throughput_sps"] == pytest.approx(sum(last) / len(last))
+    assert r["capacity_sps"] == max(p["throughput_sps"] for p in r["capacity_points"].values())
     assert set(r["unloaded"]) == set(r["classes"]) == {"critical", "sensitive", "batch"}
     assert r["open_loop"]["sent"] == sum(c["sent"] for c in r["classes"].values()) > 0
     for name, c in r["classes"].items():

@@ -1,4 +1,5 @@
-"""Benchmark tooling without a server: statistics deltas, hop cost, class mix, per-class accounting, verdicts."""
+"""Benchmark tooling without a server: statistics deltas, hop cost, class mix, per-class accounting, verdicts,
+the capacity stability rule."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from adaptive_client.bench import classes_bench, exit_bench, stats
+from adaptive_client.bench.capacity import CapacityConfig, is_stable
 from adaptive_client.bench.cli import main
 from adaptive_client.bench.load import percentiles_ms
 from adaptive_client.bench.requests import Outcome, RequestKwargs, classify_error, status_name
@@ -105,6 +107,15 @@ def test_per_class_accounting_and_verdicts() -> None:
 def test_percentiles_of_nothing_are_none() -> None:
     assert percentiles_ms([])["p99_ms"] is None
     assert percentiles_ms([1.0, 2.0, 3.0])["p50_ms"] == pytest.approx(2.0)
+
+
+def test_capacity_is_stable_only_when_the_last_windows_agree() -> None:
+    assert not is_stable([100.0, 100.0], 3, 0.1)                 # too few windows yet
+    assert is_stable([40.0, 100.0, 105.0, 95.0], 3, 0.1)         # a slow ramp-up window before them does not count
+    assert not is_stable([100.0, 100.0, 130.0], 3, 0.1)          # 130 is 18% above the mean of 110
+    assert not is_stable([0.0, 0.0, 0.0], 3, 0.1)                # nothing answered is not a capacity
+    with pytest.raises(ValueError, match="stable_windows"):
+        CapacityConfig(stable_windows=4, max_windows=3)
 
 
 def test_cli_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from adaptive_client.bench.capacity import CapacityConfig
 from adaptive_client.reliability import report, soak
 from adaptive_client.reliability.overload import OverloadConfig, run_overload
 from adaptive_client.reliability.target import SAMPLE_TEXTS
@@ -19,7 +20,7 @@ def test_overload_at_3x_capacity_loses_nothing(tiny_server: TritonServer) -> Non
     # load generator can send on two shared cores, and then the generator, not the server, would be measured.
     # Grace 15 s (the CLI keeps 5 s): on a CI core shared with the load generator, a full batch admitted just
     # before the queues filled waited behind the stage queues for more than 5 s once (late, not lost).
-    config = OverloadConfig(duration_s=10.0, capacity_concurrency=(8,), capacity_duration_s=2.0,
+    config = OverloadConfig(duration_s=10.0, capacity=CapacityConfig(concurrency=(8,), window_s=0.5, max_windows=4),
                             texts_per_request=MAX_BATCH_SIZE, grace_s=15.0)
     result = run_overload(tiny_server, SAMPLE_TEXTS, config)
     assert all(result["verdicts"].values()), (result["verdicts"], {n: {k: c[k] for k in (
@@ -31,8 +32,8 @@ def test_overload_at_3x_capacity_loses_nothing(tiny_server: TritonServer) -> Non
 
 
 def test_short_soak_reports_memory_and_latency_per_window(tiny_server: TritonServer, tmp_path) -> None:
-    config = soak.SoakConfig(duration_s=6.0, window_s=2.0, warmup_s=1.0, capacity_concurrency=(4,),
-                             capacity_duration_s=1.0, load_factor=0.5)
+    config = soak.SoakConfig(duration_s=6.0, window_s=2.0, warmup_s=1.0, load_factor=0.5,
+                             capacity=CapacityConfig(concurrency=(4,), window_s=0.5, max_windows=3))
     rows: list[dict] = []
     result = soak.run_soak(tiny_server, SAMPLE_TEXTS, config, progress=rows.append)
     assert [w["window"] for w in result["windows"]] == [1, 2, 3] and rows == result["windows"]

@@ -1,6 +1,7 @@
 """`classes`: latency classes under overload on the entry model.
 
-1. capacity: closed loop, batch class, the best samples/s over a few concurrencies;
+1. capacity: closed loop, batch class, the best samples/s over a few concurrencies, each measured until stable
+   (`capacity.py`);
 2. unloaded p99 per class: one request at a time, over the same texts the open loop sends;
 3. open-loop Poisson mix of classes at `load_factor` x capacity for a fixed time: who is answered, who is
    rejected (typed by status), nobody lost, and whether critical traffic kept its unloaded latency;
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from adaptive_client.bench.capacity import CapacityConfig, measure_capacity
 from adaptive_client.bench.data import EvalSamples
 from adaptive_client.bench.load import ClientPool, closed_loop, open_loop, open_loop_per_class, percentiles_ms
 from adaptive_client.bench.stats import delta, gate_delta, gate_snapshot, snapshot
@@ -34,8 +36,7 @@ class ClassesBenchConfig:
     """Knobs of the classes benchmark.
 
     Args:
-        capacity_concurrency: closed-loop concurrencies tried when measuring capacity.
-        capacity_duration_s: seconds per capacity point.
+        capacity: how capacity is measured (closed-loop concurrencies, windows, stability rule).
         unloaded_requests: sequential requests per class for the unloaded p99; None = every text once (the open
             loop cycles through all of them, and p99 over a few hundred texts depended on which texts they were).
         load_factor: open-loop rate as a multiple of capacity.
@@ -50,8 +51,7 @@ class ClassesBenchConfig:
         sweep_duration_s: seconds of arrivals per sweep point.
     """
 
-    capacity_concurrency: tuple[int, ...] = (4, 8, 16, 32)
-    capacity_duration_s: float = 5.0
+    capacity: CapacityConfig = CapacityConfig()
     unloaded_requests: int | None = None
     load_factor: float = 2.0
     duration_s: float = 30.0
@@ -67,7 +67,8 @@ class ClassesBenchConfig:
         return self.drain_timeout_s if self.drain_timeout_s is not None else 2 * self.duration_s + 30.0
 
 
-QUICK = ClassesBenchConfig(capacity_concurrency=(4, 16), capacity_duration_s=1.5, unloaded_requests=30, duration_s=5.0,
+QUICK = ClassesBenchConfig(capacity=CapacityConfig(concurrency=(4, 16), window_s=0.5, stable_windows=2, max_windows=3),
+                           unloaded_requests=30, duration_s=5.0,
                            sweep_factors=(0.5,), sweep_duration_s=2.0)
 
 
@@ -141,17 +142,8 @@ async def _run(url: str, samples: EvalSamples, config: ClassesBenchConfig, metri
     requests = [[t] for t in texts]
     try:
         batch = RequestKwargs.for_class(LATENCY_CLASSES["batch"])
-        await closed_loop(pool, ENTRY, requests[:8], concurrency=4, kwargs=batch, desc="warmup")
-        capacity_points = {}
-        for c in config.capacity_concurrency:
-            run = await closed_loop(pool, ENTRY, requests, concurrency=c, kwargs=batch,
-                                    duration_s=config.capacity_duration_s, desc=f"capacity c={c}")
-            ok = sum(1 for o in run.outcomes if o.ok)
-            capacity_points[str(c)] = {"throughput_sps": ok / run.wall_s, "errors": len(run.outcomes) - ok,
-                                       **percentiles_ms([o.latency_ms for o in run.outcomes if o.ok])}
-        capacity = max(p["throughput_sps"] for p in capacity_points.values())
-        if capacity <= 0:
-            raise RuntimeError(f"{ENTRY} answered nothing while measuring capacity: {capacity_points}")
+        capacity, capacity_points = await measure_capacity(pool, ENTRY, requests, kwargs=batch,
+                                                           config=config.capacity)
         unloaded = {}
         for name in CLASS_MIX:
             run = await closed_loop(pool, ENTRY, requests[: config.unloaded_requests], concurrency=1,
@@ -249,6 +241,17 @@ def markdown(results: dict[str, object]) -> str:
         lines += [(f"Critical alone at its share of the rate ({alone['rate_per_s']:.1f} req/s, no other class): "
                    f"p50 {_f(alone['p50_ms'])} ms, p99 {_f(alone['p99_ms'])} ms, {alone['rejected']} rejected, "
                    f"{alone['deadline_cut']} deadline cuts; what the critical class's own concurrency costs."), ""]
+    cap = results["config"]["capacity"]
+    lines += ["## Capacity (closed loop, batch class)", "",
+              (f"Each concurrency runs without pause, counted in {cap['window_s']:g} s windows until the last "
+               f"{cap['stable_windows']} agree within {cap['tolerance']:.0%} of their mean (at most "
+               f"{cap['max_windows']} windows); the point is their mean, capacity the best point."), "",
+              "| concurrency | samples/s | stable | windows (samples/s) | p50 ms | p99 ms |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {c} | {p['throughput_sps']:.1f} | {'yes' if p['stable'] else 'no'} | "
+              f"{', '.join(f'{w:.0f}' for w in p['window_sps'])} | {_f(p['p50_ms'])} | {_f(p['p99_ms'])} |"
+              for c, p in results["capacity_points"].items()]
+    lines.append("")
     if results.get("server_side"):
         lines += ["## Where the time went (overload run, Triton statistics per model)", "",
                   ("Per request of each model, over the overload run and its drain; the express stages serve "

@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from adaptive_client.bench.classes_bench import CLASS_MIX
-from adaptive_client.bench.load import ClientPool, closed_loop, open_loop, percentiles_ms
+from adaptive_client.bench.capacity import CapacityConfig, measure_capacity
+from adaptive_client.bench.load import ClientPool, open_loop, percentiles_ms
 from adaptive_client.bench.requests import RequestKwargs
 from adaptive_client.reliability.target import tree_rss_bytes
 from adaptive_serving.config import LATENCY_CLASSES
@@ -42,8 +43,7 @@ class OverloadConfig:
     Args:
         load_factor: arrival rate as a multiple of the measured capacity.
         duration_s: seconds of arrivals.
-        capacity_concurrency: closed-loop concurrencies tried for the capacity.
-        capacity_duration_s: seconds per capacity point.
+        capacity: how capacity is measured (`adaptive_client.bench.capacity`).
         texts_per_request: texts in each request (capacity is measured with the same requests).
         batch_timeout_us: queue timeout given to batch-class requests (their class has none).
         grace_s: time on top of the queue timeouts for execution and the first stage's queue (a shared CPU, and
@@ -56,8 +56,7 @@ class OverloadConfig:
 
     load_factor: float = 3.0
     duration_s: float = 60.0
-    capacity_concurrency: tuple[int, ...] = (8, 16)
-    capacity_duration_s: float = 3.0
+    capacity: CapacityConfig = CapacityConfig(concurrency=(8, 16))
     texts_per_request: int = 1
     batch_timeout_us: int = 1_000_000
     grace_s: float = 5.0
@@ -75,22 +74,13 @@ def class_kwargs(config: OverloadConfig) -> dict[str, RequestKwargs]:
     return out
 
 
-async def measure_capacity(pool: ClientPool, texts: Sequence[str], concurrency: Sequence[int],
-                           duration_s: float, texts_per_request: int = 1) -> tuple[float, dict[str, float]]:
-    """Best answered requests/s of the entry in a closed loop (batch class), and each point's rate."""
+async def entry_capacity(pool: ClientPool, texts: Sequence[str], config: CapacityConfig,
+                         texts_per_request: int = 1) -> tuple[float, dict[str, dict]]:
+    """Capacity of the entry (answered requests/s, batch class) with requests of `texts_per_request` texts."""
     k = texts_per_request
     requests = [[texts[(i * k + j) % len(texts)] for j in range(k)] for i in range(max(len(texts), 8))]
-    batch = RequestKwargs.for_class(LATENCY_CLASSES["batch"])
-    await closed_loop(pool, ENTRY_MODEL, requests[:8], concurrency=4, kwargs=batch, desc="warm-up")
-    points = {}
-    for c in concurrency:
-        run = await closed_loop(pool, ENTRY_MODEL, requests, concurrency=c, kwargs=batch, duration_s=duration_s,
-                                desc=f"capacity c={c}")
-        points[str(c)] = sum(o.ok for o in run.outcomes) / run.wall_s
-    capacity = max(points.values(), default=0.0)
-    if capacity <= 0:
-        raise RuntimeError(f"{ENTRY_MODEL} answered nothing while measuring capacity: {points}")
-    return capacity, points
+    return await measure_capacity(pool, ENTRY_MODEL, requests, kwargs=RequestKwargs.for_class(LATENCY_CLASSES["batch"]),
+                                  config=config)
 
 
 def summarize(sent: Sequence[str], outcomes: dict, lost: Sequence[int], kwargs: dict[str, RequestKwargs],
@@ -138,8 +128,7 @@ async def _run(server: TritonServer, texts: Sequence[str], config: OverloadConfi
         return name, kwargs[name]
 
     try:
-        capacity, points = await measure_capacity(pool, texts, config.capacity_concurrency, config.capacity_duration_s,
-                                                  config.texts_per_request)
+        capacity, points = await entry_capacity(pool, texts, config.capacity, config.texts_per_request)
         rss_before = tree_rss_bytes(server.pid)
         rate = config.load_factor * capacity
         longest_s = QUEUED_STEPS * max(k.timeout or 0 for k in kwargs.values()) / 1e6 + config.grace_s

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from adaptive_client.bench.capacity import CapacityConfig
 from adaptive_client.bench.classes_bench import class_picker
 from adaptive_client.bench.load import ClientPool, open_loop, percentiles_ms
-from adaptive_client.reliability.overload import measure_capacity
+from adaptive_client.reliability.overload import entry_capacity
 from adaptive_client.reliability.target import tree_rss_bytes
 from adaptive_serving.repository import ENTRY_MODEL
 from adaptive_serving.server import TritonServer
@@ -34,8 +35,7 @@ class SoakConfig:
         load_factor: arrival rate as a share of the measured capacity.
         window_s: seconds per window.
         warmup_s: seconds of the same load before the memory baseline is taken.
-        capacity_concurrency: closed-loop concurrencies tried for the capacity.
-        capacity_duration_s: seconds per capacity point.
+        capacity: how capacity is measured (`adaptive_client.bench.capacity`).
         max_rss_growth: allowed memory growth over the measured run (0.05 = 5%).
         max_p50_drift: allowed ratio of late-window to early-window median latency.
         max_p99_drift: the same for p99 (noisier on a shared machine).
@@ -46,8 +46,7 @@ class SoakConfig:
     load_factor: float = 0.7
     window_s: float = 30.0
     warmup_s: float = 30.0
-    capacity_concurrency: tuple[int, ...] = (8, 16)
-    capacity_duration_s: float = 5.0
+    capacity: CapacityConfig = CapacityConfig(concurrency=(8, 16))
     max_rss_growth: float = 0.05
     max_p50_drift: float = 1.25
     max_p99_drift: float = 1.5
@@ -79,7 +78,7 @@ async def _run(server: TritonServer, texts: Sequence[str], config: SoakConfig,
     pool = ClientPool(server.grpc_url)
     windows: list[dict[str, object]] = []
     try:
-        capacity, points = await measure_capacity(pool, texts, config.capacity_concurrency, config.capacity_duration_s)
+        capacity, points = await entry_capacity(pool, texts, config.capacity)
         rate = config.load_factor * capacity
         pick = class_picker()
         start = time.monotonic()
