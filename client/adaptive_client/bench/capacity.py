@@ -1,10 +1,11 @@
 """Closed-loop capacity measured until it is stable, the way perf_analyzer measures a point.
 
-One 5 s window per concurrency, and the best of those, swung 88-209 samples/s on the 2-core VM: the best of a
-few noisy windows runs high, and the classes benchmark sends 2x that. Here each concurrency runs without pause
-while throughput is counted in back-to-back windows (by answer time, so no window pays for a drain); the point is
-the mean of the last `stable_windows` once they agree within `tolerance` of their mean (perf_analyzer's
-stability rule, on throughput only), or of the last ones when `max_windows` pass first (flagged unstable).
+One 5 s window per concurrency is one noisy sample (on the 2-core VM one concurrency's window moved within
+88-209 samples/s across runs), the best of a few such samples runs high, and the classes benchmark sends 2x the
+best. Here each concurrency runs without pause while throughput is counted in back-to-back windows (by answer
+time, so no window pays for a drain); the point is the mean of the last `stable_windows` once they agree within
+`tolerance` of their mean (perf_analyzer's stability rule, on throughput only), or of the last ones when
+`max_windows` pass first (flagged unstable).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class CapacityConfig:
 
 
 def is_stable(rates: Sequence[float], n: int, tolerance: float) -> bool:
-    """Whether the last `n` window rates all lie within `tolerance` x their mean of it."""
+    """Whether each of the last `n` window rates lies within `tolerance` x their mean of that mean."""
     if len(rates) < n:
         return False
     last = rates[-n:]
