@@ -63,6 +63,11 @@ def test_bench_classes_quick(tiny_repo: Path, tiny_export: Path, tmp_path: Path)
         last = point["window_sps"][-cap["stable_windows"]:]
         assert point["throughput_sps"] == pytest.approx(sum(last) / len(last))
     assert r["capacity_sps"] == max(p["throughput_sps"] for p in r["capacity_points"].values())
+    # CPU over the overload run: the server, the load generator, and stubs named by their models.
+    assert {"tritonserver", "load generator"} <= set(r["cpu"]) and len(r["cpu"]) > 2, r["cpu"]
+    assert sum(c["share"] for c in r["cpu"].values()) == pytest.approx(1.0)
+    assert all(c["ms_per_request"] > 0 and c["cpu_class"] in ("normal", "idle") for c in r["cpu"].values())
+    assert "## CPU (overload run and its drain)" in (out / "results.md").read_text()
     assert set(r["unloaded"]) == set(r["classes"]) == {"critical", "sensitive", "batch"}
     assert r["open_loop"]["sent"] == sum(c["sent"] for c in r["classes"].values()) > 0
     for name, c in r["classes"].items():

@@ -9,6 +9,7 @@ import pytest
 from adaptive_client.bench import classes_bench, exit_bench, stats
 from adaptive_client.bench.capacity import CapacityConfig, is_stable
 from adaptive_client.bench.cli import main
+from adaptive_client.bench.cpu import CpuSnapshot, cpu_delta
 from adaptive_client.bench.load import percentiles_ms
 from adaptive_client.bench.requests import Outcome, RequestKwargs, classify_error, status_name
 from adaptive_serving.config import LATENCY_CLASSES
@@ -116,6 +117,18 @@ def test_capacity_is_stable_only_when_the_last_windows_agree() -> None:
     assert not is_stable([0.0, 0.0, 0.0], 3, 0.1)                # nothing answered is not a capacity
     with pytest.raises(ValueError, match="stable_windows"):
         CapacityConfig(stable_windows=4, max_windows=3)
+
+
+def test_cpu_delta_per_request_share_and_class() -> None:
+    before = CpuSnapshot({"tritonserver": 10.0, "small_stage1": 1.0, "load generator": 2.0}, frozenset())
+    after = CpuSnapshot({"tritonserver": 13.0, "small_stage1": 2.5, "load generator": 3.0, "router": 0.5},
+                        frozenset({"small_stage1"}))
+    out = cpu_delta(before, after, requests=1000)
+    assert list(out) == ["tritonserver", "small_stage1", "load generator", "router"]  # most CPU first
+    assert out["tritonserver"] == {"ms_per_request": pytest.approx(3.0), "share": pytest.approx(0.5),
+                                   "cpu_class": "normal"}
+    assert out["small_stage1"]["cpu_class"] == "idle"
+    assert out["router"]["ms_per_request"] == pytest.approx(0.5)  # a group first seen after the start counts whole
 
 
 def test_cli_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptive_client.bench.capacity import CapacityConfig, measure_capacity
+from adaptive_client.bench.cpu import cpu_delta, cpu_snapshot
 from adaptive_client.bench.data import EvalSamples
 from adaptive_client.bench.load import ClientPool, closed_loop, open_loop, open_loop_per_class, percentiles_ms
 from adaptive_client.bench.stats import delta, gate_delta, gate_snapshot, snapshot
@@ -135,8 +136,8 @@ def verdicts(classes: dict[str, dict[str, object]], unloaded_p99: dict[str, floa
     }
 
 
-async def _run(url: str, samples: EvalSamples, config: ClassesBenchConfig, metrics_url: str | None
-               ) -> dict[str, object]:
+async def _run(url: str, samples: EvalSamples, config: ClassesBenchConfig, metrics_url: str | None,
+               server_pid: int | None) -> dict[str, object]:
     pool = ClientPool(url)
     texts = samples.texts
     requests = [[t] for t in texts]
@@ -170,7 +171,9 @@ async def _run(url: str, samples: EvalSamples, config: ClassesBenchConfig, metri
                                                                                unloaded_p99)})
         before = await snapshot(pool.next())
         gate_before = await asyncio.to_thread(gate_snapshot, metrics_url) if metrics_url else None
+        cpu_before = cpu_snapshot(server_pid)
         load = await mixed_load(rate, config.duration_s, config.drain_s)
+        cpu = cpu_delta(cpu_before, cpu_snapshot(server_pid), len(load.sent))
         server_side = {name: {"requests": t.requests, "executions": t.executions, **t.per_request_ms()}
                        for name, t in sorted(delta(before, await snapshot(pool.next())).items()) if t.requests}
         gate = gate_delta(gate_before, await asyncio.to_thread(gate_snapshot, metrics_url)) if metrics_url else {}
@@ -191,21 +194,22 @@ async def _run(url: str, samples: EvalSamples, config: ClassesBenchConfig, metri
                       len(load.sent) / load.send_s if load.send_s else 0.0,
                       "send_lag_p99_ms": lag["p99_ms"], "drain_timeout_s": config.drain_s},
         "classes": classes, "verdicts": verdicts(classes, unloaded_p99), "server_side": server_side,
-        "gate": gate, "critical_alone": alone,
+        "gate": gate, "cpu": cpu, "critical_alone": alone,
         "load_sweep": sorted(sweep + [{"load_factor": config.load_factor, "classes": classes}],
                              key=lambda p: p["load_factor"]),
     }
 
 
 def run_classes_bench(url: str, samples: EvalSamples, config: ClassesBenchConfig, *,
-                      metrics_url: str | None = None) -> dict[str, object]:
+                      metrics_url: str | None = None, server_pid: int | None = None) -> dict[str, object]:
     """Capacity, unloaded latency per class, then the mixed overload run, on the server at `url` (gRPC);
-    with `metrics_url`, also the admission gate's waits and refusals per class over the overload run.
+    with `metrics_url`, also the admission gate's waits and refusals per class over the overload run; with
+    `server_pid` (a server on this machine), also the CPU of its processes beside the load generator's.
 
     Raises:
         RuntimeError: the entry answered nothing during the capacity measurement.
     """
-    results = asyncio.run(_run(url, samples, config, metrics_url))
+    results = asyncio.run(_run(url, samples, config, metrics_url, server_pid))
     return {"benchmark": "classes", "config": asdict(config), "class_mix": CLASS_MIX,
             "critical_p99_factor": CRITICAL_P99_FACTOR,
             "latency_classes": {n: asdict(c) for n, c in LATENCY_CLASSES.items()}, **results}
@@ -261,6 +265,19 @@ def markdown(results: dict[str, object]) -> str:
         lines += [f"| {name} | {m['requests']} | {m['executions']} | {m['queue_ms']:.1f} | {m['compute_ms']:.1f} |"
                   for name, m in results["server_side"].items()]
         lines.append("")
+    if results.get("cpu"):
+        lines += ["## CPU (overload run and its drain)", "",
+                  ("CPU time per request sent, per process group (a model's stubs summed over its instances; "
+                   "tritonserver without its stubs). Idle = Linux `SCHED_IDLE`: only CPU that nothing at normal "
+                   "priority wants."), "",
+                  "| process | CPU class | CPU ms per request | share |", "|---|---|---|---|"]
+        shown = {name: c for name, c in results["cpu"].items() if c["ms_per_request"] >= 0.01}
+        lines += [f"| {name} | {c['cpu_class']} | {c['ms_per_request']:.2f} | {c['share']:.1%} |"
+                  for name, c in shown.items()]
+        normal = sum(c["ms_per_request"] for c in results["cpu"].values() if c["cpu_class"] == "normal")
+        hidden = len(results["cpu"]) - len(shown)
+        lines += ["", f"At normal priority: {normal:.2f} CPU ms per request sent"
+                  + (f"; {hidden} groups under 0.01 ms not shown." if hidden else "."), ""]
     if results.get("gate"):
         lines += ["## Admission gate (overload run, custom metrics)", "",
                   "| class | admitted | mean wait at the gate ms | refused at the gate |", "|---|---|---|---|"]

@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results = exit_bench.run_exit_bench(server.grpc_url, samples, config, metrics_url=server.metrics_url)
             else:
                 results = classes_bench.run_classes_bench(server.grpc_url, samples, config,
-                                                          metrics_url=server.metrics_url)
+                                                          metrics_url=server.metrics_url, server_pid=server.pid)
     except (ServerError, RuntimeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
