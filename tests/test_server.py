@@ -147,6 +147,23 @@ def test_a_killed_server_leaves_no_shared_memory(tmp_path: Path) -> None:
     assert not [r for r in regions if r.exists()]
 
 
+def test_a_server_that_aborts_by_itself_leaves_no_shared_memory(tmp_path: Path) -> None:
+    """tritonserver 2.51 can abort on heap corruption under load (SIGABRT, Known limits); once it is gone its
+    mappings are too, so stop() removes the regions it kept when the server became ready."""
+    import os
+    import signal
+
+    repo = tmp_path / "repo"
+    shutil.copytree(SAMPLE_REPOSITORY, repo)
+    server = make_server(repo, tmp_path).start()
+    regions = server_module.shm_regions(server.pid)
+    assert regions and all(r.exists() for r in regions)
+    os.kill(server.pid, signal.SIGABRT)
+    psutil.Process(server.pid).wait(timeout=30)  # gone now: no /proc/<pid>/maps to read
+    server.stop()
+    assert not [r for r in regions if r.exists()]
+
+
 def test_cli_check_starts_and_stops(tmp_path: Path) -> None:
     http, grpc, metrics = free_ports(3)
     code = server_module.main(["--repo", str(SAMPLE_REPOSITORY), "--http-port", str(http), "--grpc-port", str(grpc),

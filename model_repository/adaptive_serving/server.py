@@ -143,6 +143,7 @@ class TritonServer:
         self.extra_args = tuple(extra_args)
         self.admin_key = admin_key or secrets.token_hex(16)
         self._proc: subprocess.Popen[bytes] | None = None
+        self._regions: set[Path] = set()  # stub shared-memory regions seen while the server ran
 
     @classmethod
     def on_free_ports(cls, model_repository: Path, *, log_path: Path, **kwargs: object) -> TritonServer:
@@ -246,6 +247,8 @@ class TritonServer:
                 self.stop()
                 raise ServerError(self._failure(f"tritonserver exited with code {code} before it was ready"))
             if self.is_ready():
+                # Kept now: a server that later dies by itself (an abort) leaves no mapping to find them by.
+                self._regions = shm_regions(self._proc.pid)
                 return self
             time.sleep(0.2)
         self.stop()
@@ -277,7 +280,7 @@ class TritonServer:
             family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
         except psutil.NoSuchProcess:
             family = []
-        regions = shm_regions(proc.pid)
+        regions, self._regions = shm_regions(proc.pid) | self._regions, set()
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
