@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from adaptive_client.bench import cpu
 from adaptive_client.bench.cli import main
 from adaptive_serving.repository import RepositoryOptions, build_repository
 
@@ -64,7 +65,7 @@ def test_bench_classes_quick(tiny_repo: Path, tiny_export: Path, tmp_path: Path)
         assert point["throughput_sps"] == pytest.approx(sum(last) / len(last))
     assert r["capacity_sps"] == max(p["throughput_sps"] for p in r["capacity_points"].values())
     # CPU over the overload run: the server, the load generator, and stubs named by their models.
-    assert {"tritonserver", "load generator"} <= set(r["cpu"]) and len(r["cpu"]) > 2, r["cpu"]
+    assert {cpu.SERVER, cpu.GENERATOR} <= set(r["cpu"]) and len(r["cpu"]) > 2, r["cpu"]
     assert sum(c["share"] for c in r["cpu"].values()) == pytest.approx(1.0)
     assert all(c["ms_per_request"] > 0 and c["cpu_class"] in ("normal", "idle") for c in r["cpu"].values())
     assert "## CPU (overload run and its drain)" in (out / "results.md").read_text()

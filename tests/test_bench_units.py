@@ -1,5 +1,5 @@
 """Benchmark tooling without a server: statistics deltas, hop cost, class mix, per-class accounting, verdicts,
-the capacity stability rule."""
+the capacity stability rule, CPU deltas."""
 
 from __future__ import annotations
 
