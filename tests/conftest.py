@@ -70,15 +70,19 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_server(tiny_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    """The tiny family's generated repository (entry size tiny), served once per session."""
+def serve_tiny(tiny_export: Path, tmp: Path) -> Iterator[TritonServer]:
+    """The tiny family's generated repository (entry size tiny) under `tmp`, served until the generator closes."""
     from adaptive_serving.repository import RepositoryOptions, build_repository
 
-    tmp = tmp_path_factory.mktemp("tiny_server")
     build_repository(tiny_export, tmp / "repo", RepositoryOptions(entry_size="tiny"))
     with make_server(tmp / "repo", tmp) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """The tiny family's server, shared by the session."""
+    yield from serve_tiny(tiny_export, tmp_path_factory.mktemp("tiny_server"))
 
 
 def leftover_server_processes() -> list[psutil.Process]:
