@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -150,9 +151,6 @@ def test_a_killed_server_leaves_no_shared_memory(tmp_path: Path) -> None:
 def test_a_server_that_aborts_by_itself_leaves_no_shared_memory(tmp_path: Path) -> None:
     """tritonserver 2.51 can abort on heap corruption under load (SIGABRT, Known limits); once it is gone its
     mappings are too, so stop() removes the regions it kept when the server became ready."""
-    import os
-    import signal
-
     repo = tmp_path / "repo"
     shutil.copytree(SAMPLE_REPOSITORY, repo)
     server = make_server(repo, tmp_path).start()
