@@ -157,8 +157,9 @@ def test_standard_lane_requests_are_routed_by_router_standard_under_sched_idle(t
         stats = {m: _counts(server, m) for m in ("router", STANDARD_ROUTER, "tiny_stage1", "tiny_stage1_express")}
         stubs = stub_models(server.pid)
         # Per thread: Linux keeps the scheduling class (and niceness) of each.
-        policies = {model: {os.sched_getscheduler(int(t)) for pid, m in stubs.items() if m == model
-                            for t in os.listdir(f"/proc/{pid}/task")} for model in ("router", STANDARD_ROUTER)}
+        policies = {pid: {int(t): os.sched_getscheduler(int(t)) for t in os.listdir(f"/proc/{pid}/task")}
+                    for pid in stubs}
+        wakeups = _wakeups(list(stubs), 1.0)  # the server is idle now
     # Same answers in both lanes: router_standard runs the router's plan (routing by length: short texts on tiny).
     for klass, results in answers.items():
         assert [r.model_size for r in results] == ["tiny"] * 3 + ["full"] * 2, klass
@@ -167,8 +168,29 @@ def test_standard_lane_requests_are_routed_by_router_standard_under_sched_idle(t
     # calls take the standard lane, and the critical one runs in the router, through the express lane.
     assert stats["router"] == 3 and stats[STANDARD_ROUTER] == 2
     assert stats["tiny_stage1"] == 2 and stats["tiny_stage1_express"] == 1
-    # router_standard's processes run every thread under SCHED_IDLE; the router's keep the normal class.
-    assert policies == {"router": {os.SCHED_OTHER}, STANDARD_ROUTER: {os.SCHED_IDLE}}
+    # The router's processes keep the normal class. router_standard's run every thread under SCHED_IDLE but the
+    # stub's health thread (`model_args.stub_health_thread`), told here by its wake-ups every 300 ms while idle.
+    assert {"router", STANDARD_ROUTER} <= set(stubs.values())
+    for pid, model in stubs.items():
+        normal = {tid for tid, policy in policies[pid].items() if policy == os.SCHED_OTHER}
+        if model == "router":
+            assert normal == set(policies[pid]), pid
+        elif model == STANDARD_ROUTER:
+            health = max(wakeups[pid], key=wakeups[pid].get)
+            assert wakeups[pid][health] >= 2 and normal == {health}, (pid, wakeups[pid], normal)
+            assert set(policies[pid].values()) == {os.SCHED_OTHER, os.SCHED_IDLE}, pid
+
+
+def _wakeups(pids: list[int], seconds: float) -> dict[int, dict[int, int]]:
+    """Per process, per thread: how often it went to sleep of its own accord within `seconds`."""
+    def switches() -> dict[int, dict[int, int]]:
+        return {pid: {int(t): int(Path(f"/proc/{pid}/task/{t}/status").read_text().split(
+            "voluntary_ctxt_switches:")[1].split()[0]) for t in os.listdir(f"/proc/{pid}/task")} for pid in pids}
+
+    before = switches()
+    time.sleep(seconds)
+    return {pid: {tid: n - before[pid].get(tid, 0) for tid, n in counts.items()}
+            for pid, counts in switches().items()}
 
 
 def _counts(server: TritonServer, model: str) -> int:

@@ -27,21 +27,44 @@ def model_params(args: dict, required: Sequence[str] = ()) -> tuple[dict[str, st
 
 
 def lower_cpu_priority(params: dict[str, str]) -> None:
-    """Lower the CPU priority of every thread of this process as the config parameters ask; threads started
-    afterwards (the runtime's thread pools, the stub's event loop) inherit it. `nice`: niceness 0-19 on top of the
-    process's. `sched_idle` = "1": Linux SCHED_IDLE, so the threads run only on cores no normal thread wants
-    (unprivileged, unlike raising a priority, so it works in a container without extra capabilities). Linux keeps
-    both per thread, and the stub has threads of its own before `initialize` runs."""
+    """Lower the CPU priority of every thread of this process but the stub's health thread, as the config
+    parameters ask; threads started afterwards (the runtime's thread pools, the stub's event loop) inherit it.
+    `nice`: niceness 0-19 on top of the process's. `sched_idle` = "1": Linux SCHED_IDLE, so the threads run only on
+    cores no normal thread wants (unprivileged, unlike raising a priority, so it works in a container without extra
+    capabilities). Linux keeps both per thread, and the stub has threads of its own before `initialize` runs."""
     nice, idle = int(params.get("nice", "0")), params.get("sched_idle", "0") == "1"
     if not nice and not idle:
         return
+    health = stub_health_thread()
     for tid in map(int, os.listdir("/proc/self/task")):
+        if tid == health:
+            continue
         try:
             os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
             if idle:
                 os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
         except ProcessLookupError:  # the thread ended meanwhile
             continue
+
+
+def stub_health_thread() -> int | None:
+    """The Python-backend stub's health thread: the first thread the stub starts after its main one (pb_stub.cc
+    starts it right after the interpreter, before any model code). None outside a stub with threads.
+
+    It must keep its priority. It sets a health flag every 300 ms, and Triton 2.51's backend declares the stub dead
+    when the flag stays unset for 1 s while it waits for the stub's answer. During a load it then waits forever for
+    the stub to exit, which it never does: the server never becomes ready. Under SCHED_IDLE, on cores busy loading
+    the other models, the thread missed that second (2 of 8 starts of the test router repository hung so).
+    """
+    main, started = os.getpid(), {}
+    for tid in map(int, os.listdir("/proc/self/task")):
+        try:
+            stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        if tid != main:
+            started[tid] = int(stat.rsplit(")", 1)[1].split()[19])  # field 22: start time, after the name
+    return min(started, key=lambda tid: (started[tid], tid), default=None)
 
 
 @dataclass(frozen=True)
