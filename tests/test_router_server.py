@@ -7,6 +7,9 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -179,6 +182,54 @@ def test_standard_lane_requests_are_routed_by_router_standard_under_sched_idle(t
             health = max(wakeups[pid], key=wakeups[pid].get)
             assert wakeups[pid][health] >= 2 and normal == {health}, (pid, wakeups[pid], normal)
             assert set(policies[pid].values()) == {os.SCHED_OTHER, os.SCHED_IDLE}, pid
+
+
+@pytest.mark.parametrize("attempt", [1, 2])
+def test_server_loads_while_busy_loops_hold_the_cores(router_repo: Path, tmp_path: Path, attempt: int) -> None:
+    # From the moment a stub puts threads under SCHED_IDLE, 4 busy loops per core at normal priority for 5 s.
+    # With the stubs' health threads under SCHED_IDLE too, Triton 2.51 gave up on a starved stub and waited for it
+    # forever: 5 of 8 such starts never became ready (0 of 17 with the health thread left alone).
+    server = make_server(router_repo, tmp_path)
+    loops: list[subprocess.Popen] = []
+    done = threading.Event()
+
+    def hold_the_cores() -> None:
+        while not _idle_threads(server):
+            if done.wait(0.01):
+                return
+        loops.extend(subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                     for _ in range(4 * (os.cpu_count() or 1)))
+        done.wait(5.0)
+        for loop in loops:
+            loop.kill()
+
+    holder = threading.Thread(target=hold_the_cores, daemon=True)
+    holder.start()
+    try:
+        server.start(ready_timeout_s=60)
+        assert loops, "no stub went under SCHED_IDLE before the server was ready, so the cores were never held"
+        with AdaptiveClient(server.grpc_url) as client:
+            assert [r.model_size for r in client.classify(SHORT + LONG)] == ["tiny"] * 3 + ["full"] * 2
+    finally:
+        done.set()
+        holder.join()
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+        server.stop()
+
+
+def _idle_threads(server: TritonServer) -> bool:
+    """Whether any stub of `server` has a thread under SCHED_IDLE yet."""
+    if not server.is_running():
+        return False
+    for pid in stub_models(server.pid):
+        try:
+            if any(os.sched_getscheduler(int(t)) == os.SCHED_IDLE for t in os.listdir(f"/proc/{pid}/task")):
+                return True
+        except (FileNotFoundError, ProcessLookupError):  # a stub or thread that ended meanwhile
+            continue
+    return False
 
 
 def _wakeups(pids: list[int], seconds: float) -> dict[int, dict[int, int]]:
