@@ -188,7 +188,7 @@ def test_standard_lane_requests_are_routed_by_router_standard_under_sched_idle(t
 def test_server_loads_while_busy_loops_hold_the_cores(router_repo: Path, tmp_path: Path, attempt: int) -> None:
     # From the moment a stub puts threads under SCHED_IDLE, 4 busy loops per core at normal priority for 5 s.
     # With the stubs' health threads under SCHED_IDLE too, Triton 2.51 gave up on a starved stub and waited for it
-    # forever: 5 of 8 such starts never became ready (0 of 17 with the health thread left alone).
+    # forever: 5 of 8 such starts never became ready (0 of 11 with the health thread left alone).
     server = make_server(router_repo, tmp_path)
     loops: list[subprocess.Popen] = []
     done = threading.Event()
