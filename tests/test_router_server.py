@@ -160,8 +160,7 @@ def test_standard_lane_requests_are_routed_by_router_standard_under_sched_idle(t
         stats = {m: _counts(server, m) for m in ("router", STANDARD_ROUTER, "tiny_stage1", "tiny_stage1_express")}
         stubs = stub_models(server.pid)
         # Per thread: Linux keeps the scheduling class (and niceness) of each.
-        policies = {pid: {int(t): os.sched_getscheduler(int(t)) for t in os.listdir(f"/proc/{pid}/task")}
-                    for pid in stubs}
+        policies = {pid: _thread_policies(pid) for pid in stubs}
         wakeups = _wakeups(list(stubs), 1.0)  # the server is idle now
     # Same answers in both lanes: router_standard runs the router's plan (routing by length: short texts on tiny).
     for klass, results in answers.items():
@@ -225,11 +224,16 @@ def _idle_threads(server: TritonServer) -> bool:
         return False
     for pid in stub_models(server.pid):
         try:
-            if any(os.sched_getscheduler(int(t)) == os.SCHED_IDLE for t in os.listdir(f"/proc/{pid}/task")):
+            if os.SCHED_IDLE in _thread_policies(pid).values():
                 return True
         except (FileNotFoundError, ProcessLookupError):  # a stub or thread that ended meanwhile
             continue
     return False
+
+
+def _thread_policies(pid: int) -> dict[int, int]:
+    """Scheduling policy of each thread of `pid` (Linux keeps it per thread)."""
+    return {int(t): os.sched_getscheduler(int(t)) for t in os.listdir(f"/proc/{pid}/task")}
 
 
 def _wakeups(pids: list[int], seconds: float) -> dict[int, dict[int, int]]:
