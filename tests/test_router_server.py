@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -54,13 +55,13 @@ def _length_estimator(path: Path) -> None:
 
 def build_router_repo(tiny_export: Path, tmp_path: Path, *, second: str = "full", escalate: float = 0.0,
                       gate_instances: int = RepositoryOptions.gate_instances, first_exit_only: bool = False,
-                      solo_express: bool = True) -> Path:
+                      solo_express: bool = True, bls_handover: bool = False) -> Path:
     """Tiny repository plus a router over two targets: the tiny cascade, then `tiny_full` (a text -> logits model,
     `second="full"`) or the tiny cascade again (`second="cascade"`); texts below `escalate` go on to the second.
     `first_exit_only`: the routed cascades answer every text at stage 1."""
     repo = tmp_path / "repo"
     options = RepositoryOptions(entry_size="tiny", audit_rate=1.0, outcomes_file=str(tmp_path / "outcomes.jsonl"),
-                                gate_instances=gate_instances, solo_express=solo_express)
+                                gate_instances=gate_instances, solo_express=solo_express, bls_handover=bls_handover)
     build_repository(tiny_export, repo, options)
     cfg = EarlyExitConfig(**json.loads((tiny_export / "tiny" / "thresholds.json").read_text())["config"])
     cascade = load_plan(tiny_export, cfg)
@@ -150,10 +151,11 @@ def test_escalation_that_would_overrun_the_deadline_is_cut(tiny_export: Path, tm
         assert out[names.ESCALATIONS].ravel().tolist() == [0] and out[names.DEADLINE_CUT].all()
 
 
-def test_standard_lane_requests_are_routed_by_router_standard_under_sched_idle(tiny_export: Path,
-                                                                                tmp_path: Path) -> None:
+@pytest.mark.parametrize("handover", ["socket", "bls"])
+def test_standard_lane_requests_are_routed_by_router_standard_under_sched_idle(tiny_export: Path, tmp_path: Path,
+                                                                                handover: str) -> None:
     # Without the solo express lane, so that a request alone in the server keeps its class's lane.
-    repo = build_router_repo(tiny_export, tmp_path, solo_express=False)
+    repo = build_router_repo(tiny_export, tmp_path, solo_express=False, bls_handover=handover == "bls")
     with make_server(repo, tmp_path) as server, AdaptiveClient(server.grpc_url) as client:
         answers = {klass: client.classify(SHORT + LONG, latency_class=klass)
                    for klass in ("batch", "sensitive", "critical")}
@@ -167,9 +169,15 @@ def test_standard_lane_requests_are_routed_by_router_standard_under_sched_idle(t
         assert [r.model_size for r in results] == ["tiny"] * 3 + ["full"] * 2, klass
         assert [r.label for r in results] == [r.label for r in answers["critical"]], klass
     # Every request passes the router's gate; the batch and sensitive ones then run in router_standard, whose stage
-    # calls take the standard lane, and the critical one runs in the router, through the express lane.
-    assert stats["router"] == 3 and stats[STANDARD_ROUTER] == 2
+    # calls take the standard lane, and the critical one runs in the router, through the express lane. Handed over a
+    # socket, router_standard never sees them as Triton requests: the router's only other way to it is BLS, which
+    # Triton counts, and it says so in the log when it falls back to it.
+    log = server.log_path.read_text()
+    assert stats["router"] == 3 and stats[STANDARD_ROUTER] == (2 if handover == "bls" else 0)
     assert stats["tiny_stage1"] == 2 and stats["tiny_stage1_express"] == 1
+    assert ("hand-over over BLS instead" in log) is False
+    listeners = sorted(int(i) for i in re.findall(rf"{STANDARD_ROUTER}: hand-over listener (\d+)", log))
+    assert listeners == list(range(RepositoryOptions.gate_instances)), log[-3000:]
     # The router's processes keep the normal class. router_standard's run every thread under SCHED_IDLE but the
     # stub's health thread (`model_args.stub_health_thread`), told here by its wake-ups every 300 ms while idle.
     assert {"router", STANDARD_ROUTER} <= set(stubs.values())

@@ -40,6 +40,7 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from adaptive_serving.config import LATENCY_CLASSES
 from adaptive_serving.inflight import InFlightBoard, server_board_path
@@ -47,6 +48,11 @@ from adaptive_serving.metrics import class_of_timeout
 
 # (request, arrived: time.monotonic() at the gate) -> pb_utils.InferenceResponse
 Handler = Callable[[object, float], Awaitable[object]]
+T = TypeVar("T")
+
+
+class Refused(Exception):
+    """The gate refused a request; the message says why (Triton's UNAVAILABLE)."""
 
 
 def class_caps(slots: int, reserve: int) -> dict[str, int]:
@@ -149,39 +155,51 @@ class Gate:
 
     def submit(self, request: object, handler: Handler) -> None:
         """Take `request`; `handler` runs once it is admitted and its response is sent. Returns at once."""
-        if self._executor is None:  # the stub's loop runs only once requests come, so size its threads here
-            self._executor = ThreadPoolExecutor(self.bls_threads, thread_name_prefix=f"{self.model}-bls")
-            asyncio.get_running_loop().set_default_executor(self._executor)
         task = asyncio.ensure_future(self._serve(request, handler))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, request: object, handler: Handler) -> None:
-        import triton_python_backend_utils as pb_utils
+    async def run(self, timeout_us: int, work: Callable[[float], Awaitable[T]]) -> T:
+        """Admit a request with this timeout (its class comes from it), run `work(arrived)` and return its result;
+        `arrived` is `time.monotonic()` at the gate. For requests that come without a Triton request object
+        (`router_standard`'s hand-overs); `submit` answers Triton requests through it.
 
+        Raises:
+            Refused: the request's timeout expired while it waited, or the untimed class's queue is full.
+        """
         arrived = time.monotonic()
-        sender = request.get_response_sender()
-        klass = class_of_timeout(request.timeout())
+        if self._executor is None:  # the stub's loop runs only once requests come, so size its threads here
+            self._executor = ThreadPoolExecutor(self.bls_threads, thread_name_prefix=f"{self.model}-bls")
+            asyncio.get_running_loop().set_default_executor(self._executor)
+        klass = class_of_timeout(timeout_us)
         board = self.board
         if board is not None:
             board.add(1)
         try:
-            refused = await self._admit(klass, request.timeout() / 1e6)
+            refused = await self._admit(klass, timeout_us / 1e6)
             if self.metrics is not None:
                 self.metrics.gate_passed(klass, time.monotonic() - arrived, admitted=refused is None)
-            if refused is None:
-                try:
-                    response = await handler(request, arrived)
-                finally:
-                    self._release(klass)
-            else:
-                response = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(f"{self.model}: {refused}", pb_utils.TritonError.UNAVAILABLE))
+            if refused is not None:
+                raise Refused(f"{self.model}: {refused}")
+            try:
+                return await work(arrived)
+            finally:
+                self._release(klass)
+        finally:
+            if board is not None:
+                board.add(-1)
+
+    async def _serve(self, request: object, handler: Handler) -> None:
+        import triton_python_backend_utils as pb_utils
+
+        sender = request.get_response_sender()
+        try:
+            response = await self.run(request.timeout(), lambda arrived: handler(request, arrived))
+        except Refused as e:
+            response = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e), pb_utils.TritonError.UNAVAILABLE))
         except Exception as e:  # a fault in one request must still answer it, and only it
             response = pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(f"{self.model}: internal error: {type(e).__name__}: {e}"))
-        if board is not None:
-            board.add(-1)
         sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     async def _admit(self, klass: str, timeout_s: float) -> str | None:

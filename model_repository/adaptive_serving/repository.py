@@ -93,6 +93,8 @@ class RepositoryOptions:
         standard_router: with the router and the express lane, the router's work for standard-lane requests runs in
             `router_standard`, at the standard lane's CPU priority (`standard_nice`, `standard_idle`); `router`
             keeps the gate and the express lane.
+        bls_handover: the router hands standard-lane requests to `router_standard` over BLS, not over a local
+            socket (`adaptive_serving.handover`; a BLS call cost the server's normal-priority CPU about 1 ms more).
         router: put the router behind `adaptive` when the export has one (`complexity/router.json`).
         audit_rate: share of routed requests also sent to the largest `<size>_full` to label outcomes.
         outcomes_file: where the router logs per-request outcomes ("" = no log).
@@ -122,6 +124,7 @@ class RepositoryOptions:
     standard_nice: int = 10
     standard_idle: bool = True
     standard_router: bool = True
+    bls_handover: bool = False
     router: bool = True
     audit_rate: float = 0.02
     outcomes_file: str = str(PATHS.root / "outcomes" / "router.jsonl")
@@ -284,7 +287,8 @@ def router_configs(opts: RepositoryOptions, audit_model: str, audit_input: str =
     # request alone in the server takes the express lane, so none of these is).
     all_let_through = sum(class_caps(opts.gate_slots, opts.gate_reserve).values()) * opts.gate_instances
     room = dict.fromkeys(LATENCY_CLASSES, all_let_through)
-    return {"router": config("router", plan_file="plan.json", standard_router=STANDARD_ROUTER, **gate_params(opts)),
+    return {"router": config("router", plan_file="plan.json", standard_router=STANDARD_ROUTER,
+                             standard_handover="bls" if opts.bls_handover else "socket", **gate_params(opts)),
             STANDARD_ROUTER: config(STANDARD_ROUTER, plan_file="../../router/1/plan.json", lane="standard",
                                     metrics_model="router",
                                     gate_caps=format_caps(room), deadline_margin=opts.deadline_margin,
@@ -491,6 +495,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-router", action="store_true", help="entry = the entry size's cascade, no routing")
     parser.add_argument("--no-standard-router", action="store_true",
                         help="the router runs every request itself, at normal CPU priority (no router_standard)")
+    parser.add_argument("--bls-handover", action="store_true",
+                        help="the router hands requests to router_standard over BLS, not a local socket")
     parser.add_argument("--audit-rate", type=float, default=RepositoryOptions.audit_rate,
                         help="share of routed requests also sent to the largest <size>_full (outcome labels)")
     args = parser.parse_args(argv)
@@ -499,6 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     gate_instances=args.gate_instances, gate_slots=args.gate_slots,
                                     gate_reserve=args.gate_reserve, stage_instances=args.stage_instances,
                                     router=not args.no_router, standard_router=not args.no_standard_router,
+                                    bls_handover=args.bls_handover,
                                     audit_rate=args.audit_rate, runtime=args.runtime,
                                     device=args.device, dtype=args.dtype, gpu_hidden=args.hidden_on_gpu,
                                     batch_queue_cap=args.batch_queue_cap, intra_op_threads=args.intra_op_threads,

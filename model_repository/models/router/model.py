@@ -24,7 +24,9 @@ import asyncio
 import gc
 import os
 import random
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +36,10 @@ from adaptive_export.confidence import get_policy, softmax
 from adaptive_serving.model_args import lower_cpu_priority, model_params
 from adaptive_serving import names
 from adaptive_serving.bls import StageError, call_stage, run_cascade, started_at
-from adaptive_serving.cascade import CascadeState, StageLatency
+from adaptive_serving.cascade import CascadeState, StageLatency, deadline_start
 from adaptive_serving.complexity_features import extract_features
-from adaptive_serving.gate import Gate
+from adaptive_serving.gate import Gate, Refused
+from adaptive_serving.handover import HandoverClient, HandoverError, HandoverServer
 from adaptive_serving.metrics import ModelMetrics
 from adaptive_serving.outcomes import OutcomeRecorder
 from adaptive_serving.router_plan import RouterPlan
@@ -45,6 +48,18 @@ from adaptive_serving.text_input import truncate
 
 # Audits waiting per instance; past this, outcomes are logged unlabeled (an overload must not pile up audits).
 MAX_AUDITS_IN_FLIGHT = 4
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request's work, from a Triton request or a hand-over: texts (bytes), their tokens, the request's
+    timeout (us, 0 = none) and when its deadline started (`time.monotonic()` seconds)."""
+
+    raw: np.ndarray
+    ids: np.ndarray
+    mask: np.ndarray
+    timeout_us: int
+    started: float
 
 
 class TritonPythonModel:
@@ -76,6 +91,13 @@ class TritonPythonModel:
             {t.name: len(t.cascade.stage_models) if t.cascade else 1 for t in self.plan.targets}, routes=True)
         self.gate = Gate.from_params(self.model_name, params, None if self.is_router_standard else self.metrics,
                                      background_calls=MAX_AUDITS_IN_FLIGHT)
+        # router: hands standard-lane requests to router_standard's listeners ("socket"), or over BLS ("bls", and
+        # the fallback while no listener answers). router_standard: listens on a loop of its own, which also runs
+        # its gate (not thread-safe) for requests that come over BLS.
+        self.handover = (HandoverClient(self.standard_router)
+                         if self.standard_router and params.get("standard_handover", "socket") == "socket" else None)
+        self.handover_warned = False
+        self.loop = self._listen() if self.is_router_standard else None
         # Startup objects (numpy, onnxruntime, the plan) never die: keep them out of the collector's full passes,
         # which otherwise scan them all and paused this event loop, and every request on it, for up to 86 ms.
         gc.freeze()
@@ -104,21 +126,67 @@ class TritonPythonModel:
             except Exception as e:  # a bad plan keeps the old one serving
                 pb_utils.Logger.log_error(f"{self.model_name}: kept the old plan, new one failed: {e}")
 
+    def _listen(self):
+        """router_standard: start its event loop and its hand-over listener; returns the loop."""
+        loop = asyncio.new_event_loop()
+        # Started after `lower_cpu_priority`, so the thread inherits the standard lane's CPU priority.
+        threading.Thread(target=loop.run_forever, name=f"{self.model_name}-loop", daemon=True).start()
+        self.listener = HandoverServer(self.model_name, self._take_over)
+        try:
+            index = asyncio.run_coroutine_threadsafe(self.listener.start(), loop).result()
+            pb_utils.Logger.log_info(f"{self.model_name}: hand-over listener {index}")
+        except OSError as e:  # the router then hands requests over BLS
+            pb_utils.Logger.log_warn(f"{self.model_name}: no hand-over listener: {e}")
+        return loop
+
     async def execute(self, requests):
         # Answers go out through each request's response sender once the gate admits and runs it.
         self._maybe_reload()
         for request in requests:
-            self.gate.submit(request, self._run)
+            if self.loop is None:
+                self.gate.submit(request, self._run)
+            else:
+                self.loop.call_soon_threadsafe(self.gate.submit, request, self._run)
         return None
 
     async def _run(self, request, arrived):
-        if self.standard_router and self._standard_lane(request):
+        if self.standard_router and self._standard_lane(request.timeout()):
             return await self._forward(request, arrived)
+        job = Job(pb_utils.get_input_tensor_by_name(request, names.TEXT).as_numpy().reshape(-1),
+                  pb_utils.get_input_tensor_by_name(request, names.INPUT_IDS).as_numpy(),
+                  pb_utils.get_input_tensor_by_name(request, names.ATTENTION_MASK).as_numpy(),
+                  request.timeout(), started_at(request, arrived))  # the deadline counts from the entry
+        try:
+            outputs = await self._route(job, arrived)
+        except StageError as e:
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.model_name}: {e}"))
+        return pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in outputs.items()])
+
+    async def _take_over(self, header, arrays):
+        """router_standard: one hand-over from the router, run like a request (`_forward` is the other end)."""
+        self._maybe_reload()
+        timeout_us = int(header["timeout_us"])
+
+        async def work(arrived):
+            job = Job(arrays[names.TEXT].reshape(-1), arrays[names.INPUT_IDS], arrays[names.ATTENTION_MASK],
+                      timeout_us, deadline_start(arrived, np.array([header["entered_ns"]], np.int64)))
+            return await self._route(job, arrived)
+
+        try:
+            return {}, await self.gate.run(timeout_us, work)
+        except Refused as e:
+            return {"error": {"message": str(e), "code": "UNAVAILABLE"}}, {}
+        except StageError as e:
+            return {"error": {"message": f"{self.model_name}: {e}", "code": "INTERNAL"}}, {}
+
+    async def _route(self, job, arrived):
+        """Route and run `job`'s texts; returns the outputs (`names.ROUTER_OUTPUTS`, in order).
+
+        Raises:
+            StageError: a stage failed.
+        """
         plan = self.plan
-        started = started_at(request, arrived)  # the deadline counts from the entry, not from this gate
-        raw = pb_utils.get_input_tensor_by_name(request, names.TEXT).as_numpy().reshape(-1)
-        ids = pb_utils.get_input_tensor_by_name(request, names.INPUT_IDS).as_numpy()
-        mask = pb_utils.get_input_tensor_by_name(request, names.ATTENTION_MASK).as_numpy()
+        started, raw, ids, mask = job.started, job.raw, job.ids, job.mask
         texts = [t.decode("utf-8") for t in raw]  # the tokenizer step already rejected bad text
         probs = softmax(self.estimator.run(None, {"features": extract_features(texts)})[0])
         start = plan.start_targets(probs)
@@ -131,41 +199,39 @@ class TritonPythonModel:
         cut = np.zeros(n, bool)
         escalated = np.zeros(n, np.int32)
         pending = np.zeros(0, np.int64)
-        try:
-            budget_s = request.timeout() / 1e6
-            for t, spec in enumerate(plan.targets):
-                if pending.size and not self.latency.fits(*self._first_call(spec, request, ids[pending], mask[pending]),
-                                                          time.monotonic() - started, budget_s):
-                    # Escalating would likely overrun the deadline: keep the smaller size's answer, flagged.
-                    cut[pending] = True
-                    escalated[pending] -= 1
-                    pending = pending[:0]
-                rows = np.sort(np.concatenate([pending, np.flatnonzero(start == t)]))
-                if rows.size == 0:
-                    continue
-                if spec.kind == "cascade":
-                    state = CascadeState(rows.size, self.policies[t])
-                    await run_cascade(spec.cascade, state, ids[rows], mask[rows], sep_id=self.sep_id,
-                                      timeout_us=request.timeout(), started=started, latency=self.latency,
-                                      alone=self.gate.alone)
-                    label[rows], score[rows], exit_stage[rows] = state.label, state.score, state.exit_stage
-                    exit_layer[rows] = np.array(spec.cascade.exit_layers, np.int32)[state.exit_stage - 1]
-                    cut[rows] = state.deadline_cut
-                else:
-                    t0 = time.monotonic()
-                    out = await call_stage(spec.model_name, {names.TEXT: raw[rows].reshape(-1, 1)}, [names.LOGITS], 0.0)
-                    self.latency.update(spec.model_name, 0, time.monotonic() - t0)  # text in: no token width
-                    logits = out[names.LOGITS]
-                    label[rows], score[rows], exit_stage[rows] = logits.argmax(-1), self.policies[t](logits), 1
-                target[rows] = t
-                last = t == len(plan.targets) - 1
-                go_on = np.zeros(rows.size, bool) if last else (score[rows] < plan.escalate_thresholds[t]) & ~cut[rows]
-                pending = rows[go_on]
-                escalated[pending] += 1
-        except StageError as e:
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.model_name}: {e}"))
+        budget_s = job.timeout_us / 1e6
+        for t, spec in enumerate(plan.targets):
+            if pending.size and not self.latency.fits(*self._first_call(spec, job.timeout_us, ids[pending],
+                                                                        mask[pending]),
+                                                      time.monotonic() - started, budget_s):
+                # Escalating would likely overrun the deadline: keep the smaller size's answer, flagged.
+                cut[pending] = True
+                escalated[pending] -= 1
+                pending = pending[:0]
+            rows = np.sort(np.concatenate([pending, np.flatnonzero(start == t)]))
+            if rows.size == 0:
+                continue
+            if spec.kind == "cascade":
+                state = CascadeState(rows.size, self.policies[t])
+                await run_cascade(spec.cascade, state, ids[rows], mask[rows], sep_id=self.sep_id,
+                                  timeout_us=job.timeout_us, started=started, latency=self.latency,
+                                  alone=self.gate.alone)
+                label[rows], score[rows], exit_stage[rows] = state.label, state.score, state.exit_stage
+                exit_layer[rows] = np.array(spec.cascade.exit_layers, np.int32)[state.exit_stage - 1]
+                cut[rows] = state.deadline_cut
+            else:
+                t0 = time.monotonic()
+                out = await call_stage(spec.model_name, {names.TEXT: raw[rows].reshape(-1, 1)}, [names.LOGITS], 0.0)
+                self.latency.update(spec.model_name, 0, time.monotonic() - t0)  # text in: no token width
+                logits = out[names.LOGITS]
+                label[rows], score[rows], exit_stage[rows] = logits.argmax(-1), self.policies[t](logits), 1
+            target[rows] = t
+            last = t == len(plan.targets) - 1
+            go_on = np.zeros(rows.size, bool) if last else (score[rows] < plan.escalate_thresholds[t]) & ~cut[rows]
+            pending = rows[go_on]
+            escalated[pending] += 1
         names_of = np.array([t.name for t in plan.targets], dtype=np.object_)
-        self.metrics.answered(request.timeout(), names_of[target], exit_stage, cut,
+        self.metrics.answered(job.timeout_us, names_of[target], exit_stage, cut,
                               None if self.is_router_standard else arrived, routed=names_of[start])
         if self.recorder is not None:
             records = [{
@@ -184,31 +250,47 @@ class TritonPythonModel:
             else:
                 self._record(records)
         sizes = np.array([[plan.targets[t].name.encode()] for t in target], dtype=np.object_)
-        return pb_utils.InferenceResponse([
-            pb_utils.Tensor(names.LABEL, label.reshape(n, 1)),
-            pb_utils.Tensor(names.CONFIDENCE, score.reshape(n, 1)),
-            pb_utils.Tensor(names.EXIT_STAGE, exit_stage.reshape(n, 1)),
-            pb_utils.Tensor(names.EXIT_LAYER, exit_layer.reshape(n, 1)),
-            pb_utils.Tensor(names.MODEL_SIZE, sizes),
-            pb_utils.Tensor(names.DEADLINE_CUT, cut.reshape(n, 1)),
-            pb_utils.Tensor(names.COMPLEXITY, plan.complexity(probs).reshape(n, 1)),
-            pb_utils.Tensor(names.ESCALATIONS, escalated.reshape(n, 1)),
-        ])
+        return {
+            names.LABEL: label.reshape(n, 1),
+            names.CONFIDENCE: score.reshape(n, 1),
+            names.EXIT_STAGE: exit_stage.reshape(n, 1),
+            names.EXIT_LAYER: exit_layer.reshape(n, 1),
+            names.MODEL_SIZE: sizes,
+            names.DEADLINE_CUT: cut.reshape(n, 1),
+            names.COMPLEXITY: plan.complexity(probs).reshape(n, 1),
+            names.ESCALATIONS: escalated.reshape(n, 1),
+        }
 
-    def _standard_lane(self, request):
-        """Whether `request` takes the standard lane (as its first cascade would judge it)."""
+    def _standard_lane(self, timeout_us):
+        """Whether a request with this timeout takes the standard lane (as its first cascade would judge it)."""
         cascade = next((t.cascade for t in self.plan.targets if t.cascade is not None), None)
-        return cascade is not None and not cascade.express(request.timeout(), alone=self.gate.alone())
+        return cascade is not None and not cascade.express(timeout_us, alone=self.gate.alone())
 
     async def _forward(self, request, arrived):
         """Run `request` in the standard-lane router; answer with its outputs or its error. The deadline still counts
         from the entry: the stamp goes along (the gate's arrival when the request has none), and so does the timeout."""
-        ids = pb_utils.get_input_tensor_by_name(request, names.INPUT_IDS)
+        entered_ns = int(started_at(request, arrived) * 1e9)
+        text, ids, mask = (pb_utils.get_input_tensor_by_name(request, name)
+                           for name in (names.TEXT, names.INPUT_IDS, names.ATTENTION_MASK))
+        if self.handover is not None:
+            try:
+                reply, outputs = await self.handover.call(
+                    {"timeout_us": request.timeout(), "entered_ns": entered_ns},
+                    {names.TEXT: text.as_numpy(), names.INPUT_IDS: ids.as_numpy(), names.ATTENTION_MASK: mask.as_numpy()})
+            except HandoverError as e:  # no listener, or it went away: BLS still reaches router_standard
+                if not self.handover_warned:
+                    pb_utils.Logger.log_warn(f"{self.model_name}: hand-over over BLS instead: {e}")
+                    self.handover_warned = True
+            else:
+                if "error" in reply:
+                    code = getattr(pb_utils.TritonError, reply["error"]["code"] or "INTERNAL")
+                    return pb_utils.InferenceResponse(
+                        error=pb_utils.TritonError(f"{self.model_name}: {reply['error']['message']}", code))
+                self.metrics.latency(request.timeout(), arrived)
+                return pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in outputs.items()])
         # The batch size from the token ids (a view): reading the text tensor would decode every string.
-        entered = np.full((ids.as_numpy().shape[0], 1), int(started_at(request, arrived) * 1e9), np.int64)
-        inputs = [pb_utils.get_input_tensor_by_name(request, names.TEXT), ids,
-                  pb_utils.get_input_tensor_by_name(request, names.ATTENTION_MASK),
-                  pb_utils.Tensor(names.ENTERED_NS, entered)]
+        entered = np.full((ids.as_numpy().shape[0], 1), entered_ns, np.int64)
+        inputs = [text, ids, mask, pb_utils.Tensor(names.ENTERED_NS, entered)]
         response = await pb_utils.InferenceRequest(
             model_name=self.standard_router, inputs=inputs, requested_output_names=list(names.ROUTER_OUTPUTS),
             timeout=request.timeout()).async_exec()
@@ -219,13 +301,13 @@ class TritonPythonModel:
         self.metrics.latency(request.timeout(), arrived)
         return pb_utils.InferenceResponse(response.output_tensors())
 
-    def _first_call(self, spec, request, ids, mask):
+    def _first_call(self, spec, timeout_us, ids, mask):
         """(model, token width) of the first call that texts escalated to `spec` make: its first stage in the
         request's lane on the texts cut to its length, or the text model (width 0)."""
         if spec.kind != "cascade":
             return spec.model_name, 0
         width = truncate(ids, mask, spec.cascade.max_seq_len, self.sep_id)[0].shape[1]
-        return spec.cascade.lane(request.timeout(), alone=self.gate.alone())[0], width
+        return spec.cascade.lane(timeout_us, alone=self.gate.alone())[0], width
 
     async def _audit(self, inputs, records):
         """Label `records` with the audit model (largest target, full depth), then log them."""
@@ -242,6 +324,8 @@ class TritonPythonModel:
             self.recorder.record(record)
 
     def finalize(self):
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.listener.close)
         self.gate.close()
         if self.recorder is not None:
             self.recorder.close()
