@@ -202,16 +202,23 @@ def kill_stub(server: TritonServer, model: str, *, before_s: float = 2.0, after_
         kill_unix_s["at"] = time.time()
         psutil.Process(pid).kill()
         deadline = t_kill + recover_timeout_s
-        while time.monotonic() < deadline and not (watchdog.recoveries and _first_ok_after(streams[0], t_kill)):
+        # Until the restarted server answers a request sent after the restart. A request sent after the kill may
+        # still be answered before it, by another instance of the killed model; that says nothing of the restart.
+        times = {"kill": t_kill}
+        while time.monotonic() < deadline:
+            if "restarted_seen" not in times and watchdog.recoveries:
+                times["restarted_seen"] = time.monotonic()
+            if "restarted_seen" in times and _first_ok_after(streams[0], times["restarted_seen"]):
+                break
             await asyncio.sleep(0.2)
-        t_recovered = time.monotonic()
+        times["recovered_seen"] = time.monotonic()
         await asyncio.sleep(after_s)
-        return {"kill": t_kill, "recovered_seen": t_recovered}
+        return times
 
     with watchdog:
         events, t0 = asyncio.run(_under_load(server, streams, fault))
     recoveries = [asdict(r) for r in watchdog.recoveries]
-    first_ok = _first_ok_after(streams[0], events["kill"] + 0.001)
+    first_ok = _first_ok_after(streams[0], events["restarted_seen"]) if "restarted_seen" in events else None
     fails = [e for s in streams for e in s.failures()]
     result = {
         "fault": "kill_stub", "model": model, "action": watchdog.action,
