@@ -17,6 +17,10 @@ each request to this gate and returns at once; the answer goes out later through
   class without a timeout waits, up to `untimed_cap` waiting requests (0 = no cap), and absorbs the overload.
 - Every request gets exactly one response: the handler's, or a typed error.
 
+The gate runs on an event loop of its own, in a thread of its own: `execute` (a plain function) hands it each request
+and returns at once. With `async def execute` the stub's main thread waited on its loop for every call to finish,
+two thread hand-offs per call on the path of every request.
+
 The gate also sizes the threads that carry BLS calls. The 2.51 stub runs each `async_exec` as a blocking call on
 the event loop's default executor, which Python sizes by core count (min(32, cores + 4): 6 threads on 2 cores).
 A call holds its thread until the stage answers, including its wait in a stage queue, so a few batch calls
@@ -37,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -91,7 +96,8 @@ def parse_caps(text: str) -> dict[str, int]:
 
 
 class Gate:
-    """One model instance's gate. Runs on the stub's event loop; not thread-safe, and needs none.
+    """One model instance's gate and the event loop it runs on (`loop`, in a daemon thread started here). `submit` may
+    be called from any thread; everything else runs on `loop`.
 
     Args:
         model: the Triton model name, for error messages.
@@ -110,7 +116,6 @@ class Gate:
         self.untimed_cap = untimed_cap
         self.metrics = metrics
         self.bls_threads = sum(self.caps.values()) + background_calls
-        self._executor: ThreadPoolExecutor | None = None
         self.in_flight = dict.fromkeys(self.caps, 0)  # admitted and not yet answered, per class
         self.untimed_waiting = 0
         self._rank = {c.name: c.priority for c in LATENCY_CLASSES.values()}
@@ -119,6 +124,9 @@ class Gate:
         self._waiting: list[tuple[int, int, str, asyncio.Future]] = []  # (priority, arrival order, class, future)
         self._order = itertools.count()
         self._tasks: set[asyncio.Task] = set()  # strong references until each request is answered
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_default_executor(ThreadPoolExecutor(self.bls_threads, thread_name_prefix=f"{model}-bls"))
+        threading.Thread(target=self.loop.run_forever, name=f"{model}-gate", daemon=True).start()
 
     @classmethod
     def from_params(cls, model: str, params: Mapping[str, str], metrics: object = None, *,
@@ -154,8 +162,12 @@ class Gate:
             self.board = None
 
     def submit(self, request: object, handler: Handler) -> None:
-        """Take `request`; `handler` runs once it is admitted and its response is sent. Returns at once."""
-        task = asyncio.ensure_future(self._serve(request, handler))
+        """Take `request` (from any thread); `handler` runs on `loop` once it is admitted, and its response is sent
+        through the request's response sender. Returns at once."""
+        self.loop.call_soon_threadsafe(self._start, request, handler)
+
+    def _start(self, request: object, handler: Handler) -> None:
+        task = self.loop.create_task(self._serve(request, handler))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -168,9 +180,6 @@ class Gate:
             Refused: the request's timeout expired while it waited, or the untimed class's queue is full.
         """
         arrived = time.monotonic()
-        if self._executor is None:  # the stub's loop runs only once requests come, so size its threads here
-            self._executor = ThreadPoolExecutor(self.bls_threads, thread_name_prefix=f"{self.model}-bls")
-            asyncio.get_running_loop().set_default_executor(self._executor)
         klass = class_of_timeout(timeout_us)
         board = self.board
         if board is not None:

@@ -34,8 +34,8 @@ class TritonPythonModel:
         # which otherwise scan them all and paused this event loop, and every request on it, for up to 86 ms.
         gc.freeze()
 
-    async def execute(self, requests):
-        # Answers go out through each request's response sender once the gate admits and runs it.
+    def execute(self, requests):
+        # Answers go out through each request's response sender once the gate admits and runs it, on its loop.
         for request in requests:
             self.gate.submit(request, self._run)
         return None

@@ -24,7 +24,6 @@ import asyncio
 import gc
 import os
 import random
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,12 +91,11 @@ class TritonPythonModel:
         self.gate = Gate.from_params(self.model_name, params, None if self.is_router_standard else self.metrics,
                                      background_calls=MAX_AUDITS_IN_FLIGHT)
         # router: hands standard-lane requests to router_standard's listeners ("socket"), or over BLS ("bls", and
-        # the fallback while no listener answers). router_standard: listens on a loop of its own, which also runs
-        # its gate (not thread-safe) for requests that come over BLS.
+        # the fallback while no listener answers). router_standard: listens on its gate's loop.
         self.handover = (HandoverClient(self.standard_router)
                          if self.standard_router and params.get("standard_handover", "socket") == "socket" else None)
         self.handover_warned = False
-        self.loop = self._listen() if self.is_router_standard else None
+        self.listener = self._listen() if self.is_router_standard else None
         # Startup objects (numpy, onnxruntime, the plan) never die: keep them out of the collector's full passes,
         # which otherwise scan them all and paused this event loop, and every request on it, for up to 86 ms.
         gc.freeze()
@@ -127,29 +125,24 @@ class TritonPythonModel:
                 pb_utils.Logger.log_error(f"{self.model_name}: kept the old plan, new one failed: {e}")
 
     def _listen(self):
-        """router_standard: start its event loop and its hand-over listener; returns the loop."""
-        loop = asyncio.new_event_loop()
-        # Started after `lower_cpu_priority`, so the thread inherits the standard lane's CPU priority.
-        threading.Thread(target=loop.run_forever, name=f"{self.model_name}-loop", daemon=True).start()
-        self.listener = HandoverServer(self.model_name, self._take_over)
+        """router_standard: its hand-over listener, on its gate's loop (None when it cannot listen)."""
+        listener = HandoverServer(self.model_name, self._take_over)
         try:
-            index = asyncio.run_coroutine_threadsafe(self.listener.start(), loop).result()
-            pb_utils.Logger.log_info(f"{self.model_name}: hand-over listener {index}")
+            index = asyncio.run_coroutine_threadsafe(listener.start(), self.gate.loop).result()
         except OSError as e:  # the router then hands requests over BLS
             pb_utils.Logger.log_warn(f"{self.model_name}: no hand-over listener: {e}")
-        return loop
+            return None
+        pb_utils.Logger.log_info(f"{self.model_name}: hand-over listener {index}")
+        return listener
 
-    async def execute(self, requests):
-        # Answers go out through each request's response sender once the gate admits and runs it.
-        self._maybe_reload()
+    def execute(self, requests):
+        # Answers go out through each request's response sender once the gate admits and runs it, on its loop.
         for request in requests:
-            if self.loop is None:
-                self.gate.submit(request, self._run)
-            else:
-                self.loop.call_soon_threadsafe(self.gate.submit, request, self._run)
+            self.gate.submit(request, self._run)
         return None
 
     async def _run(self, request, arrived):
+        self._maybe_reload()  # on the gate's loop, which reads the plan
         if self.standard_router and self._standard_lane(request.timeout()):
             return await self._forward(request, arrived)
         job = Job(pb_utils.get_input_tensor_by_name(request, names.TEXT).as_numpy().reshape(-1),
@@ -324,8 +317,8 @@ class TritonPythonModel:
             self.recorder.record(record)
 
     def finalize(self):
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(self.listener.close)
+        if self.listener is not None:
+            self.gate.loop.call_soon_threadsafe(self.listener.close)
         self.gate.close()
         if self.recorder is not None:
             self.recorder.close()
