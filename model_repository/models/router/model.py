@@ -14,10 +14,10 @@ re-read when it changes, so recalibration needs no restart.
 
 Two lanes (the repository builds both from this file). `router` is the gate and runs the requests that take the
 express lane (a critical-class deadline, or alone in the server). With `standard_router` set, it hands every other
-admitted request to that model (`router_standard`), which runs it the same way in processes under the standard lane's
-CPU priority (`nice`, `sched_idle`): routing and cascade orchestration of bulk traffic then take only CPU that the
-urgent path does not want. Under overload on 2 cores the routers' Python work for every class was the largest share of
-the CPU at normal priority. `router_standard` reads the router's plan file, so one recalibration moves both.
+admitted request to that model (`router_standard`; over a local socket, `adaptive_serving.handover`, or over BLS),
+which runs it the same way in processes under the standard lane's CPU priority (`nice`, `sched_idle`): routing and
+cascade orchestration of bulk traffic then take only CPU that the urgent path does not want. Under overload on 2 cores
+the routers' Python work for every class was the largest share of the CPU at normal priority. `router_standard` reads the router's plan file, so one recalibration moves both.
 """
 
 import asyncio
