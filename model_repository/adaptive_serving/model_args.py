@@ -28,7 +28,7 @@ def model_params(args: dict, required: Sequence[str] = ()) -> tuple[dict[str, st
 
 def lower_cpu_priority(params: dict[str, str]) -> None:
     """Lower the CPU priority of every thread of this process but the stub's health thread, as the config
-    parameters ask; threads started afterwards (the runtime's thread pools, the stub's event loop) inherit it.
+    parameters ask; threads started afterwards (the runtime's thread pools, the gate's event loop) inherit it.
     `nice`: niceness 0-19 on top of the process's. `sched_idle` = "1": Linux SCHED_IDLE, so the threads run only on
     cores no normal thread wants (unprivileged, unlike raising a priority, so it works in a container without extra
     capabilities). Linux keeps both per thread, and the stub has threads of its own before `initialize` runs."""
