@@ -192,6 +192,8 @@ class HandoverServer:
 
 
 class _Connection:
+    """One connection to a listener: its calls waiting for an answer, and the task that reads the answers."""
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
         self.pending: dict[int, asyncio.Future] = {}
@@ -234,7 +236,9 @@ class HandoverClient:
         self._next_scan = 0.0
 
     async def connect(self) -> int:
-        """Connect to every listener not yet connected; returns the number of live connections."""
+        """With no live connection, connect to every listener there is; returns the number of live connections. (A
+        restarted router_standard instance is found once the others' connections are gone too, as when Triton
+        reloads the model, or through BLS meanwhile.)"""
         self._connections = [c for c in self._connections if c.alive]
         self._next_scan = time.monotonic() + RESCAN_INTERVAL_S
         if self._connections:
