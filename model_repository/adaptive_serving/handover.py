@@ -237,8 +237,8 @@ class HandoverClient:
 
     async def connect(self) -> int:
         """With no live connection, connect to every listener there is; returns the number of live connections. (A
-        restarted router_standard instance is found once the others' connections are gone too, as when Triton
-        reloads the model, or through BLS meanwhile.)"""
+        restarted listener is found once no connection is left, as when Triton reloads the whole model; until then
+        the other listeners take its share.)"""
         self._connections = [c for c in self._connections if c.alive]
         self._next_scan = time.monotonic() + RESCAN_INTERVAL_S
         if self._connections:
