@@ -94,7 +94,8 @@ class RepositoryOptions:
             `router_standard`, at the standard lane's CPU priority (`standard_nice`, `standard_idle`); `router`
             keeps the gate and the express lane.
         bls_handover: the router hands standard-lane requests to `router_standard` over BLS, not over a local
-            socket (`adaptive_serving.handover`; over BLS, tritonserver took about 0.5 ms more CPU per request handed over).
+            socket (`adaptive_serving.handover`); over BLS, tritonserver took about 0.5 ms more CPU per request
+            handed over.
         router: put the router behind `adaptive` when the export has one (`complexity/router.json`).
         audit_rate: share of routed requests also sent to the largest `<size>_full` to label outcomes.
         outcomes_file: where the router logs per-request outcomes ("" = no log).
