@@ -62,7 +62,7 @@ def test_calls_reach_listeners_and_spread_over_them() -> None:
         client = HandoverClient("router_standard", server_pid=FAKE_SERVER)
         assert await client.connect() == 2
         ids = np.arange(3, dtype=np.int64)
-        # Eight slow calls at once: the least busy listener takes each, so both carry four.
+        # Eight slow calls at once, each answered with its own result (the spread: the test below).
         calls = [client.call({"who": i, "sleep_s": 0.05}, {"ids": ids + i}) for i in range(8)]
         replies = await asyncio.gather(*calls)
         assert [r[0]["who"] for r in replies] == list(range(8))
@@ -99,7 +99,6 @@ def test_spread_counts_calls_in_flight_per_listener() -> None:
 
 LISTENER = """
 import asyncio, sys
-import numpy as np
 from adaptive_serving.handover import HandoverServer
 
 async def slow(header, arrays):

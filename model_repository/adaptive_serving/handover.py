@@ -92,10 +92,10 @@ def decode(head: bytes, body: bytes) -> tuple[dict, Arrays]:
             array = np.empty(len(items), np.object_)
             array[:] = items
         elif dtype in DTYPES:
-            n = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            count = int(np.prod(shape, dtype=np.int64))
             # A copy: frombuffer's view would be read-only, and would keep the whole payload alive.
-            array = np.frombuffer(body, dtype, count=n // np.dtype(dtype).itemsize, offset=at).copy()
-            at += n
+            array = np.frombuffer(body, dtype, count=count, offset=at).copy()
+            at += count * np.dtype(dtype).itemsize
         else:
             raise ValueError(f"hand-over: array {name!r} has dtype {dtype!r}")
         arrays[name] = array.reshape(shape)
@@ -144,7 +144,6 @@ class HandoverServer:
         self.model = model
         self.handler = handler
         self.server_pid = server_pid
-        self.index: int | None = None
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -162,7 +161,6 @@ class HandoverServer:
                 sock.close()
                 continue
             self._server = await asyncio.start_unix_server(self._serve, sock=sock)
-            self.index = index
             return index
         raise OSError(f"hand-over: all {SLOTS} listener slots of {self.model} are taken")
 
@@ -206,7 +204,7 @@ class _Connection:
                 future = self.pending.pop(header.pop("id"), None)
                 if future is not None and not future.done():
                     future.set_result((header, arrays))
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError) as e:
+        except Exception as e:  # the peer left, or broke the protocol: every call still waiting must fail, not hang
             why = f"{type(e).__name__}: {e}"
         lost = HandoverError(f"hand-over: connection lost ({why})")
         self.writer.close()
