@@ -79,6 +79,8 @@ def test_express_lane_has_cpu_priority(repo: Path) -> None:
     if standard.backend == "python":  # the standard lane yields the CPU; the express lane keeps normal priority
         assert int(standard.parameters["nice"].string_value) > 0 and standard.parameters["sched_idle"].string_value == "1"
         assert "nice" not in express.parameters and "sched_idle" not in express.parameters
+    assert express.instance_group[0].count == RepositoryOptions.express_instances
+    assert standard.instance_group[0].count == RepositoryOptions.stage_instances
     plan = json.loads((repo / "cascade_tiny" / "1" / "plan.json").read_text())
     assert plan["express_models"] == ["tiny_stage1_express", "tiny_stage2_express"]
     assert plan["express_max_timeout_us"] == LATENCY_CLASSES["critical"].queue_timeout_us
@@ -155,6 +157,18 @@ def test_deadline_margin_reaches_the_gate_models(tiny_export: Path, tmp_path: Pa
     assert main(["--export", str(tiny_export), "--out", str(tmp_path / "bad"), "--entry-size", "tiny",
                  "--deadline-margin", "-1"]) == 1
     assert "deadline_margin must be >= 0" in capsys.readouterr().err
+
+
+def test_express_instances_flag(tiny_export: Path, tmp_path: Path, capsys) -> None:
+    from adaptive_serving.repository import main
+
+    assert main(["--export", str(tiny_export), "--out", str(tmp_path / "two"), "--entry-size", "tiny",
+                 "--express-instances", "2"]) == 0
+    assert _parse(tmp_path / "two" / "tiny_stage2_express" / "config.pbtxt").instance_group[0].count == 2
+    assert _parse(tmp_path / "two" / "tiny_stage2" / "config.pbtxt").instance_group[0].count == 1
+    assert main(["--export", str(tiny_export), "--out", str(tmp_path / "bad"), "--entry-size", "tiny",
+                 "--express-instances", "0"]) == 1
+    assert "express_instances must be >= 1" in capsys.readouterr().err
 
 
 def test_gate_caps_keep_room_for_urgent_classes(tiny_export: Path, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ Models (one source of truth, two targets):
   tokenizer_<size>          Python: text -> input_ids, attention_mask (the size's token budget)
   <size>_stage<i>           one exit stage; `local`: Python + onnxruntime on the CPU, or Python + torch on a GPU (or the
                             CPU) with `--runtime torch`; `container`: native onnxruntime backend
-  <size>_stage<i>_express   the same stage in the express lane: own instance, full CPU priority (critical class)
+  <size>_stage<i>_express   the same stage in the express lane: own instances, full CPU priority (critical class)
   <size>_full_encoder       full depth, no exits (same two targets)
   <size>_full               ensemble: tokenizer_<size> -> <size>_full_encoder (the baseline)
   cascade_<size>            Python BLS over the size's stages
@@ -73,7 +73,11 @@ class RepositoryOptions:
         gate_reserve: room each more urgent class has beyond the next less urgent one (sensitive gets
             `gate_slots + gate_reserve`, critical `gate_slots + 2 * gate_reserve`): kept free of batch work, so an
             urgent request is admitted at once even when batch traffic fills its slots.
-        stage_instances: instances per stage model.
+        stage_instances: instances per stage model (standard lane and full-depth encoders).
+        express_instances: instances per express stage model. With one, a critical request whose stage call meets
+            another one's waits for the whole of that call (no batcher there, see `encoder_config`). On 2 cores two
+            cut the first express stage's round trip at p99 under the 2x load, but not the critical p99 of
+            `make bench-classes` (README, Known limits); with more cores, raise it.
         intra_op_threads: onnxruntime (or torch) threads per stage instance (local target); 0 = one per core.
         max_queue_delay_us: dynamic batcher delay for stage models (survivors wait this long for company).
         batcher_nudge_ms: local target, experimental, off by default: after each call of a batched stage model, while
@@ -116,6 +120,7 @@ class RepositoryOptions:
     gate_slots: int = 4
     gate_reserve: int = 4
     stage_instances: int = 1
+    express_instances: int = 1
     intra_op_threads: int = 0
     max_queue_delay_us: int = 2000
     batcher_nudge_ms: str = ""
@@ -137,8 +142,9 @@ class RepositoryOptions:
 
     def __post_init__(self) -> None:
         class_caps(self.gate_slots, self.gate_reserve)  # raises on a bad pair
-        if self.gate_instances < 1:
-            raise ValueError(f"gate_instances must be >= 1, got {self.gate_instances}")
+        for name in ("gate_instances", "stage_instances", "express_instances"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         parse_delays_ms(self.batcher_nudge_ms)  # raises on a bad list
         if self.deadline_margin < 0:
             raise ValueError(f"deadline_margin must be >= 0, got {self.deadline_margin}")
@@ -219,6 +225,7 @@ def encoder_config(name: str, cfg: EarlyExitConfig, stage: int | None, opts: Rep
     `express` ones batch without delay (a critical request does not wait for company)."""
     inputs, outputs = stage_io(cfg, stage)
     cpu = standard_cpu(opts) if standard else {}
+    count = opts.express_instances if express else opts.stage_instances
     # Python-backend stages with a batcher wake it themselves (the native backends of the container target cannot).
     nudge = dict(batcher_nudge_ms=opts.batcher_nudge_ms) if opts.batcher_nudge_ms and not express else {}
     head = [f'name: "{name}"']
@@ -229,14 +236,14 @@ def encoder_config(name: str, cfg: EarlyExitConfig, stage: int | None, opts: Rep
         if opts.device == "gpu" and opts.gpu_hidden:
             params["FORCE_CPU_ONLY_INPUT_TENSORS"] = "no"  # hidden states arrive in GPU memory
         params["hidden_on_device"] = "yes" if opts.gpu_hidden else "no"
-        tail = [_instances(opts.stage_instances, "KIND_GPU" if opts.device == "gpu" else "KIND_CPU"), _params(**params)]
+        tail = [_instances(count, "KIND_GPU" if opts.device == "gpu" else "KIND_CPU"), _params(**params)]
     elif opts.target == "local":
         head += ['backend: "python"']
-        tail = [_instances(opts.stage_instances),
+        tail = [_instances(count),
                 _params(onnx_file="model.onnx", intra_op_threads=opts.intra_op_threads, **cpu, **nudge)]
     else:
         head += ['backend: "onnxruntime"', 'default_model_filename: "model.onnx"']
-        tail = [_instances(opts.stage_instances, "KIND_GPU")]
+        tail = [_instances(count, "KIND_GPU")]
     return "\n".join([
         *head, f"max_batch_size: {MAX_BATCH_SIZE}",
         f"input [ {', '.join(inputs)} ]", f"output [ {', '.join(outputs)} ]",
@@ -470,6 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gate-reserve", type=int, default=RepositoryOptions.gate_reserve,
                         help="extra in-flight room per more urgent class, kept free of batch work")
     parser.add_argument("--stage-instances", type=int, default=RepositoryOptions.stage_instances)
+    parser.add_argument("--express-instances", type=int, default=RepositoryOptions.express_instances,
+                        help="instances per express stage model (critical requests whose calls meet run side by side)")
     parser.add_argument("--standard-nice", type=int, default=RepositoryOptions.standard_nice,
                         help="CPU niceness of the standard lane's stage processes (0-19)")
     parser.add_argument("--no-standard-idle", action="store_true",
@@ -505,6 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = RepositoryOptions(target=args.target, entry_size=args.entry_size,
                                     gate_instances=args.gate_instances, gate_slots=args.gate_slots,
                                     gate_reserve=args.gate_reserve, stage_instances=args.stage_instances,
+                                    express_instances=args.express_instances,
                                     router=not args.no_router, standard_router=not args.no_standard_router,
                                     bls_handover=args.bls_handover,
                                     audit_rate=args.audit_rate, runtime=args.runtime,
