@@ -17,7 +17,8 @@ express lane (a critical-class deadline, or alone in the server). With `standard
 admitted request to that model (`router_standard`; over a local socket, `adaptive_serving.handover`, or over BLS),
 which runs it the same way in processes under the standard lane's CPU priority (`nice`, `sched_idle`): routing and
 cascade orchestration of bulk traffic then take only CPU that the urgent path does not want. Under overload on 2 cores
-the routers' Python work for every class was the largest share of the CPU at normal priority. `router_standard` reads the router's plan file, so one recalibration moves both.
+the routers' Python work for every class was the largest share of the CPU at normal priority. `router_standard` reads
+the router's plan file, so one recalibration moves both.
 """
 
 import asyncio
@@ -267,9 +268,10 @@ class TritonPythonModel:
                            for name in (names.TEXT, names.INPUT_IDS, names.ATTENTION_MASK))
         if self.handover is not None:
             try:
+                arrays = {names.TEXT: text.as_numpy(), names.INPUT_IDS: ids.as_numpy(),
+                          names.ATTENTION_MASK: mask.as_numpy()}
                 reply, outputs = await self.handover.call(
-                    {"timeout_us": request.timeout(), "entered_ns": entered_ns},
-                    {names.TEXT: text.as_numpy(), names.INPUT_IDS: ids.as_numpy(), names.ATTENTION_MASK: mask.as_numpy()})
+                    {"timeout_us": request.timeout(), "entered_ns": entered_ns}, arrays)
             except HandoverError as e:  # no listener, or it went away: BLS still reaches router_standard
                 if not self.handover_warned:
                     pb_utils.Logger.log_warn(f"{self.model_name}: hand-over over BLS instead: {e}")
