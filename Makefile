@@ -25,41 +25,41 @@ build/export/manifest.json:
 	$(MAKE) export
 
 repository: setup build/export/manifest.json ## generate build/model_repository from build/export (TARGET=local|container)
-	$(PY) -m adaptive_serving.repository --export build/export --out $(REPO) --target $(or $(TARGET),local)
+	$(PY) -m adaptive_ops.repository --export build/export --out $(REPO) --target $(or $(TARGET),local)
 
 serve: setup $(if $(filter build/model_repository,$(REPO)),repository) ## serve $(REPO) on 127.0.0.1 (HTTP $(HTTP_PORT), gRPC $(GRPC_PORT), metrics $(METRICS_PORT)) until Ctrl-C
-	$(PY) -m adaptive_serving.server --repo $(REPO) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+	$(PY) -m adaptive_ops.serve --repo $(REPO) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 demo: setup ## the main job: build, serve, run a mixed workload, print what happened
-	$(PY) -m adaptive_serving.demo
+	$(PY) -m adaptive_bench.demo
 
 bench-exit: repository ## adaptive vs <size>_full: throughput, latency, accuracy, per-hop cost (results/bench-exit)
-	$(PY) -m adaptive_client.bench exit --repo $(REPO) --export build/export --out results/bench-exit --also large_exit
+	$(PY) -m adaptive_bench exit --repo $(REPO) --export build/export --out results/bench-exit --also large_exit
 
 bench-classes: repository ## capacity, then a 2x-capacity mixed-class open-loop load (results/bench-classes)
 	# The load generator shares the cores: the server runs at nice 5 so the generator is not starved (README).
-	ADAPTIVE_SERVER_NICE=$${ADAPTIVE_SERVER_NICE:-5} $(PY) -m adaptive_client.bench classes --repo $(REPO) --export build/export --out results/bench-classes
+	ADAPTIVE_SERVER_NICE=$${ADAPTIVE_SERVER_NICE:-5} $(PY) -m adaptive_bench classes --repo $(REPO) --export build/export --out results/bench-classes
 
 bench-route: repository ## routing policies: FLOPs (simulated) and measured cost, accuracy, router overhead (results/bench-route)
-	$(PY) -m adaptive_client.bench route --repo $(REPO) --export build/export --out results/bench-route
+	$(PY) -m adaptive_bench route --repo $(REPO) --export build/export --out results/bench-route
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build
 
-# --- client load tooling (adaptive_client.perf / loadtest) ---
+# --- client load tooling (adaptive_bench.perf / loadtest) ---
 URL ?=
 LOAD_TIME ?= 60s
 .PHONY: perf-sweep perf-classes load
 
 perf-sweep: repository ## perf_analyzer concurrency + Poisson-rate sweeps of adaptive, <size>_full and stages (results/perf/*.csv)
-	$(PY) -m adaptive_client.perf sweep $(if $(URL),--url $(URL),--repo $(REPO)) --export build/export --out results/perf
+	$(PY) -m adaptive_bench.perf sweep $(if $(URL),--url $(URL),--repo $(REPO)) --export build/export --out results/perf
 
 perf-classes: repository ## one perf_analyzer per latency class at once, priority checked in the verbose server log (results/perf)
-	$(PY) -m adaptive_client.perf classes $(if $(URL),--url $(URL),--repo $(REPO)) --export build/export --out results/perf \
+	$(PY) -m adaptive_bench.perf classes $(if $(URL),--url $(URL),--repo $(REPO)) --export build/export --out results/perf \
 		--measurement-interval-ms 6000 --stability-percentage 50 --max-trials 6
 
 load: repository ## locust headless for $(LOAD_TIME) on $(URL) or a server of $(REPO); non-zero exit on a failed SLA verdict (results/load)
-	$(PY) -m adaptive_client.loadtest $(if $(URL),--url $(URL),--repo $(REPO)) --time $(LOAD_TIME) --export build/export --out results/load
+	$(PY) -m adaptive_bench.loadtest $(if $(URL),--url $(URL),--repo $(REPO)) --time $(LOAD_TIME) --export build/export --out results/load
 
 # --- profiling (adaptive_profiling) ---
 PROFILE_OUT ?= results/profile/cpu
@@ -78,15 +78,15 @@ docker-check: setup ## lint and validate docker/ (or DOCKER_DIR=): hadolint, yam
 	$(PY) docker/check.py $(if $(DOCKER_DIR),--dir $(DOCKER_DIR))
 
 bundle: setup $(if $(filter build/model_repository,$(BUNDLE_REPO)),repository) ## offline archive for air-gapped hosts: server, libs, stub for PYVER (default: the venv's), BUNDLE_REPO, wheels (build/bundle)
-	$(PY) -m adaptive_serving.bundle --repo $(BUNDLE_REPO) --out build/bundle $(if $(PYVER),--python $(PYVER))
+	$(PY) -m adaptive_ops.bundle --repo $(BUNDLE_REPO) --out build/bundle $(if $(PYVER),--python $(PYVER))
 
-# --- reliability (adaptive_client.reliability) ---
+# --- reliability (adaptive_bench.reliability) ---
 SOAK_TIME ?= 10m
 RELIABILITY_ARGS ?=
 .PHONY: reliability soak
 
 reliability: repository ## bad inputs (500+), 3x-capacity overload 60 s, faults under load; one table (results/reliability)
-	$(PY) -m adaptive_client.reliability run --repo $(REPO) --export build/export --out results/reliability $(RELIABILITY_ARGS)
+	$(PY) -m adaptive_bench.reliability run --repo $(REPO) --export build/export --out results/reliability $(RELIABILITY_ARGS)
 
 soak: repository ## $(SOAK_TIME) at 70% of capacity: server RSS growth and latency drift per window (results/reliability/soak.*); not in CI
-	$(PY) -m adaptive_client.reliability soak --repo $(REPO) --export build/export --out results/reliability --time $(SOAK_TIME)
+	$(PY) -m adaptive_bench.reliability soak --repo $(REPO) --export build/export --out results/reliability --time $(SOAK_TIME)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from adaptive_serving.metrics import KNOWN_METRICS
+from adaptive_core.metrics import KNOWN_METRICS
 
 DOCKER_DIR = Path(__file__).resolve().parent
 KUBERNETES_VERSION = "1.33.0"
@@ -71,16 +71,38 @@ def check_compose(root: Path) -> list[str]:
 
 def check_schemas(root: Path) -> list[str]:
     schemas = root / "schemas"
-    return (_run([_tool("check-jsonschema"), "--check-metaschema", *map(str, sorted(schemas.glob("*.json")))])
-            + _run([_tool("check-jsonschema"), "--schemafile", str(schemas / "grafana-dashboard.schema.json"),
-                    *map(str, sorted((root / "grafana" / "dashboards").glob("*.json")))])
-            + _run([_tool("check-jsonschema"), "--schemafile", str(schemas / "prometheus-config.schema.json"),
-                    str(root / "prometheus" / "prometheus.yml")]))
+    return (
+        _run([_tool("check-jsonschema"), "--check-metaschema", *map(str, sorted(schemas.glob("*.json")))])
+        + _run(
+            [
+                _tool("check-jsonschema"),
+                "--schemafile",
+                str(schemas / "grafana-dashboard.schema.json"),
+                *map(str, sorted((root / "grafana" / "dashboards").glob("*.json"))),
+            ]
+        )
+        + _run(
+            [
+                _tool("check-jsonschema"),
+                "--schemafile",
+                str(schemas / "prometheus-config.schema.json"),
+                str(root / "prometheus" / "prometheus.yml"),
+            ]
+        )
+    )
 
 
 def check_k8s(root: Path) -> list[str]:
-    return _run([_tool("kubernetes-validate"), "--strict", "--quiet", "-k", KUBERNETES_VERSION,
-                 *map(str, sorted((root / "k8s").glob("*.yaml")))])
+    return _run(
+        [
+            _tool("kubernetes-validate"),
+            "--strict",
+            "--quiet",
+            "-k",
+            KUBERNETES_VERSION,
+            *map(str, sorted((root / "k8s").glob("*.yaml"))),
+        ]
+    )
 
 
 def _unknown_metrics(where: str, expr: str) -> Iterator[str]:
@@ -88,12 +110,16 @@ def _unknown_metrics(where: str, expr: str) -> Iterator[str]:
     if not names:
         yield f"{where}: names no nv_* or adaptive_* metric: {expr!r}"
     for name in sorted(set(names) - KNOWN_METRICS):
-        yield f"{where}: unknown metric {name!r} (known: adaptive_serving.metrics.KNOWN_METRICS)"
+        yield f"{where}: unknown metric {name!r} (known: adaptive_core.metrics.KNOWN_METRICS)"
 
 
 def _dashboard_errors(root: Path) -> Iterator[str]:
-    uids = {d["uid"] for f in (root / "grafana" / "provisioning" / "datasources").glob("*.yml")
-            for doc in _yaml_docs(f) for d in doc.get("datasources", [])}
+    uids = {
+        d["uid"]
+        for f in (root / "grafana" / "provisioning" / "datasources").glob("*.yml")
+        for doc in _yaml_docs(f)
+        for d in doc.get("datasources", [])
+    }
     for path in sorted((root / "grafana" / "dashboards").glob("*.json")):
         dash = json.loads(path.read_text())
         ids = [p["id"] for p in dash["panels"]]
@@ -112,8 +138,9 @@ def _dashboard_errors(root: Path) -> Iterator[str]:
 def _compose_errors(root: Path) -> Iterator[str]:
     compose = yaml.safe_load((root / "compose.yaml").read_text())
     services = compose["services"]
-    container_ports = {name: {int(str(p).rsplit(":", 1)[-1]) for p in svc.get("ports", [])}
-                       for name, svc in services.items()}
+    container_ports = {
+        name: {int(str(p).rsplit(":", 1)[-1]) for p in svc.get("ports", [])} for name, svc in services.items()
+    }
     for name, svc in services.items():
         for port in svc.get("ports", []):
             if not str(port).startswith("127.0.0.1:"):
@@ -126,15 +153,22 @@ def _compose_errors(root: Path) -> Iterator[str]:
                 if host not in services:
                     yield f"prometheus.yml job {job['job_name']}: target host {host!r} is not a compose service"
                 elif int(port) not in container_ports[host]:
-                    yield (f"prometheus.yml job {job['job_name']}: {host} has no port {port} "
-                           f"({sorted(container_ports[host])})")
-    provider_paths = {p["options"]["path"] for f in (root / "grafana" / "provisioning" / "dashboards").glob("*.yml")
-                      for doc in _yaml_docs(f) for p in doc.get("providers", [])}
+                    yield (
+                        f"prometheus.yml job {job['job_name']}: {host} has no port {port} "
+                        f"({sorted(container_ports[host])})"
+                    )
+    provider_paths = {
+        p["options"]["path"]
+        for f in (root / "grafana" / "provisioning" / "dashboards").glob("*.yml")
+        for doc in _yaml_docs(f)
+        for p in doc.get("providers", [])
+    }
     grafana_volumes = services.get("grafana", {}).get("volumes", [])
     mounts = {v.split(":")[1] for v in grafana_volumes if "dashboards" in v.split(":")[0]}
     if not provider_paths <= mounts:
-        yield (f"grafana dashboards provider reads {sorted(provider_paths)}, "
-               f"compose mounts dashboards at {sorted(mounts)}")
+        yield (
+            f"grafana dashboards provider reads {sorted(provider_paths)}, compose mounts dashboards at {sorted(mounts)}"
+        )
     dockerfile = (root / "Dockerfile").read_text()
     if not re.search(rf"^FROM {re.escape(TRITON_IMAGE)}\s*$", dockerfile, re.M):
         yield f"Dockerfile: the image must build FROM {TRITON_IMAGE} (the local server's tritonserver 2.51.0)"
@@ -180,10 +214,15 @@ def _k8s_errors(root: Path) -> Iterator[str]:
                 names = {p.get("name") for c in pod["spec"]["containers"] for p in c.get("ports", [])}
                 for port in svc["spec"]["ports"]:
                     if isinstance(port.get("targetPort"), str) and port["targetPort"] not in names:
-                        yield (f"Service {svc['metadata']['name']}: targetPort {port['targetPort']!r} "
-                               f"is not a port of {name}")
-    if deployments and not any(s["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
-                               for s in by_kind.get("Service", []) for d in deployments.values()):
+                        yield (
+                            f"Service {svc['metadata']['name']}: targetPort {port['targetPort']!r} "
+                            f"is not a port of {name}"
+                        )
+    if deployments and not any(
+        s["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        for s in by_kind.get("Service", [])
+        for d in deployments.values()
+    ):
         yield "no Service selects the Deployment's pods"
     for hpa in by_kind.get("HorizontalPodAutoscaler", []):
         ref = hpa["spec"]["scaleTargetRef"]
@@ -192,8 +231,10 @@ def _k8s_errors(root: Path) -> Iterator[str]:
         for metric in hpa["spec"].get("metrics", []):
             spec = metric.get("pods") or metric.get("object")
             if spec and spec["metric"]["name"] not in served:
-                yield (f"HPA {hpa['metadata']['name']}: metric {spec['metric']['name']!r} is served by no "
-                       f"adapter rule ({sorted(served)})")
+                yield (
+                    f"HPA {hpa['metadata']['name']}: metric {spec['metric']['name']!r} is served by no "
+                    f"adapter rule ({sorted(served)})"
+                )
 
 
 def check_consistency(root: Path) -> list[str]:
@@ -207,8 +248,12 @@ def check_consistency(root: Path) -> list[str]:
 
 
 CHECKS: dict[str, Callable[[Path], list[str]]] = {
-    "hadolint": check_hadolint, "yamllint": check_yamllint, "compose": check_compose, "schemas": check_schemas,
-    "k8s": check_k8s, "consistency": check_consistency,
+    "hadolint": check_hadolint,
+    "yamllint": check_yamllint,
+    "compose": check_compose,
+    "schemas": check_schemas,
+    "k8s": check_k8s,
+    "consistency": check_consistency,
 }
 
 

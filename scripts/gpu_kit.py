@@ -77,20 +77,23 @@ def pack_model(export: Path, out: Path) -> None:
                 tar.add(export / folder, folder)
         for size in sizes:
             tar.add(export / size / "thresholds.json", f"{size}/thresholds.json")
-    print(f"pack-model: {', '.join(sizes)} ({manifest.get('dataset_hash', '')[:12]}) -> {out}: "
-          f"{sum(p.stat().st_size for p in out.iterdir()) / 1e6:.1f} MB")
+    print(
+        f"pack-model: {', '.join(sizes)} ({manifest.get('dataset_hash', '')[:12]}) -> {out}: "
+        f"{sum(p.stat().st_size for p in out.iterdir()) / 1e6:.1f} MB"
+    )
 
 
 def pack_server(out: Path, python: str = STUB_PYTHON) -> None:
     """tritonserver from the installed nvidia-pytriton wheel, stripped, with the stub for `python`."""
-    from adaptive_serving.bundle import wheel_tree
+    from adaptive_ops.bundle import wheel_tree
 
     server, lib_dir = wheel_tree()
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        shutil.copytree(lib_dir, root / "libs",
-                        ignore=shutil.ignore_patterns("libpython3-*"))  # the stubs' own libpython: the host has one
+        shutil.copytree(
+            lib_dir, root / "libs", ignore=shutil.ignore_patterns("libpython3-*")
+        )  # the stubs' own libpython: the host has one
         (root / "bin").mkdir()
         shutil.copy2(server / "bin" / "tritonserver", root / "bin")
         backend = root / "backends" / "python"
@@ -98,13 +101,19 @@ def pack_server(out: Path, python: str = STUB_PYTHON) -> None:
         for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
             shutil.copy2(server / "backends" / "python" / name, backend)
         shutil.copy2(server / "python_backend_stubs" / python / "triton_python_backend_stub", backend)
-        for f in [*root.glob("libs/*.so*"), root / "bin" / "tritonserver", backend / "triton_python_backend_stub",
-                  backend / "libtriton_python.so"]:
+        for f in [
+            *root.glob("libs/*.so*"),
+            root / "bin" / "tritonserver",
+            backend / "triton_python_backend_stub",
+            backend / "libtriton_python.so",
+        ]:
             subprocess.run(["strip", "--strip-unneeded", str(f)], check=True)
         with tarfile.open(out / "server.tar.xz", "w:xz", preset=9) as tar:
             tar.add(root, ".")
-    print(f"pack-server: Python {python} stub -> {out / 'server.tar.xz'}: "
-          f"{(out / 'server.tar.xz').stat().st_size / 1e6:.1f} MB")
+    print(
+        f"pack-server: Python {python} stub -> {out / 'server.tar.xz'}: "
+        f"{(out / 'server.tar.xz').stat().st_size / 1e6:.1f} MB"
+    )
 
 
 # What the GPU host lacks for the client side and the stubs (it has torch, tokenizers, onnxruntime, grpcio, tqdm,
@@ -118,7 +127,7 @@ def pack_wheels(out: Path, numpy_out: Path, python: str = STUB_PYTHON) -> None:
     """cp`python` manylinux wheels of HOST_WHEELS into `out`, numpy into `numpy_out`, tritonclient from this venv."""
     import tritonclient
 
-    from adaptive_serving.bundle import download_wheels
+    from adaptive_ops.bundle import download_wheels
 
     for dest, reqs in ((out, HOST_WHEELS), (numpy_out, (STUB_NUMPY,))):
         dest.mkdir(parents=True, exist_ok=True)
@@ -143,8 +152,12 @@ def unpack(kit: Path, out: Path, only: str | None = None) -> None:
         index = json.loads((model / "index.json").read_text())
         planes = np.frombuffer(lzma.decompress((model / "backbone.f16planes.xz").read_bytes()), dtype=np.uint8)
         raw = planes.reshape(2, -1).T.copy().tobytes()
-        backbone = {k: np.frombuffer(raw[e["offset"]:e["offset"] + e["bytes"]], dtype=np.float16)
-                    .reshape(e["shape"]).astype(np.float32) for k, e in index["backbone"].items()}
+        backbone = {
+            k: np.frombuffer(raw[e["offset"] : e["offset"] + e["bytes"]], dtype=np.float16)
+            .reshape(e["shape"])
+            .astype(np.float32)
+            for k, e in index["backbone"].items()
+        }
         for size, spec in index["sizes"].items():
             heads = dict(np.load(model / f"heads_{size}.npz"))
             tensors = {k: heads[k] if k in heads else backbone[k] for k in spec["keys"]}
@@ -159,8 +172,10 @@ def unpack(kit: Path, out: Path, only: str | None = None) -> None:
         site = dst / "site"
         (site / "pytriton" / "tritonserver").mkdir(parents=True, exist_ok=True)
         (site / "pytriton" / "__init__.py").write_text("")
-        for link, target in ((site / "pytriton" / "tritonserver" / "bin", dst / "bin"),
-                             (site / "nvidia_pytriton.libs", dst / "libs")):
+        for link, target in (
+            (site / "pytriton" / "tritonserver" / "bin", dst / "bin"),
+            (site / "nvidia_pytriton.libs", dst / "libs"),
+        ):
             if not link.exists():
                 link.symlink_to(target.resolve())
         print(f"unpack: server -> {dst} (PYTHONPATH={site}, ADAPTIVE_TRITON_BACKENDS={dst / 'backends'})")

@@ -53,16 +53,16 @@ fi
 if [ "$STEP" = exit ]; then
     python3 scripts/gpu_kit.py unpack --kit .gpu-kit --out .gpu --only server || exit 1
     for v in ipc host; do
-        python3 -m adaptive_serving.repository --export .gpu/export --out .gpu/repo-$v --runtime torch --device gpu \
+        python3 -m adaptive_ops.repository --export .gpu/export --out .gpu/repo-$v --runtime torch --device gpu \
             --dtype "$DTYPE" $([ $v = ipc ] && echo --hidden-on-gpu) >/dev/null || exit 1
         echo "== hidden states via $v"; timeout 90 python3 scripts/gpu_diag.py .gpu/repo-$v $R/diag-$v-tritonserver.log
     done
     rm -rf .gpu/repo && cp -r .gpu/repo-${HIDDEN:-host} .gpu/repo
-    timeout 240 python3 -m adaptive_client.bench exit --repo .gpu/repo --export .gpu/export --out $R/bench-exit \
+    timeout 240 python3 -m adaptive_bench exit --repo .gpu/repo --export .gpu/export --out $R/bench-exit \
         --also large_exit 2>&1 | tail -25
-    timeout 100 python3 -m adaptive_client.bench exit --repo .gpu/repo --export .gpu/export --out $R/bench-exit-b8 \
+    timeout 100 python3 -m adaptive_bench exit --repo .gpu/repo --export .gpu/export --out $R/bench-exit-b8 \
         --batch-size 8 --concurrency 1 4 16 2>&1 | tail -20
-    timeout 90 python3 -m adaptive_client.bench route --repo .gpu/repo --export .gpu/export --out $R/bench-route \
+    timeout 90 python3 -m adaptive_bench route --repo .gpu/repo --export .gpu/export --out $R/bench-route \
         2>&1 | tail -20
 elif [ "$STEP" = classes-cpu ]; then
     python3 scripts/gpu_kit.py unpack --kit .gpu-kit --out .gpu --only server || exit 1
@@ -71,13 +71,14 @@ elif [ "$STEP" = classes-cpu ]; then
         [ -f .gpu/export/large/full.onnx ] || python3 -c "
 import sys; sys.path[:] = [p for p in sys.path if '.gpu/site' not in p and '.gpu/np1' not in p]
 from pathlib import Path
-from adaptive_export.onnx_export import export_size, load_weights
+from adaptive_export.onnx_export import export_size
+from adaptive_serving.encoder import load_weights
 for size in ('small', 'medium', 'large'):
     d = Path('.gpu/export') / size
     print(size, export_size(load_weights(d / 'weights.safetensors'), d)['max_abs_diff'])" || exit 1
     fi
     cpu_repo() {  # out, extra repository flags
-        python3 -m adaptive_serving.repository --export .gpu/export --out "$1" --runtime "${RUNTIME:-onnx}" \
+        python3 -m adaptive_ops.repository --export .gpu/export --out "$1" --runtime "${RUNTIME:-onnx}" \
             --device cpu --intra-op-threads 2 $2 >/dev/null
     }
     cpu_repo .gpu/repo-cpu "${REPO_ARGS:-}" || exit 1
@@ -86,7 +87,7 @@ for size in ('small', 'medium', 'large'):
         cpu_repo .gpu/repo-cpu-b "$COMPARE_ARGS" || exit 1
         for v in a b; do
             echo "== variant $v: $([ $v = a ] && echo "${REPO_ARGS:-defaults}" || echo "$COMPARE_ARGS")"
-            timeout 200 taskset -c 2-$(($(nproc) - 1)) python3 -m adaptive_client.bench classes \
+            timeout 200 taskset -c 2-$(($(nproc) - 1)) python3 -m adaptive_bench classes \
                 --repo .gpu/repo-cpu$([ $v = b ] && echo -b) --export .gpu/export --out $R/cpu2-variant-$v --sweep \
                 2>&1 | grep -A5 "^| class"
         done
@@ -95,23 +96,23 @@ for size in ('small', 'medium', 'large'):
     fi
     if [ "${DEDICATED:-1}" = 1 ]; then
         echo "== load generator on cores 2-$(($(nproc) - 1)), server on 0-1"
-        timeout 290 taskset -c 2-$(($(nproc) - 1)) python3 -m adaptive_client.bench classes --repo .gpu/repo-cpu \
+        timeout 290 taskset -c 2-$(($(nproc) - 1)) python3 -m adaptive_bench classes --repo .gpu/repo-cpu \
             --export .gpu/export --out $R/bench-classes-cpu2-dedicated 2>&1 | tail -45
     fi
     for i in $(seq "${SHARED_RUNS:-1}"); do  # repeated runs show the spread, as on the VM
         echo "== load generator sharing the server's cores 0-1 (run $i)"
         # the server at nice 5 as `make bench-classes` runs it, so the generator sharing its cores is not starved
-        ADAPTIVE_SERVER_NICE=${ADAPTIVE_SERVER_NICE:-5} timeout 250 taskset -c 0,1 python3 -m adaptive_client.bench classes \
+        ADAPTIVE_SERVER_NICE=${ADAPTIVE_SERVER_NICE:-5} timeout 250 taskset -c 0,1 python3 -m adaptive_bench classes \
             --repo .gpu/repo-cpu --export .gpu/export --out $R/bench-classes-cpu2-shared$([ "$i" -gt 1 ] && echo "-$i") \
             --sweep 2>&1 | tail -14
     done
 else
     if [ ! -d .gpu/repo ]; then  # classes without the exit step first: the same repository as exit builds
         python3 scripts/gpu_kit.py unpack --kit .gpu-kit --out .gpu --only server || exit 1
-        python3 -m adaptive_serving.repository --export .gpu/export --out .gpu/repo --runtime torch --device gpu \
+        python3 -m adaptive_ops.repository --export .gpu/export --out .gpu/repo --runtime torch --device gpu \
             --dtype "$DTYPE" ${REPO_ARGS:-} >/dev/null || exit 1
     fi
-    timeout 300 python3 -m adaptive_client.bench classes --repo .gpu/repo --export .gpu/export --out $R/bench-classes \
+    timeout 300 python3 -m adaptive_bench classes --repo .gpu/repo --export .gpu/export --out $R/bench-classes \
         2>&1 | tail -20
     [ "${PROFILE:-1}" = 1 ] && timeout 200 python3 -m adaptive_profiling --export .gpu/export --repo .gpu/repo --device cuda --dtype "$DTYPE" \
         --out $R/profile 2>&1 | tail -30

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from adaptive_serving.server import TritonServer, free_ports  # noqa: F401 - tests import free_ports from here
+from adaptive_ops.server import TritonServer, free_ports  # noqa: F401 - tests import free_ports from here
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_REPOSITORY = ROOT / "model_repository" / "sample"
@@ -28,7 +28,7 @@ os.environ["ADAPTIVE_TEST_SESSION"] = SESSION_TAG
 def scrape_settled(server: TritonServer, timeout_s: float = 10.0) -> dict:
     """The server's metrics once the custom ones stop changing: the models send them from a thread, so a scrape
     right after an answer may miss the last few milliseconds of updates."""
-    from adaptive_serving.metrics import parse_metrics
+    from adaptive_core.metrics import parse_metrics
 
     def scrape() -> dict:
         with urllib.request.urlopen(server.metrics_url, timeout=10) as resp:
@@ -72,7 +72,7 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def serve_tiny(tiny_export: Path, tmp: Path) -> Iterator[TritonServer]:
     """The tiny family's generated repository (entry size tiny) under `tmp`, served until the generator closes."""
-    from adaptive_serving.repository import RepositoryOptions, build_repository
+    from adaptive_ops.repository import RepositoryOptions, build_repository
 
     build_repository(tiny_export, tmp / "repo", RepositoryOptions(entry_size="tiny"))
     with make_server(tmp / "repo", tmp) as server:

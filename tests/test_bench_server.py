@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from adaptive_client.bench import cpu
-from adaptive_client.bench.cli import main
-from adaptive_serving.repository import RepositoryOptions, build_repository
+from adaptive_bench import cpu
+from adaptive_bench.cli import main
+from adaptive_ops.repository import RepositoryOptions, build_repository
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -23,8 +23,26 @@ def tiny_repo(tiny_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 def test_bench_exit_quick(tiny_repo: Path, tiny_export: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench-exit"
-    assert main(["exit", "--repo", str(tiny_repo), "--export", str(tiny_export), "--out", str(out), "--quick",
-                 "--samples", "24", "--concurrency", "1", "4"]) == 0
+    assert (
+        main(
+            [
+                "exit",
+                "--repo",
+                str(tiny_repo),
+                "--export",
+                str(tiny_export),
+                "--out",
+                str(out),
+                "--quick",
+                "--samples",
+                "24",
+                "--concurrency",
+                "1",
+                "4",
+            ]
+        )
+        == 0
+    )
     r = json.loads((out / "results.json").read_text())
     assert r["models"] == ["adaptive", "tiny_full"] and r["reference"] == "tiny_full"
     for model in r["models"]:
@@ -54,14 +72,29 @@ def test_bench_exit_quick(tiny_repo: Path, tiny_export: Path, tmp_path: Path) ->
 
 def test_bench_classes_quick(tiny_repo: Path, tiny_export: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench-classes"
-    assert main(["classes", "--repo", str(tiny_repo), "--export", str(tiny_export), "--out", str(out), "--quick",
-                 "--duration-s", "1.5"]) == 0
+    assert (
+        main(
+            [
+                "classes",
+                "--repo",
+                str(tiny_repo),
+                "--export",
+                str(tiny_export),
+                "--out",
+                str(out),
+                "--quick",
+                "--duration-s",
+                "1.5",
+            ]
+        )
+        == 0
+    )
     r = json.loads((out / "results.json").read_text())
     assert r["capacity_sps"] > 0
     cap = r["config"]["capacity"]
     for point in r["capacity_points"].values():  # each point: the mean of its last windows, every window kept
         assert cap["stable_windows"] <= len(point["window_sps"]) <= cap["max_windows"]
-        last = point["window_sps"][-cap["stable_windows"]:]
+        last = point["window_sps"][-cap["stable_windows"] :]
         assert point["throughput_sps"] == pytest.approx(sum(last) / len(last))
     assert r["capacity_sps"] == max(p["throughput_sps"] for p in r["capacity_points"].values())
     # CPU over the overload run: the server, the load generator, and stubs named by their models.
@@ -86,7 +119,9 @@ def test_bench_classes_quick(tiny_repo: Path, tiny_export: Path, tmp_path: Path)
     assert set(gate) == set(r["classes"])
     for name, c in r["classes"].items():
         assert gate[name]["admitted"] == c["answered"] and gate[name]["rejected"] <= c["rejected"], (name, gate, c)
-    assert (out / "latency_vs_load.png").stat().st_size > 0 and "Against offered load" in (out / "results.md").read_text()
+    assert (out / "latency_vs_load.png").stat().st_size > 0 and "Against offered load" in (
+        out / "results.md"
+    ).read_text()
     alone = r["critical_alone"]  # the critical class sent alone at its share of the main rate
     assert alone["sent"] > 0 and alone["lost"] == 0 and alone["sent"] == alone["answered"] + alone["rejected"]
     assert alone["rate_per_s"] == pytest.approx(r["class_mix"]["critical"] * r["open_loop"]["rate_per_s"])

@@ -6,32 +6,47 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adaptive_client.bench import classes_bench, exit_bench, stats
-from adaptive_client.bench.capacity import CapacityConfig, is_stable
-from adaptive_client.bench.cli import main
-from adaptive_client.bench.cpu import CpuSnapshot, cpu_delta
-from adaptive_client.bench.load import percentiles_ms
-from adaptive_client.bench.requests import Outcome, RequestKwargs, classify_error, status_name
-from adaptive_serving.config import LATENCY_CLASSES
+from adaptive_bench import classes_bench, exit_bench, stats
+from adaptive_bench.capacity import CapacityConfig, is_stable
+from adaptive_bench.cli import main
+from adaptive_bench.cpu import CpuSnapshot, cpu_delta
+from adaptive_bench.load import percentiles_ms
+from adaptive_bench.requests import Outcome, RequestKwargs, classify_error, status_name
+from adaptive_core.config import LATENCY_CLASSES
 
 
 def _raw(models: dict[str, tuple[int, int, int, int]]) -> dict[str, object]:
     """Statistics JSON as Triton 2.51 returns it: name -> (success count, executions, queue ns, infer ns)."""
-    return {"model_stats": [
-        {"name": n, "version": "1", "execution_count": str(e), "inference_stats": {
-            "success": {"count": str(c), "ns": "0"}, "queue": {"count": str(c), "ns": str(q)},
-            "compute_input": {"count": str(c), "ns": "0"}, "compute_infer": {"count": str(c), "ns": str(i)},
-            "compute_output": {}}}
-        for n, (c, e, q, i) in models.items()]}
+    return {
+        "model_stats": [
+            {
+                "name": n,
+                "version": "1",
+                "execution_count": str(e),
+                "inference_stats": {
+                    "success": {"count": str(c), "ns": "0"},
+                    "queue": {"count": str(c), "ns": str(q)},
+                    "compute_input": {"count": str(c), "ns": "0"},
+                    "compute_infer": {"count": str(c), "ns": str(i)},
+                    "compute_output": {},
+                },
+            }
+            for n, (c, e, q, i) in models.items()
+        ]
+    }
 
 
 def test_hop_costs_subtract_stage_time_from_cascade_compute() -> None:
     before = stats.parse_statistics(_raw({"cascade_tiny": (10, 10, 0, 0), "tiny_stage1": (10, 10, 0, 0)}))
-    after = stats.parse_statistics(_raw({
-        "cascade_tiny": (20, 15, 5_000_000, 100_000_000),  # 10 requests: 10 ms compute each
-        "tiny_stage1": (20, 15, 1_000_000, 29_000_000),    # 10 calls, 3 ms each
-        "tiny_stage2": (5, 5, 0, 20_000_000),              # 5 calls, 4 ms each
-    }))
+    after = stats.parse_statistics(
+        _raw(
+            {
+                "cascade_tiny": (20, 15, 5_000_000, 100_000_000),  # 10 requests: 10 ms compute each
+                "tiny_stage1": (20, 15, 1_000_000, 29_000_000),  # 10 calls, 3 ms each
+                "tiny_stage2": (5, 5, 0, 20_000_000),  # 5 calls, 4 ms each
+            }
+        )
+    )
     window = stats.delta(before, after)
     h = stats.hop_costs(window, "cascade_tiny", stats.cascade_stages("cascade_tiny", list(after)))
     assert h["stages"] == ["tiny_stage1", "tiny_stage2"]
@@ -49,13 +64,20 @@ def test_hop_costs_of_an_idle_cascade_are_none() -> None:
 
 def test_cascade_stages_are_ordered_numerically() -> None:
     models = ["large_stage10", "large_stage2_express", "large_stage2", "large_stage1", "large_full", "small_stage1"]
-    assert stats.cascade_stages("cascade_large", models) == ["large_stage1", "large_stage2", "large_stage2_express",
-                                                             "large_stage10"]
+    assert stats.cascade_stages("cascade_large", models) == [
+        "large_stage1",
+        "large_stage2",
+        "large_stage2_express",
+        "large_stage10",
+    ]
 
 
 def test_reference_is_large_full_else_the_largest() -> None:
     assert exit_bench.full_models(["large_full", "small_full", "adaptive", "medium_full"]) == [
-        "small_full", "medium_full", "large_full"]
+        "small_full",
+        "medium_full",
+        "large_full",
+    ]
     assert exit_bench.reference_model(["small_full", "large_full"]) == "large_full"
     assert exit_bench.reference_model(["tiny_full"]) == "tiny_full"
     assert exit_bench.reference_model([]) is None
@@ -63,7 +85,9 @@ def test_reference_is_large_full_else_the_largest() -> None:
 
 def test_request_kwargs_send_timeout_only_when_nonzero() -> None:
     assert RequestKwargs.for_class(LATENCY_CLASSES["critical"]).as_dict() == {
-        "priority": 1, "timeout": LATENCY_CLASSES["critical"].queue_timeout_us}
+        "priority": 1,
+        "timeout": LATENCY_CLASSES["critical"].queue_timeout_us,
+    }
     assert RequestKwargs.for_class(LATENCY_CLASSES["batch"]).as_dict() == {"priority": 3}
 
 
@@ -90,8 +114,9 @@ def test_per_class_accounting_and_verdicts() -> None:
     ok = np.zeros(1, dtype=bool)
     outcomes = {
         0: Outcome(5.0, labels=np.zeros(1), deadline_cut=ok),
-        1: Outcome(3.0, error_status="UNAVAILABLE", error_reason="queue_timeout",
-                   error_message="Request timeout expired"),
+        1: Outcome(
+            3.0, error_status="UNAVAILABLE", error_reason="queue_timeout", error_message="Request timeout expired"
+        ),
         2: Outcome(900.0, labels=np.zeros(1), deadline_cut=ok),
         3: Outcome(800.0, labels=np.zeros(1), deadline_cut=ok),
     }  # request 4 never answered: lost
@@ -111,22 +136,26 @@ def test_percentiles_of_nothing_are_none() -> None:
 
 
 def test_capacity_is_stable_only_when_the_last_windows_agree() -> None:
-    assert not is_stable([100.0, 100.0], 3, 0.1)                 # too few windows yet
-    assert is_stable([40.0, 100.0, 105.0, 95.0], 3, 0.1)         # a slow ramp-up window before them does not count
-    assert not is_stable([100.0, 100.0, 130.0], 3, 0.1)          # 130 is 18% above the mean of 110
-    assert not is_stable([0.0, 0.0, 0.0], 3, 0.1)                # nothing answered is not a capacity
+    assert not is_stable([100.0, 100.0], 3, 0.1)  # too few windows yet
+    assert is_stable([40.0, 100.0, 105.0, 95.0], 3, 0.1)  # a slow ramp-up window before them does not count
+    assert not is_stable([100.0, 100.0, 130.0], 3, 0.1)  # 130 is 18% above the mean of 110
+    assert not is_stable([0.0, 0.0, 0.0], 3, 0.1)  # nothing answered is not a capacity
     with pytest.raises(ValueError, match="stable_windows"):
         CapacityConfig(stable_windows=4, max_windows=3)
 
 
 def test_cpu_delta_per_request_share_and_class() -> None:
     before = CpuSnapshot({"tritonserver": 10.0, "small_stage1": 1.0, "load generator": 2.0}, frozenset())
-    after = CpuSnapshot({"tritonserver": 13.0, "small_stage1": 2.5, "load generator": 3.0, "router": 0.5},
-                        frozenset({"small_stage1"}))
+    after = CpuSnapshot(
+        {"tritonserver": 13.0, "small_stage1": 2.5, "load generator": 3.0, "router": 0.5}, frozenset({"small_stage1"})
+    )
     out = cpu_delta(before, after, requests=1000)
     assert list(out) == ["tritonserver", "small_stage1", "load generator", "router"]  # most CPU first
-    assert out["tritonserver"] == {"ms_per_request": pytest.approx(3.0), "share": pytest.approx(0.5),
-                                   "cpu_class": "normal"}
+    assert out["tritonserver"] == {
+        "ms_per_request": pytest.approx(3.0),
+        "share": pytest.approx(0.5),
+        "cpu_class": "normal",
+    }
     assert out["small_stage1"]["cpu_class"] == "idle"
     assert out["router"]["ms_per_request"] == pytest.approx(0.5)  # a group first seen after the start counts whole
 

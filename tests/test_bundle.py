@@ -1,4 +1,4 @@
-"""The offline bundle (adaptive_serving.bundle): built for this Python from the tiny repository, unpacked in a
+"""The offline bundle (adaptive_ops.bundle): built for this Python from the tiny repository, unpacked in a
 temp folder, started with its own start.sh on free loopback ports; it answers, and stops leaving nothing behind."""
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-from adaptive_client.client import AdaptiveClient
-from adaptive_serving.bundle import BundleError, BundleOptions, build_bundle, main as bundle_main
 from conftest import free_ports
 from test_router_server import router_repo  # noqa: F401 - the tiny family behind the router
+
+from adaptive_client.client import AdaptiveClient
+from adaptive_ops.bundle import BundleError, BundleOptions, build_bundle
+from adaptive_ops.bundle import main as bundle_main
 
 PYVER = f"{sys.version_info.major}.{sys.version_info.minor}"
 
@@ -57,11 +58,17 @@ def test_unpacked_bundle_starts_answers_and_stops(router_repo: Path, tmp_path: P
         tar.extractall(unpacked, filter="tar")
     top = unpacked / f"triton-adaptive-{PYVER}"
     http, grpc, metrics = free_ports(3)
-    env = {**os.environ, "PYTHON": sys.executable, "HTTP_PORT": str(http), "GRPC_PORT": str(grpc),
-           "METRICS_PORT": str(metrics)}
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "HTTP_PORT": str(http),
+        "GRPC_PORT": str(grpc),
+        "METRICS_PORT": str(metrics),
+    }
     log = open(tmp_path / "bundle-server.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([str(top / "start.sh")], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [str(top / "start.sh")], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     family: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 120

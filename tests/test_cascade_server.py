@@ -14,19 +14,19 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from conftest import make_server, scrape_settled
 from tritonclient.utils import InferenceServerException
 
-from adaptive_client.reliability.target import SAMPLE_TEXTS
-from adaptive_export.confidence import max_prob
-from adaptive_serving import names
-from adaptive_serving.config import LATENCY_CLASSES, MAX_TEXT_BYTES, latency_class
+from adaptive_bench.reliability.target import SAMPLE_TEXTS
+from adaptive_core import names
+from adaptive_core.confidence import max_prob
+from adaptive_core.config import LATENCY_CLASSES, MAX_TEXT_BYTES, latency_class
+from adaptive_core.metrics import metric_sum
+from adaptive_ops.repository import RepositoryOptions, build_repository
+from adaptive_ops.server import TritonServer
 from adaptive_serving.inflight import board_path
-from adaptive_serving.metrics import metric_sum
 from adaptive_serving.onnx_stage import OnnxStage
-from adaptive_serving.repository import RepositoryOptions, build_repository
-from adaptive_serving.server import TritonServer
-from adaptive_serving.text_input import TextTokenizer
-from conftest import make_server, scrape_settled
+from adaptive_serving.tokenizer import TextTokenizer
 
 pytestmark = pytest.mark.server
 
@@ -62,8 +62,9 @@ def local_outputs(tiny_export: Path) -> dict[str, np.ndarray]:
     tokenize = TextTokenizer(tiny_export / "tokenizer" / "tokenizer.json", max_len=32)
     ids, mask = tokenize(TEXTS)
     stage1 = OnnxStage(tiny_export / "tiny" / "stage1.onnx").run({names.INPUT_IDS: ids, names.ATTENTION_MASK: mask})
-    stage2 = OnnxStage(tiny_export / "tiny" / "stage2.onnx").run({names.HIDDEN_IN: stage1[names.HIDDEN],
-                                                                  names.ATTENTION_MASK: mask})
+    stage2 = OnnxStage(tiny_export / "tiny" / "stage2.onnx").run(
+        {names.HIDDEN_IN: stage1[names.HIDDEN], names.ATTENTION_MASK: mask}
+    )
     return {"logits1": stage1[names.LOGITS], "logits2": stage2[names.LOGITS]}
 
 
@@ -140,54 +141,14 @@ def test_survivors_of_concurrent_requests_are_rebatched(tiny_export: Path, tiny_
     assert executions < inferences, "survivors of separate requests should share stage-2 executions"
 
 
-def _stage_call(url: str, model: str, width: int) -> float:
-    """One direct call of a first stage on `width` tokens; returns its latency in seconds."""
-    inputs = [grpcclient.InferInput(n, [1, width], "INT64") for n in (names.INPUT_IDS, names.ATTENTION_MASK)]
-    for inp in inputs:
-        inp.set_data_from_numpy(np.ones((1, width), np.int64))
-    t0 = time.monotonic()
-    grpcclient.InferenceServerClient(url).infer(model, inputs)
-    return time.monotonic() - t0
-
-
-def test_a_batched_stage_wakes_its_batcher_when_it_frees(tiny_export: Path, tiny_repo: Path, serve) -> None:
-    # Triton 2.51's batcher is not told when a busy instance frees and sleeps up to 500 ms; the opt-in nudge
-    # (adaptive_serving.batcher_nudge) wakes it. Under a closed loop every call must start soon after the one before.
-    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", batcher_nudge_ms="2,10"))
-    _set_params(tiny_repo, "tiny_stage1", inject_delay_ms=20)
-    server = serve(tiny_repo)
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-
-    def counts() -> tuple[int, int, int]:
-        entry = client.get_inference_statistics("tiny_stage1", as_json=True)["model_stats"][0]
-        stats = entry["inference_stats"]
-        return (int(entry.get("execution_count", 0)), int(stats["success"].get("count", 0)),
-                int(stats["fail"].get("count", 0)))
-
-    _stage_call(server.grpc_url, "tiny_stage1", 8)  # warm-up
-    time.sleep(0.3)
-    before = counts()
-    latencies: list[float] = []
-
-    def worker(k: int) -> None:  # widths differ, so calls of different workers seldom share a batch
-        for i in range(6):
-            latencies.append(_stage_call(server.grpc_url, "tiny_stage1", 8 * (1 + (k + i) % 4)))
-
-    workers = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    assert max(latencies) < 0.4, f"slowest call {max(latencies) * 1e3:.0f} ms: the batcher slept past a free instance"
-    # The nudges expired in the queue: they never ran and show as failures only.
-    time.sleep(0.5)
-    after = counts()
-    assert after[1] - before[1] == 48 and after[0] - before[0] <= 48
-    assert after[2] - before[2] >= 2
-
-
-def _send_async(client: grpcclient.InferenceServerClient, tag: str, klass: str, done: list[str],
-                lock: threading.Lock, batch: int = 64) -> None:
+def _send_async(
+    client: grpcclient.InferenceServerClient,
+    tag: str,
+    klass: str,
+    done: list[str],
+    lock: threading.Lock,
+    batch: int = 64,
+) -> None:
     """Send `batch` texts in the given class; append `tag` (or `tag:error:...`) to `done` when answered."""
     inp = grpcclient.InferInput(names.TEXT, [batch, 1], "BYTES")
     inp.set_data_from_numpy(_texts((TEXTS * (batch // len(TEXTS) + 1))[:batch]))
@@ -206,14 +167,25 @@ def _wait_for(done: list[str], count: int, timeout_s: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def _slowed_gate(tiny_export: Path, tiny_repo: Path, serve, *, stage2_delay_ms: int,
-                 slots: int = RepositoryOptions.gate_slots, reserve: int = RepositoryOptions.gate_reserve
-                 ) -> TritonServer:
+def _slowed_gate(
+    tiny_export: Path,
+    tiny_repo: Path,
+    serve,
+    *,
+    stage2_delay_ms: int,
+    slots: int = RepositoryOptions.gate_slots,
+    reserve: int = RepositoryOptions.gate_reserve,
+) -> TritonServer:
     """Serve the tiny repository with one gate whose batch class has `slots` slots (more urgent classes `reserve`
     more each; the repository's defaults unless given) and whose texts all reach the slowed standard stage 2.
     Requests alone in the server keep the standard lane, so the first one sent also meets the slow stage."""
-    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", gate_instances=1, gate_slots=slots,
-                                                                 gate_reserve=reserve, solo_express=False))
+    build_repository(
+        tiny_export,
+        tiny_repo,
+        RepositoryOptions(
+            entry_size="tiny", gate_instances=1, gate_slots=slots, gate_reserve=reserve, solo_express=False
+        ),
+    )
     _set_thresholds(tiny_repo, [1.0])
     _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=stage2_delay_ms)
     return serve(tiny_repo)
@@ -241,8 +213,10 @@ def test_gate_keeps_room_for_urgent_classes(tiny_export: Path, tiny_repo: Path, 
 
     def gate_wait(klass: str) -> tuple[float, float]:
         labels = {"model": "cascade_tiny", "class": klass}
-        return (metric_sum(samples, "adaptive_gate_wait_ms_count", **labels),
-                metric_sum(samples, "adaptive_gate_wait_ms_sum", **labels))
+        return (
+            metric_sum(samples, "adaptive_gate_wait_ms_count", **labels),
+            metric_sum(samples, "adaptive_gate_wait_ms_sum", **labels),
+        )
 
     assert gate_wait("batch")[0] == 8 and gate_wait("batch")[1] / 8 > 50  # batch queued behind its one slot
     for klass in ("critical", "sensitive"):  # admitted at once into the room kept for them
@@ -252,7 +226,8 @@ def test_gate_keeps_room_for_urgent_classes(tiny_export: Path, tiny_repo: Path, 
 
 
 def test_gate_never_holds_a_request_for_a_less_urgent_one_and_rejects_one_that_waits_past_its_timeout(
-        tiny_export: Path, tiny_repo: Path, serve) -> None:
+    tiny_export: Path, tiny_repo: Path, serve
+) -> None:
     """With one slot per class and no room kept (caps 1/1/1), a slow batch request holds the batch slot: a sensitive
     request sent next is still admitted at once (it never waits for a less urgent request to finish), a second one
     waits behind the first sensitive one and is answered UNAVAILABLE when its 200 ms timeout passes, and a critical
@@ -286,7 +261,8 @@ def test_gate_never_holds_a_request_for_a_less_urgent_one_and_rejects_one_that_w
 
 
 def test_batch_calls_waiting_in_a_slow_stage_hold_no_thread_a_critical_call_needs(
-        tiny_export: Path, tiny_repo: Path, serve) -> None:
+    tiny_export: Path, tiny_repo: Path, serve
+) -> None:
     """Admitted batch requests wait in the slowed standard stage 2, each holding the thread that carries its BLS
     call; a critical request sent then runs through the express lane at once. With the stub's default executor
     (min(32, cores + 4) threads: 6 on 2 cores) its calls waited for one of those threads: 0.39 s against 0.04 s
@@ -347,8 +323,7 @@ def test_the_deadline_counts_from_the_entry(tiny_export: Path, tiny_repo: Path, 
     assert cut(time.monotonic_ns() + 10**10, 200_000) == [True, True]  # 200 ms however late the stamp
 
 
-def test_a_slow_standard_lane_does_not_cut_critical_requests_short(tiny_export: Path, tiny_repo: Path,
-                                                                    serve) -> None:
+def test_a_slow_standard_lane_does_not_cut_critical_requests_short(tiny_export: Path, tiny_repo: Path, serve) -> None:
     # Each lane keeps its own stage-latency estimate: a shared one judged critical requests by the standard
     # lane's queue and cut them short at stage 1 while their express stage 2 was idle.
     server = _slowed_gate(tiny_export, tiny_repo, serve, stage2_delay_ms=400)  # the standard lane's stage 2 only
@@ -405,8 +380,13 @@ def test_wrong_dtype_shape_and_batch_are_invalid_arg(tiny_server: TritonServer) 
     too_big.set_data_from_numpy(_texts(["a text"] * 65))
     wrong_name = grpcclient.InferInput("txt", [1, 1], "BYTES")
     wrong_name.set_data_from_numpy(_texts(["a text"]))
-    for inputs, message in [([wrong_dtype], "data-type"), ([wrong_shape], "shape"), ([too_big], "batch-size"),
-                            ([wrong_name], "unexpected inference input"), ([], "expected 1 inputs")]:
+    for inputs, message in [
+        ([wrong_dtype], "data-type"),
+        ([wrong_shape], "shape"),
+        ([too_big], "batch-size"),
+        ([wrong_name], "unexpected inference input"),
+        ([], "expected 1 inputs"),
+    ]:
         with pytest.raises(InferenceServerException) as err:
             client.infer("adaptive", inputs)
         assert err.value.status() == "StatusCode.INVALID_ARGUMENT", err.value

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
-from adaptive_client.client import (AdaptiveClient, CascadeResult, InvalidInputError, ServerUnavailableError,
-                                    split_url)
-from adaptive_serving import names
-from adaptive_serving.server import TritonServer
 from conftest import free_ports
+
+from adaptive_client.client import AdaptiveClient, CascadeResult, InvalidInputError, ServerUnavailableError, split_url
+from adaptive_core import names
+from adaptive_ops.server import TritonServer
 
 pytestmark = pytest.mark.server
 

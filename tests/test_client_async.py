@@ -11,14 +11,22 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import free_ports
 
+from adaptive_bench import batching as batching_bench
 from adaptive_client import batching
 from adaptive_client.cli import CLASSES, main
-from adaptive_client.client import (AdaptiveClient, AsyncAdaptiveClient, CascadeResult, InvalidInputError,
-                                    RejectedError, ServerUnavailableError, retry_sync)
-from adaptive_serving.config import LATENCY_CLASSES
-from adaptive_serving.server import TritonServer
-from conftest import free_ports
+from adaptive_client.client import (
+    AdaptiveClient,
+    AsyncAdaptiveClient,
+    CascadeResult,
+    InvalidInputError,
+    RejectedError,
+    ServerUnavailableError,
+    retry_sync,
+)
+from adaptive_core.config import LATENCY_CLASSES
+from adaptive_ops.server import TritonServer
 
 
 def _url(server: TritonServer, scheme: str) -> str:
@@ -43,8 +51,10 @@ def _count_calls(client: object, method: str = "infer") -> list[int]:
 def test_async_classify_each_class(tiny_server: TritonServer, scheme: str) -> None:
     async def go() -> list[list[CascadeResult]]:
         async with AsyncAdaptiveClient(_url(tiny_server, scheme)) as client:
-            return [await client.classify(["Shares fell", "The striker scored twice"], latency_class=c)
-                    for c in LATENCY_CLASSES]
+            return [
+                await client.classify(["Shares fell", "The striker scored twice"], latency_class=c)
+                for c in LATENCY_CLASSES
+            ]
 
     for results in asyncio.run(go()):
         assert len(results) == 2
@@ -88,12 +98,18 @@ def test_rejected_is_not_retried() -> None:
 @pytest.mark.parametrize("scheme", ["grpc", "http"])
 def test_retry_until_server_comes_up(tiny_server: TritonServer, tmp_path: Path, scheme: str) -> None:
     http, grpc, metrics = free_ports(3)
-    late = TritonServer(tiny_server.model_repository, http_port=http, grpc_port=grpc, metrics_port=metrics,
-                        log_path=tmp_path / "late.log")
+    late = TritonServer(
+        tiny_server.model_repository,
+        http_port=http,
+        grpc_port=grpc,
+        metrics_port=metrics,
+        log_path=tmp_path / "late.log",
+    )
     timer = threading.Timer(1.5, late.start)
     timer.start()
     url = f"grpc://127.0.0.1:{grpc}" if scheme == "grpc" else f"http://127.0.0.1:{http}"
     try:
+
         async def go() -> tuple[list[CascadeResult], int]:
             async with AsyncAdaptiveClient(url, max_retries=8, backoff_s=0.25) as client:
                 calls = _count_calls(client, "get_model_metadata")
@@ -126,8 +142,9 @@ def test_cli_classes_match_config() -> None:
 
 
 @pytest.mark.server
-def test_cli_classify_from_stdin(tiny_server: TritonServer, monkeypatch: pytest.MonkeyPatch,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_classify_from_stdin(
+    tiny_server: TritonServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("Shares fell\n\nThe striker scored\n"))
     assert main(["classify", "--url", f"grpc://{tiny_server.grpc_url}", "--class", "critical"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -166,13 +183,16 @@ def test_batching_helpers_against_server(tiny_server: TritonServer) -> None:
             # the helper passes that on, so try the whole call again a few times.
             for attempt in range(3):
                 try:
-                    b = await batching.classify_latency_batched(client, texts, ["critical", "batch", "sensitive", "batch"])
+                    b = await batching.classify_latency_batched(
+                        client, texts, ["critical", "batch", "sensitive", "batch"]
+                    )
                     break
                 except RejectedError:
                     if attempt == 2:
                         raise
-        report = await batching.batching_bench(tiny_server.grpc_url, texts * 4, __import__("numpy").zeros(16, int),
-                                               repeats=1)
+        report = await batching_bench.batching_bench(
+            tiny_server.grpc_url, texts * 4, __import__("numpy").zeros(16, int), repeats=1
+        )
         return a, b, report
 
     a, b, report = asyncio.run(go())
@@ -183,5 +203,7 @@ def test_batching_helpers_against_server(tiny_server: TritonServer) -> None:
     # exit (flagged), whose label may differ. Batch texts have no deadline and must match, in input order.
     classes = ["critical", "batch", "sensitive", "batch"]
     assert all(r.label == e or (r.deadline_cut and c != "batch") for r, e, c in zip(b, expected, classes))
-    assert [r.label for r, c in zip(b, classes) if c == "batch"] == [e for e, c in zip(expected, classes) if c == "batch"]
+    assert [r.label for r, c in zip(b, classes) if c == "batch"] == [
+        e for e, c in zip(expected, classes) if c == "batch"
+    ]
     assert "complexity-aware throughput" in batching.markdown(report)

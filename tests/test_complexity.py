@@ -6,6 +6,14 @@ import json
 
 import numpy as np
 import pytest
+
+from adaptive_core.complexity_features import (
+    FEATURE_NAMES,
+    HANDCRAFTED_NAMES,
+    NUM_FEATURES,
+    NUM_HANDCRAFTED,
+    extract_features,
+)
 from adaptive_export.cli import main
 from adaptive_export.complexity import (
     EstimatorTraining,
@@ -25,13 +33,6 @@ from adaptive_export.routing import (
     simulate,
     start_sizes,
 )
-from adaptive_serving.complexity_features import (
-    FEATURE_NAMES,
-    HANDCRAFTED_NAMES,
-    NUM_FEATURES,
-    NUM_HANDCRAFTED,
-    extract_features,
-)
 
 COL = {n: i for i, n in enumerate(HANDCRAFTED_NAMES)}
 
@@ -46,14 +47,16 @@ def test_feature_layout_and_shape():
 
 
 def test_feature_detection():
-    x = extract_features([
-        "def f(x): return {x; y}",
-        "compute 3 + 4 = 7",
-        "the integral ∫ of x",
-        "What is it and why, how and when?",
-        "plain words only here",
-        "ABC 123",
-    ])
+    x = extract_features(
+        [
+            "def f(x): return {x; y}",
+            "compute 3 + 4 = 7",
+            "the integral ∫ of x",
+            "What is it and why, how and when?",
+            "plain words only here",
+            "ABC 123",
+        ]
+    )
     assert x[0, COL["has_code"]] == 1 and x[4, COL["has_code"]] == 0
     assert x[1, COL["has_math"]] == 1 and x[2, COL["has_math"]] == 1 and x[4, COL["has_math"]] == 0
     assert x[3, COL["question_words"]] == 4 and x[4, COL["question_words"]] == 0
@@ -116,8 +119,9 @@ def test_start_sizes():
 
 def test_escalation_when_last_exit_unsure():
     # Text 0: small is confident -> answers. Text 1: small unsure -> medium (also unsure) -> large. Costs add.
-    outs = _outcomes(ok=[[1, 0], [1, 0], [1, 1]], conf=[[0.99, 0.3], [0.9, 0.4], [0.9, 0.9]],
-                     cost=[[1, 1], [3, 3], [10, 10]])
+    outs = _outcomes(
+        ok=[[1, 0], [1, 0], [1, 1]], conf=[[0.99, 0.3], [0.9, 0.4], [0.9, 0.9]], cost=[[1, 1], [3, 3], [10, 10]]
+    )
     r = simulate(outs, np.zeros(2, int), [0.8, 0.8])
     assert r["final"].tolist() == [0, 2] and r["cost"].tolist() == [1, 14] and r["ok"].tolist() == [True, True]
     assert r["ran"][:, 1].tolist() == [True, True, True]

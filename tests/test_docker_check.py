@@ -17,21 +17,42 @@ PLANTED = {
     "dockerfile": ("Dockerfile", "python3 -m pip install --no-cache-dir -r", "pip install -r", "hadolint", "DL3042"),
     "yaml": ("k8s/pdb.yaml", "  minAvailable: 1", "  minAvailable: 1 ", "yamllint", "trailing-spaces"),
     "compose": ("compose.yaml", "shm_size: 1gb", "shm_sise: 1gb", "compose", "'shm_sise' was unexpected"),
-    "dashboard-schema": ("grafana/dashboards/adaptive-serving.json", '"refId": "A"', '"refId": "a1"', "schemas",
-                         "does not match"),
+    "dashboard-schema": (
+        "grafana/dashboards/adaptive-serving.json",
+        '"refId": "A"',
+        '"refId": "a1"',
+        "schemas",
+        "does not match",
+    ),
     "k8s-schema": ("k8s/deployment.yaml", "containerPort: 8002", "containerPrt: 8002", "k8s", "containerPort"),
-    "metric-name": ("grafana/dashboards/adaptive-serving.json", "rate(adaptive_exits_total[",
-                    "rate(adaptive_exit_total[", "consistency", "unknown metric 'adaptive_exit_total'"),
-    "hpa-metric": ("k8s/hpa.yaml", "name: triton_gate_wait_ms", "name: triton_gate_wait_us", "consistency",
-                   "served by no adapter rule"),
-    "probe": ("k8s/deployment.yaml", "path: /v2/health/live", "path: /healthz", "consistency",
-              "must GET /v2/health/live"),
+    "metric-name": (
+        "grafana/dashboards/adaptive-serving.json",
+        "rate(adaptive_exits_total[",
+        "rate(adaptive_exit_total[",
+        "consistency",
+        "unknown metric 'adaptive_exit_total'",
+    ),
+    "hpa-metric": (
+        "k8s/hpa.yaml",
+        "name: triton_gate_wait_ms",
+        "name: triton_gate_wait_us",
+        "consistency",
+        "served by no adapter rule",
+    ),
+    "probe": (
+        "k8s/deployment.yaml",
+        "path: /v2/health/live",
+        "path: /healthz",
+        "consistency",
+        "must GET /v2/health/live",
+    ),
 }
 
 
 def _check(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "docker" / "check.py"), *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "docker" / "check.py"), *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_make_docker_check_passes() -> None:
@@ -45,8 +66,9 @@ def test_make_docker_check_fails_on_a_planted_error(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "docker", copy, ignore=shutil.ignore_patterns("__pycache__"))
     hpa = copy / "k8s" / "hpa.yaml"
     hpa.write_text(hpa.read_text().replace("kind: Deployment", "kind: Deploymnt"))
-    proc = subprocess.run(["make", "-s", "docker-check", f"DOCKER_DIR={copy}"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        ["make", "-s", "docker-check", f"DOCKER_DIR={copy}"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode != 0, proc.stdout
     assert "scaleTargetRef Deploymnt/triton-adaptive is not in k8s/" in proc.stdout, proc.stdout
 

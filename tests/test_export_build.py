@@ -8,9 +8,11 @@ import json
 import numpy as np
 import pytest
 import torch
+
+from adaptive_core import names
+from adaptive_core.config import TINY
 from adaptive_export.cli import main
 from adaptive_export.manifest import sha256_file
-from adaptive_export.model import EarlyExitEncoder
 from adaptive_export.onnx_export import (
     AtolError,
     ShapeError,
@@ -19,11 +21,9 @@ from adaptive_export.onnx_export import (
     check_parity,
     export_spec,
     full_spec,
-    load_weights,
     stage_spec,
 )
-from adaptive_serving import names
-from adaptive_serving.config import TINY
+from adaptive_serving.encoder import EarlyExitEncoder, load_weights
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +72,13 @@ def test_onnx_names_match_names_module(build_dir):
         g = onnx.load(str(build_dir / "tiny" / spec.file_name)).graph
         assert tuple(i.name for i in g.input) == spec.inputs
         assert tuple(o.name for o in g.output) == spec.outputs
-        assert set(spec.inputs + spec.outputs) <= {names.INPUT_IDS, names.ATTENTION_MASK, names.HIDDEN, names.HIDDEN_IN,
-                                                  names.LOGITS}
+        assert set(spec.inputs + spec.outputs) <= {
+            names.INPUT_IDS,
+            names.ATTENTION_MASK,
+            names.HIDDEN,
+            names.HIDDEN_IN,
+            names.LOGITS,
+        }
         assert g.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
         assert g.input[0].type.tensor_type.shape.dim[1].dim_param == "sequence"
 

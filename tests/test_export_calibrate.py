@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from adaptive_core.confidence import CONFIDENCE, check_threshold, get_policy, should_exit
 from adaptive_export.calibrate import binomial_pvalue, calibrate, evaluate, exit_index, threshold_paths
-from adaptive_export.confidence import CONFIDENCE, check_threshold, get_policy, should_exit
 
 EXIT_LAYERS = (1, 2, 3)
 

@@ -6,8 +6,9 @@ import dataclasses
 
 import numpy as np
 import pytest
+
+from adaptive_core.config import DATA
 from adaptive_export.data import Tokenizer, dataset_hash, eval_mix, load_bbc, split_indices, view
-from adaptive_serving.config import DATA
 
 
 @pytest.fixture(scope="module")

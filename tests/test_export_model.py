@@ -6,17 +6,25 @@ import dataclasses
 
 import pytest
 import torch
-from adaptive_export.model import EarlyExitEncoder, Full, Stage, load_backbone
-from adaptive_serving.config import TINY
+
+from adaptive_core.config import TINY
+from adaptive_export.backbone import load_backbone
+from adaptive_serving.encoder import EarlyExitEncoder, Full, Stage
 
 
 def _hf_tiny(num_layers: int):
     transformers = pytest.importorskip("transformers")
     cfg = transformers.BertConfig(
-        vocab_size=TINY.vocab_size, hidden_size=TINY.hidden_size, num_hidden_layers=num_layers,
-        num_attention_heads=TINY.num_heads, intermediate_size=TINY.intermediate_size,
-        max_position_embeddings=TINY.max_position, type_vocab_size=TINY.type_vocab_size,
-        layer_norm_eps=TINY.layer_norm_eps, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        vocab_size=TINY.vocab_size,
+        hidden_size=TINY.hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=TINY.num_heads,
+        intermediate_size=TINY.intermediate_size,
+        max_position_embeddings=TINY.max_position,
+        type_vocab_size=TINY.type_vocab_size,
+        layer_norm_eps=TINY.layer_norm_eps,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
     )
     torch.manual_seed(0)
     return transformers.BertModel(cfg).eval()

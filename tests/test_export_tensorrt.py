@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from adaptive_core.config import TINY
 from adaptive_export import tensorrt as trt_step
-from adaptive_serving.config import TINY
 
 
 def test_skip_when_tensorrt_missing(monkeypatch, tmp_path, capsys):

@@ -18,12 +18,15 @@ FAKE_SERVER = 4_000_000 + os.getpid()
 
 
 def test_frames_round_trip_numbers_and_byte_strings() -> None:
-    arrays = {"TEXT": np.array([[b"caf\xc3\xa9"], [b""]], dtype=np.object_),
-              "ids": np.arange(6, dtype=np.int64).reshape(2, 3), "cut": np.array([[True], [False]]),
-              "score": np.array([[0.25], [1.5]], np.float32)}
+    arrays = {
+        "TEXT": np.array([[b"caf\xc3\xa9"], [b""]], dtype=np.object_),
+        "ids": np.arange(6, dtype=np.int64).reshape(2, 3),
+        "cut": np.array([[True], [False]]),
+        "score": np.array([[0.25], [1.5]], np.float32),
+    }
     frame = encode({"timeout_us": 50_000}, arrays)
-    head_len, body_len = handover._PREFIX.unpack(frame[:handover._PREFIX.size])
-    header, back = decode(frame[8:8 + head_len], frame[8 + head_len:])
+    head_len, body_len = handover._PREFIX.unpack(frame[: handover._PREFIX.size])
+    header, back = decode(frame[8 : 8 + head_len], frame[8 + head_len :])
     assert len(frame) == 8 + head_len + body_len
     assert header == {"timeout_us": 50_000}
     assert list(back) == list(arrays)
@@ -45,7 +48,7 @@ def test_decode_refuses_a_payload_that_does_not_match_its_header() -> None:
     frame = encode({}, {"ids": np.zeros(4, np.int64)})
     head_len = handover._PREFIX.unpack(frame[:8])[0]
     with pytest.raises(ValueError, match="take 32 bytes of a 40-byte payload"):
-        decode(frame[8:8 + head_len], frame[8 + head_len:] + bytes(8))
+        decode(frame[8 : 8 + head_len], frame[8 + head_len :] + bytes(8))
 
 
 async def _double(header: dict, arrays: dict) -> tuple[dict, dict]:
@@ -85,8 +88,10 @@ def test_spread_counts_calls_in_flight_per_listener() -> None:
             await s.start()
         client = HandoverClient("router_standard", server_pid=FAKE_SERVER)
         await client.connect()
-        calls = [asyncio.ensure_future(client.call({"who": i, "sleep_s": 0.2}, {"ids": np.zeros(1, np.int64)}))
-                 for i in range(4)]
+        calls = [
+            asyncio.ensure_future(client.call({"who": i, "sleep_s": 0.2}, {"ids": np.zeros(1, np.int64)}))
+            for i in range(4)
+        ]
         await asyncio.sleep(0.05)
         assert sorted(len(c.pending) for c in client._connections) == [2, 2]
         await asyncio.gather(*calls)
@@ -116,8 +121,9 @@ asyncio.run(main())
 
 def test_a_listener_process_that_dies_fails_its_calls_and_leaves_no_listener() -> None:
     async def main() -> None:
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", LISTENER, str(FAKE_SERVER + 2),
-                                                    stdout=asyncio.subprocess.PIPE)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", LISTENER, str(FAKE_SERVER + 2), stdout=asyncio.subprocess.PIPE
+        )
         try:
             assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"listening\n"
             client = HandoverClient("router_standard", server_pid=FAKE_SERVER + 2)

@@ -27,8 +27,10 @@ def test_boards_sum_their_counts_and_the_last_to_close_removes_the_file(tmp_path
 def test_a_dead_process_slot_is_reclaimed_and_its_count_dropped(tmp_path: Path) -> None:
     path = tmp_path / "board"
     # A process that leaves with 3 requests counted and never closes (a crashed stub).
-    code = ("import os, sys; from adaptive_serving.inflight import InFlightBoard; "
-            f"b = InFlightBoard({str(path)!r}); b.add(3); print(b.slot); sys.stdout.flush(); os._exit(0)")
+    code = (
+        "import os, sys; from adaptive_serving.inflight import InFlightBoard; "
+        f"b = InFlightBoard({str(path)!r}); b.add(3); print(b.slot); sys.stdout.flush(); os._exit(0)"
+    )
     dead_slot = int(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)
     board = InFlightBoard(path)
     assert board.slot == dead_slot and board.total() == 0

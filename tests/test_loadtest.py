@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from adaptive_client import perf, plots
-from adaptive_client.loadtest import run_locust
-from adaptive_serving.server import TritonServer
+from adaptive_bench import perf, plots
+from adaptive_bench.loadtest import run_locust
+from adaptive_ops.server import TritonServer
 
-LOG_LINE = ('I1127 14:06:02.090609 29159 infer_request.cc:905] "[request id: <id_unknown>] prepared: [0x1] request '
-            'id: , model: adaptive, requested version: -1, actual version: 1, flags: 0x0, correlation id: 0, batch '
-            'size: 1, priority: 2, timeout (us): 200000\\noriginal inputs:')
+LOG_LINE = (
+    'I1127 14:06:02.090609 29159 infer_request.cc:905] "[request id: <id_unknown>] prepared: [0x1] request '
+    "id: , model: adaptive, requested version: -1, actual version: 1, flags: 0x0, correlation id: 0, batch "
+    "size: 1, priority: 2, timeout (us): 200000\\noriginal inputs:"
+)
 
 
 def test_priority_counts_parse_verbose_log(tmp_path: Path) -> None:
@@ -30,15 +32,26 @@ def test_priority_counts_parse_verbose_log(tmp_path: Path) -> None:
 @pytest.mark.server
 def test_perf_sweep_entry_and_stage(tiny_server: TritonServer, tiny_export: Path, tmp_path: Path) -> None:
     # Stability is not under test (busy 2-core box): accept any windows, then check the CSVs and the plot.
-    written = perf.sweep(tiny_server.grpc_url, ["Shares fell on Monday", "The striker scored twice"], tmp_path,
-                         tokenizer_json=tiny_export / "tokenizer" / "tokenizer.json", max_len={"tiny": 32},
-                         models=["adaptive", "tiny_stage2"], concurrency=(1,), request_rate=(),
-                         measurement_interval_ms=1000, stability_percentage=10_000, max_trials=3)
+    written = perf.sweep(
+        tiny_server.grpc_url,
+        ["Shares fell on Monday", "The striker scored twice"],
+        tmp_path,
+        tokenizer_json=tiny_export / "tokenizer" / "tokenizer.json",
+        max_len={"tiny": 32},
+        models=["adaptive", "tiny_stage2"],
+        concurrency=(1,),
+        request_rate=(),
+        measurement_interval_ms=1000,
+        stability_percentage=10_000,
+        max_trials=3,
+    )
     for model in ("adaptive", "tiny_stage2"):
         rows = perf.run_perf_analyzer.__globals__["read_csv"](Path(written[model]["concurrency"]))
         assert rows[0]["Concurrency"] == 1.0 and rows[0]["Inferences/Second"] > 0
     data = json.loads((tmp_path / "input_tiny_stage2.json").read_text())["data"][0]
-    assert data["hidden_in"]["shape"][1] == 32 and len(data["hidden_in"]["content"]) == 32 * data["hidden_in"]["shape"][0]
+    assert (
+        data["hidden_in"]["shape"][1] == 32 and len(data["hidden_in"]["content"]) == 32 * data["hidden_in"]["shape"][0]
+    )
     png = plots.plot_throughput(sorted(tmp_path.glob("*_concurrency.csv")), tmp_path / "throughput.png")
     assert png.stat().st_size > 1000
 
@@ -46,9 +59,15 @@ def test_perf_sweep_entry_and_stage(tiny_server: TritonServer, tiny_export: Path
 @pytest.mark.server
 def test_perf_classes_closed_loop_all_classes(tiny_server: TritonServer, tmp_path: Path) -> None:
     # One perf_analyzer per class at once; each class's CSV parses and the class plot draws from them.
-    written = perf.run_classes(tiny_server.grpc_url, ["Shares fell on Monday", "The striker scored twice"], tmp_path,
-                               concurrency=(1,), measurement_interval_ms=1000, stability_percentage=10_000,
-                               max_trials=3)
+    written = perf.run_classes(
+        tiny_server.grpc_url,
+        ["Shares fell on Monday", "The striker scored twice"],
+        tmp_path,
+        concurrency=(1,),
+        measurement_interval_ms=1000,
+        stability_percentage=10_000,
+        max_trials=3,
+    )
     assert set(written) == {"critical", "sensitive", "batch"}
     for name, path in written.items():
         assert not path.startswith("error"), f"{name}: {path}"
@@ -60,8 +79,14 @@ def test_perf_classes_closed_loop_all_classes(tiny_server: TritonServer, tmp_pat
 
 @pytest.mark.server
 def test_locust_headless_short_run(tiny_server: TritonServer, tmp_path: Path) -> None:
-    code = run_locust(f"grpc://{tiny_server.grpc_url}", tmp_path, run_time="5s", users=6, spawn_rate=6,  # 6 = one critical user at 1:2:3
-                      timeout_s=60)
+    code = run_locust(
+        f"grpc://{tiny_server.grpc_url}",
+        tmp_path,
+        run_time="5s",
+        users=6,
+        spawn_rate=6,  # 6 = one critical user at 1:2:3
+        timeout_s=60,
+    )
     with (tmp_path / "load_stats.csv").open() as f:
         stats = {row["Name"]: row for row in csv.DictReader(f)}
     assert {"critical", "sensitive", "batch"} <= set(stats)

@@ -8,17 +8,32 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from adaptive_client.client import AdaptiveClient, RejectedError
-from adaptive_serving.config import LATENCY_CLASSES
-from adaptive_serving.metrics import (DEADLINE_CUTS, EXITS, KNOWN_METRICS, MODEL_LATENCY, ROUTED, TRITON_METRICS,
-                                      class_of_timeout, metric_sum, parse_metrics, stage_counts)
-from adaptive_serving.server import TritonServer
 from conftest import make_server, scrape_settled
 from test_router_server import LONG, SHORT, router_repo  # noqa: F401 - the router fixture on the tiny family
 
-TEXTS = ["Shares fell sharply on Monday", "The striker scored twice", "Parliament debated the bill",
-         "A new phone was unveiled", "The film won three awards"]
+from adaptive_client.client import AdaptiveClient, RejectedError
+from adaptive_core.config import LATENCY_CLASSES
+from adaptive_core.metrics import (
+    DEADLINE_CUTS,
+    EXITS,
+    KNOWN_METRICS,
+    MODEL_LATENCY,
+    ROUTED,
+    TRITON_METRICS,
+    class_of_timeout,
+    metric_sum,
+    parse_metrics,
+    stage_counts,
+)
+from adaptive_ops.server import TritonServer
+
+TEXTS = [
+    "Shares fell sharply on Monday",
+    "The striker scored twice",
+    "Parliament debated the bill",
+    "A new phone was unveiled",
+    "The film won three awards",
+]
 
 
 def _delta(before: dict, after: dict, name: str, **labels: str) -> float:
@@ -34,8 +49,10 @@ def test_class_of_timeout_matches_the_class_table() -> None:
 
 
 def test_parse_metrics_reads_labels_and_histograms() -> None:
-    text = ('# HELP x_total c\n# TYPE x_total counter\nx_total{model="m",class="critical",stage="1"} 3\n'
-            'x_total{model="m",class="batch",stage="1"} 4\nh_ms_bucket{class="a",le="+Inf"} 2\nplain 1.5\n')
+    text = (
+        '# HELP x_total c\n# TYPE x_total counter\nx_total{model="m",class="critical",stage="1"} 3\n'
+        'x_total{model="m",class="batch",stage="1"} 4\nh_ms_bucket{class="a",le="+Inf"} 2\nplain 1.5\n'
+    )
     samples = parse_metrics(text)
     assert metric_sum(samples, "x_total", model="m") == 7
     assert metric_sum(samples, "x_total", **{"class": "critical"}) == 3

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from adaptive_client.perf_analyzer import perf_analyzer_binary, run_perf_analyzer, write_input_data
-from adaptive_serving.server import TritonServer
+from adaptive_bench.perf_analyzer import perf_analyzer_binary, run_perf_analyzer, write_input_data
+from adaptive_ops.server import TritonServer
 
 pytestmark = pytest.mark.server
 
@@ -22,10 +22,18 @@ def test_perf_analyzer_measures_sample_model(sample_server: TritonServer, tmp_pa
     # Stability is not what this test checks (a busy 2-core CI box, and 2.51's priority batcher stalls
     # ~500 ms now and then, see README "Known limits"): accept any windows, then check the CSV.
     data = write_input_data(tmp_path / "input.json", [{"text": ["a short text"]}, {"text": ["another one"]}])
-    rows = run_perf_analyzer("sample_ensemble", sample_server.grpc_url, csv_path=tmp_path / "out.csv",
-                             input_data=data, concurrency=(1, 2), measurement_interval_ms=1000,
-                             stability_percentage=10_000, max_trials=3, priority=1,
-                             timeout_us=2_000_000)
+    rows = run_perf_analyzer(
+        "sample_ensemble",
+        sample_server.grpc_url,
+        csv_path=tmp_path / "out.csv",
+        input_data=data,
+        concurrency=(1, 2),
+        measurement_interval_ms=1000,
+        stability_percentage=10_000,
+        max_trials=3,
+        priority=1,
+        timeout_us=2_000_000,
+    )
     assert [row["Concurrency"] for row in rows] == [1.0, 2.0]
     for row in rows:
         assert row["Inferences/Second"] > 0

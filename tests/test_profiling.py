@@ -12,24 +12,52 @@ from types import SimpleNamespace
 
 import pytest
 
+from adaptive_core.config import TINY, EarlyExitConfig
 from adaptive_export.manifest import head_params, layer_params, stage_bytes, stage_flops
 from adaptive_profiling.nvml import NvmlSampler
 from adaptive_profiling.peaks import measure_peaks, table_peaks
 from adaptive_profiling.roofline import roofline_point, why
 from adaptive_profiling.server_side import hop_rank
-from adaptive_serving.config import TINY, EarlyExitConfig
 
 # H=4, nh=2, I=8, head width h=2, C=2 classes, two one-layer stages: small enough to count by hand.
-HAND = EarlyExitConfig(name="hand", num_layers=2, exit_every=1, max_seq_len=2, hidden_size=4, num_heads=2,
-                       intermediate_size=8, vocab_size=16, max_position=4, head_hidden=2, num_labels=2)
+HAND = EarlyExitConfig(
+    name="hand",
+    num_layers=2,
+    exit_every=1,
+    max_seq_len=2,
+    hidden_size=4,
+    num_heads=2,
+    intermediate_size=8,
+    vocab_size=16,
+    max_position=4,
+    head_hidden=2,
+    num_labels=2,
+)
 
 
 def test_hops_sort_along_a_requests_path() -> None:
-    models = ["large_full_encoder", "small_stage2", "router_standard", "small_stage1_express", "cascade_small",
-              "router", "tokenizer_large", "adaptive", "small_stage1"]
-    assert sorted(models, key=hop_rank) == ["adaptive", "tokenizer_large", "router", "router_standard", "cascade_small",
-                                            "small_stage1", "small_stage1_express", "small_stage2",
-                                            "large_full_encoder"]
+    models = [
+        "large_full_encoder",
+        "small_stage2",
+        "router_standard",
+        "small_stage1_express",
+        "cascade_small",
+        "router",
+        "tokenizer_large",
+        "adaptive",
+        "small_stage1",
+    ]
+    assert sorted(models, key=hop_rank) == [
+        "adaptive",
+        "tokenizer_large",
+        "router",
+        "router_standard",
+        "cascade_small",
+        "small_stage1",
+        "small_stage1_express",
+        "small_stage2",
+        "large_full_encoder",
+    ]
 
 
 def test_roofline_matches_a_hand_computation() -> None:
@@ -39,8 +67,13 @@ def test_roofline_matches_a_hand_computation() -> None:
     # Bytes (float32): weights (4*16 + 2*32 + 9*4 + 8 = 172 layer + 8+2+4+2 = 16 head) * 4 = 752;
     # activations (20*1*2*4 + 4*1*2*8 = 224, + pooling 1*2*4 = 8) * 4 = 928; scores 4*1*2*2^2 * 4 = 128;
     # interface: in hidden_in (4*4) + mask (8) = 24 B/token * 2 tokens + logits 2*4 = 56. Total 1864.
-    assert stage_bytes(HAND, 2, 1, 2) == {"weights": 752, "activations": 928, "attention_scores": 128,
-                                          "interface": 56, "total": 1864}
+    assert stage_bytes(HAND, 2, 1, 2) == {
+        "weights": 752,
+        "activations": 928,
+        "attention_scores": 128,
+        "interface": 56,
+        "total": 1864,
+    }
     # Peaks 1000 FLOP/s and 100 B/s: ridge 10 FLOP/B; intensity 600/1864 = 0.3219 < 10 -> memory-bound;
     # roof min(1000, 0.3219*100) = 32.19 FLOP/s; 60 s per call -> 10 FLOP/s achieved, 31.1% of the roof.
     p = roofline_point(HAND, 2, 1, 2, time_s=60.0, peak_flops_per_s=1000.0, peak_bytes_per_s=100.0)
@@ -62,7 +95,7 @@ def test_roofline_matches_a_hand_computation() -> None:
 
 
 def test_weight_bytes_match_the_stage_modules() -> None:
-    from adaptive_export.model import EarlyExitEncoder, Stage
+    from adaptive_serving.encoder import EarlyExitEncoder, Stage
 
     model = EarlyExitEncoder(TINY)
     for s in range(1, TINY.num_stages + 1):
@@ -76,9 +109,18 @@ def test_weight_bytes_match_the_stage_modules() -> None:
         assert big[kind] == 64 * small[kind], kind
 
 
-@pytest.mark.parametrize(("reported", "entry"), [
-    ("NVIDIA H100 80GB HBM3", "H100 SXM"), ("NVIDIA H100 PCIe", "H100 PCIe"), ("NVIDIA H100 NVL", "H100 NVL"),
-    ("NVIDIA H200", "H200 SXM"), ("NVIDIA H200 NVL", "H200 NVL"), ("Tesla T4", None), ("AMD EPYC 7B13", None)])
+@pytest.mark.parametrize(
+    ("reported", "entry"),
+    [
+        ("NVIDIA H100 80GB HBM3", "H100 SXM"),
+        ("NVIDIA H100 PCIe", "H100 PCIe"),
+        ("NVIDIA H100 NVL", "H100 NVL"),
+        ("NVIDIA H200", "H200 SXM"),
+        ("NVIDIA H200 NVL", "H200 NVL"),
+        ("Tesla T4", None),
+        ("AMD EPYC 7B13", None),
+    ],
+)
 def test_peak_table_lookup_by_device_name(reported: str, entry: str | None) -> None:
     peaks = table_peaks(reported)
     assert (peaks.name if peaks else None) == entry
@@ -139,8 +181,21 @@ def test_whole_report_on_the_tiny_export(tiny_export: Path, tiny_server, tmp_pat
     from adaptive_profiling.cli import main
 
     out = tmp_path / "profile"
-    argv = ["--export", str(tiny_export), "--out", str(out), "--quick", "--device", "cpu",
-            "--url", tiny_server.grpc_url, "--metrics-url", tiny_server.metrics_url, "--requests", "16"]
+    argv = [
+        "--export",
+        str(tiny_export),
+        "--out",
+        str(out),
+        "--quick",
+        "--device",
+        "cpu",
+        "--url",
+        tiny_server.grpc_url,
+        "--metrics-url",
+        tiny_server.metrics_url,
+        "--requests",
+        "16",
+    ]
     assert main(argv) == 0
     report = (out / "report.md").read_text()
     result = json.loads((out / "profile.json").read_text())
@@ -149,8 +204,13 @@ def test_whole_report_on_the_tiny_export(tiny_export: Path, tiny_server, tmp_pat
     for name in listed:
         assert (out / name).is_file(), name
     pngs = [n for n in listed if n.endswith(".png")]
-    assert {"roofline.png", "throughput_vs_batch.png", "latency_per_stage.png", "latency_per_hop.png",
-            "memory_vs_batch.png"} <= set(pngs)
+    assert {
+        "roofline.png",
+        "throughput_vs_batch.png",
+        "latency_per_stage.png",
+        "latency_per_hop.png",
+        "memory_vs_batch.png",
+    } <= set(pngs)
     for name in pngs:
         img = imread(out / name)
         assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100, name
@@ -187,8 +247,9 @@ def test_whole_report_on_the_tiny_export(tiny_export: Path, tiny_server, tmp_pat
     assert "### tiny_exit" in report and "BLS orchestration in `cascade_tiny`" in report
 
 
-def test_cli_rejects_unknown_size_and_bad_numbers(tiny_export: Path, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_rejects_unknown_size_and_bad_numbers(
+    tiny_export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from adaptive_profiling.cli import main
 
     assert main(["--export", str(tiny_export), "--out", str(tmp_path), "--size", "huge", "--no-server"]) == 1

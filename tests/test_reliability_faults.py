@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from adaptive_client.reliability import faults, report
-from adaptive_client.reliability.target import FaultTargets, fault_targets
-from adaptive_serving.repository import RepositoryOptions, build_repository
-from adaptive_serving.server import TritonServer
-from adaptive_serving.watchdog import StubWatchdog
 from conftest import make_server
+
+from adaptive_bench.reliability import faults, report
+from adaptive_bench.reliability.target import FaultTargets, fault_targets
+from adaptive_ops.repository import RepositoryOptions, build_repository
+from adaptive_ops.server import TritonServer
+from adaptive_ops.watchdog import StubWatchdog
 
 pytestmark = pytest.mark.server
 
@@ -52,8 +52,13 @@ def _failed(result: dict) -> str:
 
 
 def test_fault_targets_come_from_the_repository(targets: FaultTargets) -> None:
-    assert targets == FaultTargets(entry="adaptive", tokenizer="tokenizer_tiny", stage="tiny_stage1",
-                                   express_stage="tiny_stage1_express", unaffected="tiny_full")
+    assert targets == FaultTargets(
+        entry="adaptive",
+        tokenizer="tokenizer_tiny",
+        stage="tiny_stage1",
+        express_stage="tiny_stage1_express",
+        unaffected="tiny_full",
+    )
 
 
 def test_unloaded_stage_fails_only_its_requests(explicit_server: TritonServer, targets: FaultTargets) -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from adaptive_client.reliability import cases, suite
-from adaptive_client.reliability.cli import main as reliability_main
-from adaptive_client.reliability.cli import parse_duration
-from adaptive_serving.config import MAX_BATCH_SIZE, MAX_TEXT_BYTES, SERVER
-from adaptive_serving.server import ADMIN_HEADER, TritonServer
+from adaptive_bench.reliability import cases, suite
+from adaptive_bench.reliability.cli import main as reliability_main
+from adaptive_bench.reliability.cli import parse_duration
+from adaptive_core.config import MAX_BATCH_SIZE, MAX_TEXT_BYTES, SERVER
+from adaptive_ops.server import ADMIN_HEADER, TritonServer
 
 
 @pytest.mark.server
@@ -48,7 +48,7 @@ def test_known_crasher_is_outside_the_generated_suite() -> None:
     `make reliability` checks that separately, on a throwaway server)."""
     from hypothesis import HealthCheck, given, settings
 
-    from adaptive_client.reliability.strategies import raw_http_cases
+    from adaptive_bench.reliability.strategies import raw_http_cases
 
     @settings(max_examples=300, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
     @given(raw_http_cases())
@@ -79,8 +79,9 @@ def test_security_defaults() -> None:
 
 
 def _status(server: TritonServer, path: str, headers: dict[str, str], body: bytes | None = None) -> int:
-    request = urllib.request.Request(f"http://{server.http_url}{path}", data=body, headers=headers,
-                                     method="POST" if body is not None else "GET")
+    request = urllib.request.Request(
+        f"http://{server.http_url}{path}", data=body, headers=headers, method="POST" if body is not None else "GET"
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status

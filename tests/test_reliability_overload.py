@@ -8,14 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from adaptive_client.bench.capacity import CapacityConfig
-from adaptive_client.reliability import report, soak
-from adaptive_client.reliability.overload import OverloadConfig, run_overload
-from adaptive_client.reliability.target import SAMPLE_TEXTS
-from adaptive_serving.config import MAX_BATCH_SIZE
-from adaptive_serving.server import TritonServer
 from conftest import serve_tiny
+
+from adaptive_bench.capacity import CapacityConfig
+from adaptive_bench.reliability import report, soak
+from adaptive_bench.reliability.overload import OverloadConfig, run_overload
+from adaptive_bench.reliability.target import SAMPLE_TEXTS
+from adaptive_core.config import MAX_BATCH_SIZE
+from adaptive_ops.server import TritonServer
 
 pytestmark = pytest.mark.server
 
@@ -34,20 +34,38 @@ def test_overload_at_3x_capacity_loses_nothing(overload_server: TritonServer) ->
     # load generator can send on two shared cores, and then the generator, not the server, would be measured.
     # Grace 15 s (the CLI keeps 5 s): on a CI core shared with the load generator, a full batch admitted just
     # before the queues filled waited behind the stage queues for more than 5 s once (late, not lost).
-    config = OverloadConfig(duration_s=10.0, capacity=CapacityConfig(concurrency=(8,), window_s=0.5, max_windows=4),
-                            texts_per_request=MAX_BATCH_SIZE, grace_s=15.0)
+    config = OverloadConfig(
+        duration_s=10.0,
+        capacity=CapacityConfig(concurrency=(8,), window_s=0.5, max_windows=4),
+        texts_per_request=MAX_BATCH_SIZE,
+        grace_s=15.0,
+    )
     result = run_overload(overload_server, SAMPLE_TEXTS, config)
-    assert all(result["verdicts"].values()), (result["verdicts"], {n: {k: c[k] for k in (
-        "sent", "answered", "rejected", "errors", "lost", "late", "max_latency_ms", "error_messages")}
-        for n, c in result["classes"].items()}, result["rss_before_mb"], result["rss_after_mb"])
+    assert all(result["verdicts"].values()), (
+        result["verdicts"],
+        {
+            n: {
+                k: c[k]
+                for k in ("sent", "answered", "rejected", "errors", "lost", "late", "max_latency_ms", "error_messages")
+            }
+            for n, c in result["classes"].items()
+        },
+        result["rss_before_mb"],
+        result["rss_after_mb"],
+    )
     assert result["sent"] == result["answered"] + result["rejected"] and result["lost"] == 0
     assert result["achieved_rate_per_s"] >= 0.8 * result["rate_per_s"], "the load generator fell behind"
     assert overload_server.is_ready()
 
 
 def test_short_soak_reports_memory_and_latency_per_window(overload_server: TritonServer, tmp_path) -> None:
-    config = soak.SoakConfig(duration_s=6.0, window_s=2.0, warmup_s=1.0, load_factor=0.5,
-                             capacity=CapacityConfig(concurrency=(4,), window_s=0.5, max_windows=3))
+    config = soak.SoakConfig(
+        duration_s=6.0,
+        window_s=2.0,
+        warmup_s=1.0,
+        load_factor=0.5,
+        capacity=CapacityConfig(concurrency=(4,), window_s=0.5, max_windows=3),
+    )
     rows: list[dict] = []
     result = soak.run_soak(overload_server, SAMPLE_TEXTS, config, progress=rows.append)
     assert [w["window"] for w in result["windows"]] == [1, 2, 3] and rows == result["windows"]

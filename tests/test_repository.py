@@ -11,12 +11,11 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from adaptive_serving import names
-from adaptive_serving.cascade import DEADLINE_MARGIN, CascadePlan
-from adaptive_serving.config import LATENCY_CLASSES, MAX_BATCH_SIZE
-from adaptive_serving.gate import parse_caps
-from adaptive_serving.repository import (STANDARD_ROUTER, TARGETS, RepositoryOptions, build_repository,
-                                         router_configs)
+from adaptive_core import names
+from adaptive_core.cascade import DEADLINE_MARGIN, CascadePlan
+from adaptive_core.config import LATENCY_CLASSES, MAX_BATCH_SIZE
+from adaptive_core.lanes import parse_caps
+from adaptive_ops.repository import STANDARD_ROUTER, TARGETS, RepositoryOptions, build_repository, router_configs
 
 NAMES = {v for k, v in vars(names).items() if k.isupper()}
 
@@ -34,9 +33,18 @@ def repo(request: pytest.FixtureRequest, tiny_export: Path, tmp_path_factory: py
 
 def test_every_config_parses_against_the_schema(repo: Path) -> None:
     configs = sorted(repo.glob("*/config.pbtxt"))
-    assert {c.parent.name for c in configs} == {"adaptive", "tokenizer_tiny", "cascade_tiny", "tiny_stage1",
-                                                 "tiny_stage2", "tiny_stage1_express", "tiny_stage2_express",
-                                                 "tiny_full_encoder", "tiny_full", "tiny_exit"}
+    assert {c.parent.name for c in configs} == {
+        "adaptive",
+        "tokenizer_tiny",
+        "cascade_tiny",
+        "tiny_stage1",
+        "tiny_stage2",
+        "tiny_stage1_express",
+        "tiny_stage2_express",
+        "tiny_full_encoder",
+        "tiny_full",
+        "tiny_exit",
+    }
     for path in configs:
         config = _parse(path)
         assert config.name == path.parent.name
@@ -77,7 +85,9 @@ def test_express_lane_has_cpu_priority(repo: Path) -> None:
     standard = _parse(repo / "tiny_stage1" / "config.pbtxt")
     express = _parse(repo / "tiny_stage1_express" / "config.pbtxt")
     if standard.backend == "python":  # the standard lane yields the CPU; the express lane keeps normal priority
-        assert int(standard.parameters["nice"].string_value) > 0 and standard.parameters["sched_idle"].string_value == "1"
+        assert (
+            int(standard.parameters["nice"].string_value) > 0 and standard.parameters["sched_idle"].string_value == "1"
+        )
         assert "nice" not in express.parameters and "sched_idle" not in express.parameters
     assert express.instance_group[0].count == RepositoryOptions.express_instances
     assert standard.instance_group[0].count == RepositoryOptions.stage_instances
@@ -92,23 +102,6 @@ def test_express_lane_has_cpu_priority(repo: Path) -> None:
     assert lanes.lane(0) == lanes.lane(critical + 1) == ("tiny_stage1", "tiny_stage2")
 
 
-def test_batched_local_stages_wake_their_batcher_when_asked(tiny_export: Path, tmp_path: Path) -> None:
-    # Off by default (experimental, adaptive_serving.batcher_nudge). Asked for, the local (Python-backend) stages with a
-    # dynamic batcher nudge it; the express stages have no batcher, the container's native backends cannot nudge.
-    def nudged(target: str, delays: str) -> set[str]:
-        out = tmp_path / f"{target}_{delays or 'off'}"
-        build_repository(tiny_export, out, RepositoryOptions(target=target, entry_size="tiny", batcher_nudge_ms=delays))
-        return {p.parent.name for p in out.glob("*/config.pbtxt") if "batcher_nudge_ms" in _parse(p).parameters}
-
-    assert nudged("local", "") == set() and nudged("container", "2,10") == set()
-    assert nudged("local", "2,10") == {"tiny_stage1", "tiny_stage2", "tiny_full_encoder"}
-    for name in ("tiny_stage1", "tiny_stage2", "tiny_full_encoder"):  # the nudges must expire in the queue, unrun
-        config = _parse(tmp_path / "local_2,10" / name / "config.pbtxt")
-        assert config.dynamic_batching.default_queue_policy.allow_timeout_override
-    with pytest.raises(ValueError, match="positive and increasing"):
-        RepositoryOptions(batcher_nudge_ms="10,2")
-
-
 def test_ensembles_wire_existing_models(repo: Path) -> None:
     models = {p.parent.name for p in repo.glob("*/config.pbtxt")}
     for name in ("adaptive", "tiny_full", "tiny_exit"):
@@ -118,17 +111,58 @@ def test_ensembles_wire_existing_models(repo: Path) -> None:
 
 
 def test_cli_builds_and_reports_errors(tiny_export: Path, tmp_path: Path, capsys) -> None:
-    from adaptive_serving.repository import main
+    from adaptive_ops.repository import main
 
-    assert main(["--export", str(tiny_export), "--out", str(tmp_path / "repo"), "--entry-size", "tiny",
-                 "--no-router", "--max-queue-delay-us", "500"]) == 0
+    assert (
+        main(
+            [
+                "--export",
+                str(tiny_export),
+                "--out",
+                str(tmp_path / "repo"),
+                "--entry-size",
+                "tiny",
+                "--no-router",
+                "--max-queue-delay-us",
+                "500",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "repo" / "adaptive" / "config.pbtxt").exists()
     assert "max_queue_delay_microseconds: 500\n" in (tmp_path / "repo" / "tiny_stage1" / "config.pbtxt").read_text()
-    assert main(["--export", str(tiny_export), "--out", str(tmp_path / "plain"), "--entry-size", "tiny",
-                 "--no-router", "--no-solo-express"]) == 0
+    assert (
+        main(
+            [
+                "--export",
+                str(tiny_export),
+                "--out",
+                str(tmp_path / "plain"),
+                "--entry-size",
+                "tiny",
+                "--no-router",
+                "--no-solo-express",
+            ]
+        )
+        == 0
+    )
     assert "solo_lane" not in (tmp_path / "plain" / "cascade_tiny" / "config.pbtxt").read_text()
-    assert main(["--export", str(tiny_export), "--out", str(tmp_path / "other"), "--entry-size", "tiny",
-                 "--no-router", "--max-queue-delay-us", "-1"]) == 1
+    assert (
+        main(
+            [
+                "--export",
+                str(tiny_export),
+                "--out",
+                str(tmp_path / "other"),
+                "--entry-size",
+                "tiny",
+                "--no-router",
+                "--max-queue-delay-us",
+                "-1",
+            ]
+        )
+        == 1
+    )
     assert "max_queue_delay_us must be >= 0" in capsys.readouterr().err
     assert main(["--export", str(tmp_path / "missing"), "--out", str(tmp_path / "other")]) == 1
     assert main(["--export", str(tiny_export), "--out", str(tmp_path / "other"), "--entry-size", "huge"]) == 1
@@ -145,29 +179,82 @@ def test_batch_queue_cap_reaches_the_gate(tiny_export: Path, tmp_path: Path) -> 
 
 def test_deadline_margin_reaches_the_gate_models(tiny_export: Path, tmp_path: Path, capsys) -> None:
     """The gate models judge a stage call's fit by its mean plus the configured margin of deviations."""
-    from adaptive_serving.repository import main
+    from adaptive_ops.repository import main
 
     build_repository(tiny_export, tmp_path / "repo", RepositoryOptions(entry_size="tiny"))
     params = _parse(tmp_path / "repo" / "cascade_tiny" / "config.pbtxt").parameters
     assert float(params["deadline_margin"].string_value) == DEADLINE_MARGIN
-    assert main(["--export", str(tiny_export), "--out", str(tmp_path / "mean"), "--entry-size", "tiny",
-                 "--no-router", "--deadline-margin", "0"]) == 0
+    assert (
+        main(
+            [
+                "--export",
+                str(tiny_export),
+                "--out",
+                str(tmp_path / "mean"),
+                "--entry-size",
+                "tiny",
+                "--no-router",
+                "--deadline-margin",
+                "0",
+            ]
+        )
+        == 0
+    )
     params = _parse(tmp_path / "mean" / "cascade_tiny" / "config.pbtxt").parameters
     assert float(params["deadline_margin"].string_value) == 0.0
-    assert main(["--export", str(tiny_export), "--out", str(tmp_path / "bad"), "--entry-size", "tiny",
-                 "--deadline-margin", "-1"]) == 1
+    assert (
+        main(
+            [
+                "--export",
+                str(tiny_export),
+                "--out",
+                str(tmp_path / "bad"),
+                "--entry-size",
+                "tiny",
+                "--deadline-margin",
+                "-1",
+            ]
+        )
+        == 1
+    )
     assert "deadline_margin must be >= 0" in capsys.readouterr().err
 
 
 def test_express_instances_flag(tiny_export: Path, tmp_path: Path, capsys) -> None:
-    from adaptive_serving.repository import main
+    from adaptive_ops.repository import main
 
-    assert main(["--export", str(tiny_export), "--out", str(tmp_path / "two"), "--entry-size", "tiny",
-                 "--express-instances", "2"]) == 0
+    assert (
+        main(
+            [
+                "--export",
+                str(tiny_export),
+                "--out",
+                str(tmp_path / "two"),
+                "--entry-size",
+                "tiny",
+                "--express-instances",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert _parse(tmp_path / "two" / "tiny_stage2_express" / "config.pbtxt").instance_group[0].count == 2
     assert _parse(tmp_path / "two" / "tiny_stage2" / "config.pbtxt").instance_group[0].count == 1
-    assert main(["--export", str(tiny_export), "--out", str(tmp_path / "bad"), "--entry-size", "tiny",
-                 "--express-instances", "0"]) == 1
+    assert (
+        main(
+            [
+                "--export",
+                str(tiny_export),
+                "--out",
+                str(tmp_path / "bad"),
+                "--entry-size",
+                "tiny",
+                "--express-instances",
+                "0",
+            ]
+        )
+        == 1
+    )
     assert "express_instances must be >= 1" in capsys.readouterr().err
 
 
@@ -189,8 +276,10 @@ def test_router_standard_runs_the_standard_lane_at_its_cpu_priority() -> None:
     runs under the standard lane's CPU priority, has room for every request the router's gates let through, and
     counts its answers as the router's."""
     opts = RepositoryOptions()
-    configs = {name: text_format.Parse(text, model_config_pb2.ModelConfig())
-               for name, text in router_configs(opts, "large_full_encoder", "tokens").items()}
+    configs = {
+        name: text_format.Parse(text, model_config_pb2.ModelConfig())
+        for name, text in router_configs(opts, "large_full_encoder", "tokens").items()
+    }
     assert set(configs) == {"router", STANDARD_ROUTER}
     for name, config in configs.items():
         assert config.name == name and config.backend == "python" and not config.HasField("dynamic_batching")

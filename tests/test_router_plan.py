@@ -8,24 +8,35 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adaptive_serving.cascade import DEADLINE_MARGIN, CascadePlan, StageLatency
+from adaptive_core.cascade import DEADLINE_MARGIN, CascadePlan, StageLatency
+from adaptive_core.router_plan import RouterPlan, RouteTarget
+from adaptive_ops.recalibrate import MIN_AUDITED, exit_threshold, recalibrate
 from adaptive_serving.outcomes import OutcomeRecorder, read_outcomes
-from adaptive_serving.recalibrate import MIN_AUDITED, exit_threshold, recalibrate
-from adaptive_serving.router_plan import RouterPlan, RouteTarget
 
 
 def _cascade(size: str, thresholds: tuple[float, ...]) -> CascadePlan:
     stages = tuple(f"{size}_stage{i}" for i in range(1, len(thresholds) + 2))
-    return CascadePlan(size=size, stage_models=stages, exit_layers=tuple(range(2, 2 * len(stages) + 1, 2)),
-                       thresholds=thresholds, confidence="max_prob", max_seq_len=64)
+    return CascadePlan(
+        size=size,
+        stage_models=stages,
+        exit_layers=tuple(range(2, 2 * len(stages) + 1, 2)),
+        thresholds=thresholds,
+        confidence="max_prob",
+        max_seq_len=64,
+    )
 
 
 def _plan(route: float = 0.8) -> RouterPlan:
     return RouterPlan(
-        targets=(RouteTarget("small", "cascade", 0.1, cascade=_cascade("small", (0.6,))),
-                 RouteTarget("medium", "cascade", 0.4, cascade=_cascade("medium", (0.8,))),
-                 RouteTarget("large", "logits_model", 1.0, model_name="large_full")),
-        route_threshold=route, escalate_thresholds=(0.7, 0.8, 0.0), audit_rate=0.1)
+        targets=(
+            RouteTarget("small", "cascade", 0.1, cascade=_cascade("small", (0.6,))),
+            RouteTarget("medium", "cascade", 0.4, cascade=_cascade("medium", (0.8,))),
+            RouteTarget("large", "logits_model", 1.0, model_name="large_full"),
+        ),
+        route_threshold=route,
+        escalate_thresholds=(0.7, 0.8, 0.0),
+        audit_rate=0.1,
+    )
 
 
 def test_start_target_is_the_cheapest_likely_enough() -> None:
@@ -90,8 +101,15 @@ def _records(n: int, wrong_share: float, rng: np.random.Generator) -> list[dict]
     for i in range(n):
         label = int(rng.integers(5))
         wrong = i < wrong_share * n
-        out.append({"target": 0, "exit_stage": 1, "confidence": float(rng.uniform(0.6, 1.0)), "label": label,
-                    "audit_label": (label + 1) % 5 if wrong else label})
+        out.append(
+            {
+                "target": 0,
+                "exit_stage": 1,
+                "confidence": float(rng.uniform(0.6, 1.0)),
+                "label": label,
+                "audit_label": (label + 1) % 5 if wrong else label,
+            }
+        )
     return out
 
 

@@ -17,26 +17,36 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import make_server
 from onnx import TensorProto, helper
 
 from adaptive_client.client import AdaptiveClient
-from adaptive_serving import names
-from adaptive_serving.complexity_features import HANDCRAFTED_NAMES, NUM_FEATURES
+from adaptive_core import names
+from adaptive_core.complexity_features import HANDCRAFTED_NAMES, NUM_FEATURES
+from adaptive_core.config import EarlyExitConfig
+from adaptive_core.router_plan import RouterPlan, RouteTarget
+from adaptive_ops.recalibrate import main as recalibrate_main
+from adaptive_ops.repository import (
+    OUTPUT_TYPES,
+    STANDARD_ROUTER,
+    RepositoryOptions,
+    _tensor,
+    build_repository,
+    ensemble_config,
+    load_plan,
+    router_configs,
+)
+from adaptive_ops.server import TritonServer
+from adaptive_ops.watchdog import stub_models
 from adaptive_serving.outcomes import read_outcomes
-from adaptive_serving.recalibrate import main as recalibrate_main
-from adaptive_serving.config import EarlyExitConfig
-from adaptive_serving.repository import (OUTPUT_TYPES, RepositoryOptions, _tensor, build_repository,
-                                         STANDARD_ROUTER, ensemble_config, load_plan, router_configs)
-from adaptive_serving.router_plan import RouterPlan, RouteTarget
-from adaptive_serving.server import TritonServer
-from adaptive_serving.watchdog import stub_models
-from conftest import make_server
 
 pytestmark = pytest.mark.server
 
 SHORT = ["Shares fell", "Rain stopped play", "New chip"]
-LONG = ["The striker scored twice as the champions won the cup final in front of a record crowd on Sunday",
-        "Ministers defended the budget in a heated Commons debate that lasted well into the night again"]
+LONG = [
+    "The striker scored twice as the champions won the cup final in front of a record crowd on Sunday",
+    "Ministers defended the budget in a heated Commons debate that lasted well into the night again",
+]
 
 
 def _length_estimator(path: Path) -> None:
@@ -46,46 +56,84 @@ def _length_estimator(path: Path) -> None:
     w[HANDCRAFTED_NAMES.index("log_words"), 1] = 20.0
     b = np.array([0.0, -20.0 * np.log1p(8)], np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Gemm", ["features", "W", "B"], ["size_logits"])], "length_router",
+        [helper.make_node("Gemm", ["features", "W", "B"], ["size_logits"])],
+        "length_router",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", NUM_FEATURES])],
         [helper.make_tensor_value_info("size_logits", TensorProto.FLOAT, ["N", 2])],
-        [helper.make_tensor("W", TensorProto.FLOAT, w.shape, w.ravel()), helper.make_tensor("B", TensorProto.FLOAT, [2], b)])
+        [
+            helper.make_tensor("W", TensorProto.FLOAT, w.shape, w.ravel()),
+            helper.make_tensor("B", TensorProto.FLOAT, [2], b),
+        ],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
-def build_router_repo(tiny_export: Path, tmp_path: Path, *, second: str = "full", escalate: float = 0.0,
-                      gate_instances: int = RepositoryOptions.gate_instances, first_exit_only: bool = False,
-                      solo_express: bool = True, bls_handover: bool = False) -> Path:
+def build_router_repo(
+    tiny_export: Path,
+    tmp_path: Path,
+    *,
+    second: str = "full",
+    escalate: float = 0.0,
+    gate_instances: int = RepositoryOptions.gate_instances,
+    first_exit_only: bool = False,
+    solo_express: bool = True,
+    bls_handover: bool = False,
+) -> Path:
     """Tiny repository plus a router over two targets: the tiny cascade, then `tiny_full` (a text -> logits model,
     `second="full"`) or the tiny cascade again (`second="cascade"`); texts below `escalate` go on to the second.
     `first_exit_only`: the routed cascades answer every text at stage 1."""
     repo = tmp_path / "repo"
-    options = RepositoryOptions(entry_size="tiny", audit_rate=1.0, outcomes_file=str(tmp_path / "outcomes.jsonl"),
-                                gate_instances=gate_instances, solo_express=solo_express, bls_handover=bls_handover)
+    options = RepositoryOptions(
+        entry_size="tiny",
+        audit_rate=1.0,
+        outcomes_file=str(tmp_path / "outcomes.jsonl"),
+        gate_instances=gate_instances,
+        solo_express=solo_express,
+        bls_handover=bls_handover,
+    )
     build_repository(tiny_export, repo, options)
     cfg = EarlyExitConfig(**json.loads((tiny_export / "tiny" / "thresholds.json").read_text())["config"])
     cascade = load_plan(tiny_export, cfg)
     if first_exit_only:
         cascade = dataclasses.replace(cascade, thresholds=(0.0,) * len(cascade.thresholds))
-    then = (RouteTarget("full", "logits_model", 1.0, model_name="tiny_full") if second == "full"
-            else RouteTarget("tiny_again", "cascade", 1.0, cascade=cascade))
-    plan = RouterPlan(targets=(RouteTarget("tiny", "cascade", 0.5, cascade=cascade), then),
-                      route_threshold=0.5, escalate_thresholds=(escalate, 0.0), audit_rate=1.0)
+    then = (
+        RouteTarget("full", "logits_model", 1.0, model_name="tiny_full")
+        if second == "full"
+        else RouteTarget("tiny_again", "cascade", 1.0, cascade=cascade)
+    )
+    plan = RouterPlan(
+        targets=(RouteTarget("tiny", "cascade", 0.5, cascade=cascade), then),
+        route_threshold=0.5,
+        escalate_thresholds=(escalate, 0.0),
+        audit_rate=1.0,
+    )
     for name, config in router_configs(options, "tiny_full_encoder", "tokens").items():
         (repo / name / "1").mkdir(parents=True)
-        (repo / name / "config.pbtxt").write_text(config.replace(
-            'key: "sep_id"', 'key: "reload_interval_s" value: { string_value: "0.5" } }\nparameters { key: "sep_id"'))
+        (repo / name / "config.pbtxt").write_text(
+            config.replace(
+                'key: "sep_id"', 'key: "reload_interval_s" value: { string_value: "0.5" } }\nparameters { key: "sep_id"'
+            )
+        )
         shutil.copy2(Path(__file__).parents[1] / "model_repository/models/router/model.py", repo / name / "1")
     version = repo / "router" / "1"
     _length_estimator(version / plan.estimator_file)
     plan.write(version / "plan.json")
     outputs = list(names.ROUTER_OUTPUTS)
-    (repo / "adaptive" / "config.pbtxt").write_text(ensemble_config(
-        "adaptive",
-        [("tokenizer_tiny", {names.TEXT: names.TEXT}, {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}),
-         ("router", {names.TEXT: names.TEXT, names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"},
-          {n: n for n in outputs})],
-        [_tensor(names.TEXT, "TYPE_STRING", [1])], [_tensor(n, OUTPUT_TYPES[n], [1]) for n in outputs]))
+    (repo / "adaptive" / "config.pbtxt").write_text(
+        ensemble_config(
+            "adaptive",
+            [
+                ("tokenizer_tiny", {names.TEXT: names.TEXT}, {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}),
+                (
+                    "router",
+                    {names.TEXT: names.TEXT, names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"},
+                    {n: n for n in outputs},
+                ),
+            ],
+            [_tensor(names.TEXT, "TYPE_STRING", [1])],
+            [_tensor(n, OUTPUT_TYPES[n], [1]) for n in outputs],
+        )
+    )
     return repo
 
 
@@ -125,8 +173,21 @@ def test_router_routes_escalates_logs_and_reloads(router_repo: Path, tmp_path: P
         time.sleep(0.5)
         records = read_outcomes(tmp_path / "outcomes.jsonl")
         assert len(records) >= 50 and all(r["audit_label"] is not None for r in records)
-        assert recalibrate_main(["--outcomes", str(tmp_path / "outcomes.jsonl"), "--plan", str(plan_path),
-                                 "--max-disagreement", "1.0", "--step", "1.0"]) == 0
+        assert (
+            recalibrate_main(
+                [
+                    "--outcomes",
+                    str(tmp_path / "outcomes.jsonl"),
+                    "--plan",
+                    str(plan_path),
+                    "--max-disagreement",
+                    "1.0",
+                    "--step",
+                    "1.0",
+                ]
+            )
+            == 0
+        )
         assert RouterPlan.read(plan_path).route_threshold == 0.0
         time.sleep(1.5)
         out = _classify(server, LONG)
@@ -137,8 +198,9 @@ def test_escalation_that_would_overrun_the_deadline_is_cut(tiny_export: Path, tm
     # Every text leaves the tiny cascade at stage 1 (so the cascade never cuts it) and escalates (threshold 1.0) to
     # the tiny cascade again; stage 1 takes >= 40 ms, so after one cascade a critical request (50 ms) has no room
     # for the second target's stage 1.
-    repo = build_router_repo(tiny_export, tmp_path, second="cascade", escalate=1.0, gate_instances=1,
-                             first_exit_only=True)
+    repo = build_router_repo(
+        tiny_export, tmp_path, second="cascade", escalate=1.0, gate_instances=1, first_exit_only=True
+    )
     for stage in ("tiny_stage1", "tiny_stage1_express"):
         config = repo / stage / "config.pbtxt"
         config.write_text(config.read_text() + '\nparameters { key: "inject_delay_ms" value: { string_value: "40" } }')
@@ -152,13 +214,15 @@ def test_escalation_that_would_overrun_the_deadline_is_cut(tiny_export: Path, tm
 
 
 @pytest.mark.parametrize("handover", ["socket", "bls"])
-def test_standard_lane_requests_are_routed_by_router_standard_under_sched_idle(tiny_export: Path, tmp_path: Path,
-                                                                                handover: str) -> None:
+def test_standard_lane_requests_are_routed_by_router_standard_under_sched_idle(
+    tiny_export: Path, tmp_path: Path, handover: str
+) -> None:
     # Without the solo express lane, so that a request alone in the server keeps its class's lane.
     repo = build_router_repo(tiny_export, tmp_path, solo_express=False, bls_handover=handover == "bls")
     with make_server(repo, tmp_path) as server, AdaptiveClient(server.grpc_url) as client:
-        answers = {klass: client.classify(SHORT + LONG, latency_class=klass)
-                   for klass in ("batch", "sensitive", "critical")}
+        answers = {
+            klass: client.classify(SHORT + LONG, latency_class=klass) for klass in ("batch", "sensitive", "critical")
+        }
         stats = {m: _counts(server, m) for m in ("router", STANDARD_ROUTER, "tiny_stage1", "tiny_stage1_express")}
         stubs = stub_models(server.pid)
         # Per thread: Linux keeps the scheduling class (and niceness) of each.
@@ -204,8 +268,9 @@ def test_server_loads_while_busy_loops_hold_the_cores(router_repo: Path, tmp_pat
         while not _idle_threads(server):
             if done.wait(0.01):
                 return
-        loops.extend(subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                     for _ in range(4 * (os.cpu_count() or 1)))
+        loops.extend(
+            subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(4 * (os.cpu_count() or 1))
+        )
         done.wait(5.0)
         for loop in loops:
             loop.kill()
@@ -246,14 +311,21 @@ def _thread_policies(pid: int) -> dict[int, int]:
 
 def _wakeups(pids: list[int], seconds: float) -> dict[int, dict[int, int]]:
     """Per process, per thread: how often it went to sleep of its own accord within `seconds`."""
+
     def switches() -> dict[int, dict[int, int]]:
-        return {pid: {int(t): int(Path(f"/proc/{pid}/task/{t}/status").read_text().split(
-            "voluntary_ctxt_switches:")[1].split()[0]) for t in os.listdir(f"/proc/{pid}/task")} for pid in pids}
+        return {
+            pid: {
+                int(t): int(
+                    Path(f"/proc/{pid}/task/{t}/status").read_text().split("voluntary_ctxt_switches:")[1].split()[0]
+                )
+                for t in os.listdir(f"/proc/{pid}/task")
+            }
+            for pid in pids
+        }
 
     before = switches()
     time.sleep(seconds)
-    return {pid: {tid: n - before[pid].get(tid, 0) for tid, n in counts.items()}
-            for pid, counts in switches().items()}
+    return {pid: {tid: n - before[pid].get(tid, 0) for tid, n in counts.items()} for pid, counts in switches().items()}
 
 
 def _counts(server: TritonServer, model: str) -> int:

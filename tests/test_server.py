@@ -13,11 +13,12 @@ import psutil
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from conftest import SAMPLE_REPOSITORY, free_ports, make_server
 from tritonclient.utils import InferenceServerException
 
-from adaptive_serving import server as server_module
-from adaptive_serving.server import ServerError, TritonServer
-from conftest import SAMPLE_REPOSITORY, free_ports, make_server
+from adaptive_ops import serve
+from adaptive_ops import server as server_module
+from adaptive_ops.server import ServerError, TritonServer
 
 pytestmark = pytest.mark.server
 
@@ -72,8 +73,11 @@ def test_bad_input_is_invalid_arg_and_server_keeps_serving(sample_server: Triton
 
 def test_endpoints_bind_to_loopback(sample_server: TritonServer) -> None:
     listening = {c.laddr for c in psutil.Process(sample_server.pid).net_connections() if c.status == "LISTEN"}
-    ours = {addr for addr in listening if addr.port in (sample_server.http_port, sample_server.grpc_port,
-                                                          sample_server.metrics_port)}
+    ours = {
+        addr
+        for addr in listening
+        if addr.port in (sample_server.http_port, sample_server.grpc_port, sample_server.metrics_port)
+    }
     assert {a.port for a in ours} == {sample_server.http_port, sample_server.grpc_port, sample_server.metrics_port}
     assert all(_is_loopback(a.ip) for a in ours), ours
 
@@ -113,8 +117,9 @@ def test_server_nice_and_cpus_parse_or_say_why(monkeypatch: pytest.MonkeyPatch) 
         server_module.server_cpus()
 
 
-def test_niced_server_stubs_inherit_the_niceness_in_our_session(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_niced_server_stubs_inherit_the_niceness_in_our_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The niceness holds against the clients too: the server shares their session (one Linux autogroup, where a
     session of its own would be scheduled as one unit against them), in a process group of its own for stop()."""
     monkeypatch.setenv("ADAPTIVE_SERVER_NICE", "3")
@@ -164,8 +169,21 @@ def test_a_server_that_aborts_by_itself_leaves_no_shared_memory(tmp_path: Path) 
 
 def test_cli_check_starts_and_stops(tmp_path: Path) -> None:
     http, grpc, metrics = free_ports(3)
-    code = server_module.main(["--repo", str(SAMPLE_REPOSITORY), "--http-port", str(http), "--grpc-port", str(grpc),
-                               "--metrics-port", str(metrics), "--log", str(tmp_path / "cli.log"), "--check"])
+    code = serve.main(
+        [
+            "--repo",
+            str(SAMPLE_REPOSITORY),
+            "--http-port",
+            str(http),
+            "--grpc-port",
+            str(grpc),
+            "--metrics-port",
+            str(metrics),
+            "--log",
+            str(tmp_path / "cli.log"),
+            "--check",
+        ]
+    )
     assert code == 0
     assert "Started GRPCInferenceService" in (tmp_path / "cli.log").read_text()
 
@@ -177,9 +195,25 @@ def test_server_stops_when_its_launcher_is_killed(tmp_path: Path) -> None:
     import time
 
     http, grpc, metrics = free_ports(3)
-    launcher = subprocess.Popen([sys.executable, "-m", "adaptive_serving.server", "--repo", str(SAMPLE_REPOSITORY),
-                                 "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
-                                 "--log", str(tmp_path / "orphan.log")], stdout=subprocess.PIPE, text=True)
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "adaptive_ops.server",
+            "--repo",
+            str(SAMPLE_REPOSITORY),
+            "--http-port",
+            str(http),
+            "--grpc-port",
+            str(grpc),
+            "--metrics-port",
+            str(metrics),
+            "--log",
+            str(tmp_path / "orphan.log"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert "tritonserver ready" in launcher.stdout.readline()
     server = next(p for p in psutil.Process(launcher.pid).children() if p.name() == "tritonserver")
     launcher.kill()

@@ -1,4 +1,4 @@
-"""The entry tokenizer (`adaptive_serving.text_input.TextTokenizer`): tokenizing a prefix of a long text must give
+"""The entry tokenizer (`adaptive_core.text.TextTokenizer`): tokenizing a prefix of a long text must give
 exactly what tokenizing the whole text and truncating gives."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from adaptive_export.data import load_bbc
-from adaptive_serving.text_input import PREFIX_CHARS_PER_TOKEN, TextTokenizer
+from adaptive_serving.tokenizer import PREFIX_CHARS_PER_TOKEN, TextTokenizer
 
 EDGE_CASES = [
     "word " * 2000,  # far more than enough, all short words

@@ -9,22 +9,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_server
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from adaptive_client.client import AdaptiveClient
-from adaptive_serving import names
+from adaptive_core import names
+from adaptive_ops.repository import RepositoryOptions, build_repository
+from adaptive_ops.server import TritonServer
 from adaptive_serving.bls import as_numpy, take_rows
 from adaptive_serving.onnx_stage import OnnxStage
-from adaptive_serving.repository import RepositoryOptions, build_repository
-from adaptive_serving.server import TritonServer
-from adaptive_serving.text_input import TextTokenizer
+from adaptive_serving.tokenizer import TextTokenizer
 from adaptive_serving.torch_stage import TorchStage
-from conftest import make_server
 
-TEXTS = ["Shares in the bank fell after profits missed forecasts", "The striker scored twice",
-         "Ministers defended the budget in a heated Commons debate", "A new phone", "Oil prices rose again",
-         "The band announced a world tour and a new album after a long break from the stage"]
+TEXTS = [
+    "Shares in the bank fell after profits missed forecasts",
+    "The striker scored twice",
+    "Ministers defended the budget in a heated Commons debate",
+    "A new phone",
+    "Oil prices rose again",
+    "The band announced a world tour and a new album after a long break from the stage",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +41,21 @@ def test_torch_stages_match_the_onnx_files(tiny_export: Path, tokens: tuple[np.n
     ids, mask = tokens
     weights = tiny_export / "tiny" / "weights.safetensors"
     onnx1 = OnnxStage(tiny_export / "tiny" / "stage1.onnx").run({names.INPUT_IDS: ids, names.ATTENTION_MASK: mask})
-    t1 = TorchStage(weights, 1).run({names.INPUT_IDS: torch.from_numpy(ids), names.ATTENTION_MASK: torch.from_numpy(mask)})
+    t1 = TorchStage(weights, 1).run(
+        {names.INPUT_IDS: torch.from_numpy(ids), names.ATTENTION_MASK: torch.from_numpy(mask)}
+    )
     assert t1.keys() == {names.HIDDEN, names.LOGITS}
     np.testing.assert_allclose(t1[names.HIDDEN].numpy(), onnx1[names.HIDDEN], atol=1e-4)
     np.testing.assert_allclose(t1[names.LOGITS].numpy(), onnx1[names.LOGITS], atol=1e-4)
-    onnx2 = OnnxStage(tiny_export / "tiny" / "stage2.onnx").run({names.HIDDEN_IN: onnx1[names.HIDDEN],
-                                                                 names.ATTENTION_MASK: mask})
+    onnx2 = OnnxStage(tiny_export / "tiny" / "stage2.onnx").run(
+        {names.HIDDEN_IN: onnx1[names.HIDDEN], names.ATTENTION_MASK: mask}
+    )
     t2 = TorchStage(weights, 2).run({names.HIDDEN_IN: t1[names.HIDDEN], names.ATTENTION_MASK: torch.from_numpy(mask)})
     assert list(t2) == [names.LOGITS]  # the last stage has no hidden output
     np.testing.assert_allclose(t2[names.LOGITS].numpy(), onnx2[names.LOGITS], atol=1e-4)
-    full = TorchStage(weights, None).run({names.INPUT_IDS: torch.from_numpy(ids), names.ATTENTION_MASK: torch.from_numpy(mask)})
+    full = TorchStage(weights, None).run(
+        {names.INPUT_IDS: torch.from_numpy(ids), names.ATTENTION_MASK: torch.from_numpy(mask)}
+    )
     onnx_full = OnnxStage(tiny_export / "tiny" / "full.onnx").run({names.INPUT_IDS: ids, names.ATTENTION_MASK: mask})
     np.testing.assert_allclose(full[names.LOGITS].numpy(), onnx_full[names.LOGITS], atol=1e-4)
 
@@ -63,12 +73,19 @@ def test_reduced_precision_keeps_the_float32_contract(tiny_export: Path, tokens:
         TorchStage(weights, 1, dtype="int8")
 
 
-def test_joined_requests_split_back_at_their_own_width(tiny_export: Path, tokens: tuple[np.ndarray, np.ndarray]) -> None:
+def test_joined_requests_split_back_at_their_own_width(
+    tiny_export: Path, tokens: tuple[np.ndarray, np.ndarray]
+) -> None:
     ids, mask = tokens
     stage = TorchStage(tiny_export / "tiny" / "weights.safetensors", 1)
     narrow = int(mask[:2].sum(1).max())  # the first two texts fit in fewer columns
-    requests = [{names.INPUT_IDS: torch.from_numpy(ids[:2, :narrow]), names.ATTENTION_MASK: torch.from_numpy(mask[:2, :narrow])},
-                {names.INPUT_IDS: torch.from_numpy(ids[2:]), names.ATTENTION_MASK: torch.from_numpy(mask[2:])}]
+    requests = [
+        {
+            names.INPUT_IDS: torch.from_numpy(ids[:2, :narrow]),
+            names.ATTENTION_MASK: torch.from_numpy(mask[:2, :narrow]),
+        },
+        {names.INPUT_IDS: torch.from_numpy(ids[2:]), names.ATTENTION_MASK: torch.from_numpy(mask[2:])},
+    ]
     first, second = stage.run_batched(requests)
     alone = stage.run(requests[0])
     assert first[names.HIDDEN].shape == (2, narrow, stage.config.hidden_size)
@@ -92,8 +109,11 @@ def _parse(path: Path) -> model_config_pb2.ModelConfig:
 @pytest.mark.parametrize("gpu_hidden", [False, True])
 def test_gpu_repository_configs(tiny_export: Path, tmp_path: Path, gpu_hidden: bool) -> None:
     repo = tmp_path / "repo"
-    build_repository(tiny_export, repo, RepositoryOptions(entry_size="tiny", runtime="torch", device="gpu",
-                                                          dtype="bfloat16", gpu_hidden=gpu_hidden))
+    build_repository(
+        tiny_export,
+        repo,
+        RepositoryOptions(entry_size="tiny", runtime="torch", device="gpu", dtype="bfloat16", gpu_hidden=gpu_hidden),
+    )
     for name in ("tiny_stage1", "tiny_stage2_express", "tiny_full_encoder"):
         config = _parse(repo / name / "config.pbtxt")
         assert config.backend == "python"
@@ -107,31 +127,42 @@ def test_gpu_repository_configs(tiny_export: Path, tmp_path: Path, gpu_hidden: b
     plan = json.loads((repo / "cascade_tiny" / "1" / "plan.json").read_text())
     assert plan["device"] == ("gpu" if gpu_hidden else "cpu")  # the cascade asks BLS for GPU outputs only then
     # Tokenizer and cascade stay on the CPU.
-    assert _parse(repo / "cascade_tiny" / "config.pbtxt").instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    assert (
+        _parse(repo / "cascade_tiny" / "config.pbtxt").instance_group[0].kind
+        == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    )
     with pytest.raises(ValueError, match="needs the local target's torch runtime"):
         RepositoryOptions(device="gpu")
     with pytest.raises(ValueError, match="runtime must be one of"):
         RepositoryOptions(runtime="tensorflow")
     with pytest.raises(ValueError, match="dtype must be one of"):
         RepositoryOptions(runtime="torch", dtype="int8")
-    from adaptive_serving.repository import main
+    from adaptive_ops.repository import main
 
     # The CLI reports a bad combination as an error line, not a traceback.
-    assert main(["--export", str(tiny_export), "--out", str(tmp_path / "cli"), "--entry-size", "tiny",
-                 "--device", "gpu"]) == 1
+    assert (
+        main(["--export", str(tiny_export), "--out", str(tmp_path / "cli"), "--entry-size", "tiny", "--device", "gpu"])
+        == 1
+    )
 
 
 @pytest.mark.server
-def test_torch_repository_answers_like_the_onnx_one(tiny_export: Path, tiny_server: TritonServer, tmp_path: Path) -> None:
+def test_torch_repository_answers_like_the_onnx_one(
+    tiny_export: Path, tiny_server: TritonServer, tmp_path: Path
+) -> None:
     repo = tmp_path / "repo"
     build_repository(tiny_export, repo, RepositoryOptions(entry_size="tiny", runtime="torch", intra_op_threads=1))
-    with make_server(repo, tmp_path) as server, AdaptiveClient(server.grpc_url) as torch_client, \
-            AdaptiveClient(tiny_server.grpc_url) as onnx_client:
+    with (
+        make_server(repo, tmp_path) as server,
+        AdaptiveClient(server.grpc_url) as torch_client,
+        AdaptiveClient(tiny_server.grpc_url) as onnx_client,
+    ):
         for latency_class in ("batch", "critical"):  # standard and express lanes
             got = torch_client.classify(TEXTS, latency_class=latency_class)
             want = onnx_client.classify(TEXTS)
             assert [r.exit_stage for r in got if not r.deadline_cut] == [
-                w.exit_stage for r, w in zip(got, want) if not r.deadline_cut]
+                w.exit_stage for r, w in zip(got, want) if not r.deadline_cut
+            ]
             for r, w in zip(got, want):
                 if not r.deadline_cut:
                     assert r.label == w.label and abs(r.confidence - w.confidence) < 1e-4

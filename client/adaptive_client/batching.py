@@ -1,4 +1,4 @@
-"""Client-side batching helpers, real against the server, and a benchmark against naive fixed-size batching.
+"""Client-side batching helpers: complexity-aware and latency-aware request plans (benchmarked in `adaptive_bench.batching`).
 
 Complexity-aware: texts are grouped by a cheap complexity proxy (word count buckets) and each group is sent with
 a batch size suited to it (short texts in big batches, long ones in small). The server's tokenizer pads a request
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from adaptive_client.client import AsyncAdaptiveClient, CascadeResult, RejectedError
-from adaptive_serving.config import LATENCY_CLASSES, MAX_BATCH_SIZE
+from adaptive_core.config import LATENCY_CLASSES, MAX_BATCH_SIZE
 
 # (upper bound on words, batch size): short texts are cheap per row, so big batches amortise the per-request
 # overhead; long texts are truncated at the size's token budget (256 for large) and cost ~10x a headline per row,
@@ -62,7 +62,7 @@ def plan_complexity(texts: Sequence[str], latency_class: str = "batch") -> list[
     plan = []
     for bucket in sorted(groups):
         idx, size = groups[bucket], min(COMPLEXITY_BUCKETS[bucket][1], MAX_BATCH_SIZE)
-        plan += [Request(tuple(idx[j:j + size]), latency_class) for j in range(0, len(idx), size)]
+        plan += [Request(tuple(idx[j : j + size]), latency_class) for j in range(0, len(idx), size)]
     return plan
 
 
@@ -79,7 +79,7 @@ def plan_latency(classes: Sequence[str], batch_sizes: dict[str, int] | None = No
             raise ValueError(f"unknown latency class {c!r}; expected one of {sorted(LATENCY_CLASSES)}")
         groups.setdefault(c, []).append(i)
     order = sorted(groups, key=lambda c: LATENCY_CLASSES[c].priority)
-    return [Request(tuple(groups[c][j:j + sizes[c]]), c) for c in order for j in range(0, len(groups[c]), sizes[c])]
+    return [Request(tuple(groups[c][j : j + sizes[c]]), c) for c in order for j in range(0, len(groups[c]), sizes[c])]
 
 
 @dataclass
@@ -93,8 +93,14 @@ class RunResult:
     requests: int
 
 
-async def run_plan(client: AsyncAdaptiveClient, texts: Sequence[str], plan: Sequence[Request], *,
-                   concurrency: int = CONCURRENCY, allow_rejected: bool = False) -> RunResult:
+async def run_plan(
+    client: AsyncAdaptiveClient,
+    texts: Sequence[str],
+    plan: Sequence[Request],
+    *,
+    concurrency: int = CONCURRENCY,
+    allow_rejected: bool = False,
+) -> RunResult:
     """Send the planned requests, at most `concurrency` in flight, in plan order.
 
     Raises:
@@ -112,7 +118,8 @@ async def run_plan(client: AsyncAdaptiveClient, texts: Sequence[str], plan: Sequ
         async with gate if req.latency_class not in UNGATED else contextlib.nullcontext():
             try:
                 answers: Sequence[CascadeResult | None] = await client.classify(
-                    [texts[i] for i in req.indices], latency_class=req.latency_class)
+                    [texts[i] for i in req.indices], latency_class=req.latency_class
+                )
             except RejectedError:
                 if not allow_rejected:
                     raise
@@ -125,20 +132,27 @@ async def run_plan(client: AsyncAdaptiveClient, texts: Sequence[str], plan: Sequ
     return RunResult(results, done_ms, time.perf_counter() - start, len(plan))
 
 
-async def classify_complexity_batched(client: AsyncAdaptiveClient, texts: Sequence[str], *,
-                                      latency_class: str = "batch", concurrency: int = CONCURRENCY
-                                      ) -> list[CascadeResult]:
+async def classify_complexity_batched(
+    client: AsyncAdaptiveClient, texts: Sequence[str], *, latency_class: str = "batch", concurrency: int = CONCURRENCY
+) -> list[CascadeResult]:
     """Classify `texts` in complexity-bucketed batches; results in input order.
 
     Raises:
         AdaptiveClientError: any request failed.
     """
-    return (await run_plan(client, texts, plan_complexity(texts, latency_class),  # type: ignore[return-value]
-                           concurrency=concurrency)).results
+    return (
+        await run_plan(
+            client,
+            texts,
+            plan_complexity(texts, latency_class),  # type: ignore[return-value]
+            concurrency=concurrency,
+        )
+    ).results
 
 
-async def classify_latency_batched(client: AsyncAdaptiveClient, texts: Sequence[str], classes: Sequence[str], *,
-                                   concurrency: int = CONCURRENCY) -> list[CascadeResult]:
+async def classify_latency_batched(
+    client: AsyncAdaptiveClient, texts: Sequence[str], classes: Sequence[str], *, concurrency: int = CONCURRENCY
+) -> list[CascadeResult]:
     """Classify `texts`, each with its latency class, batched per class; results in input order.
 
     Raises:
@@ -147,94 +161,11 @@ async def classify_latency_batched(client: AsyncAdaptiveClient, texts: Sequence[
     """
     if len(texts) != len(classes):
         raise ValueError(f"{len(texts)} texts but {len(classes)} classes")
-    return (await run_plan(client, texts, plan_latency(classes),  # type: ignore[return-value]
-                           concurrency=concurrency)).results
-
-
-def _summary(run: RunResult, labels: np.ndarray, mask: np.ndarray | None = None) -> dict[str, float]:
-    m = np.ones(len(labels), bool) if mask is None else mask
-    answered = np.array([r is not None for r in run.results]) & m
-    pred = np.array([-1 if r is None else r.label for r in run.results])
-    done = run.done_ms[answered]
-    pct = (lambda q: float(np.percentile(done, q))) if answered.any() else (lambda q: float("nan"))
-    return {"texts": int(m.sum()), "rejected": int(m.sum() - answered.sum()), "requests": run.requests,
-            "wall_s": run.wall_s, "texts_per_s": int(answered.sum()) / run.wall_s,
-            "accuracy": float((pred[answered] == labels[answered]).mean()) if answered.any() else float("nan"),
-            "p50_done_ms": pct(50), "p99_done_ms": pct(99)}
-
-
-async def batching_bench(url: str, texts: Sequence[str], labels: np.ndarray, *, model_name: str = "adaptive",
-                         repeats: int = 2, concurrency: int = CONCURRENCY, seed: int = 0) -> dict[str, object]:
-    """Compare each helper against naive fixed-size batching on the same texts, alternating runs.
-
-    Complexity: all texts at class `batch`, complexity plan vs naive batches of NAIVE_BATCH_SIZE in input order.
-    Latency: each text gets a class (1:1:2 critical:sensitive:batch, seeded); latency plan vs naive batches of
-    NAIVE_BATCH_SIZE per class. `*_done_ms` is when a text's answer arrived, counted from the start of the run
-    (all texts are handed over at once). Returns the best-of-`repeats` (by wall time) run per variant.
-
-    Raises:
-        AdaptiveClientError: a request failed.
-    """
-    rng = np.random.default_rng(seed)
-    classes = list(rng.choice(["critical", "sensitive", "batch", "batch"], size=len(texts)))
-    naive_by_class = [r for c in sorted(set(classes), key=lambda c: LATENCY_CLASSES[c].priority)
-                      for r in _naive_subset(classes, c)]
-    plans = {"complexity": {"helper": plan_complexity(texts), "naive": plan_naive(len(texts))},
-             "latency": {"helper": plan_latency(classes), "naive": naive_by_class}}
-    report: dict[str, object] = {"texts": len(texts), "naive_batch_size": NAIVE_BATCH_SIZE,
-                                 "concurrency": concurrency, "repeats": repeats,
-                                 "complexity_buckets": [[str(b), s] for b, s in COMPLEXITY_BUCKETS],
-                                 "latency_batch_sizes": LATENCY_BATCH_SIZES}
-    async with AsyncAdaptiveClient(url, model_name) as client:
-        await client.classify([texts[0]])  # warm-up: metadata and connection
-        for name, variants in plans.items():
-            best: dict[str, RunResult] = {}
-            for _ in range(repeats):
-                for variant, plan in variants.items():
-                    run = await run_plan(client, texts, plan, concurrency=concurrency, allow_rejected=True)
-                    if variant not in best or run.wall_s < best[variant].wall_s:
-                        best[variant] = run
-            entry: dict[str, object] = {v: _summary(r, labels) for v, r in best.items()}
-            if name == "latency":
-                cls = np.array(classes)
-                entry["per_class"] = {v: {c: _summary(r, labels, cls == c) for c in LATENCY_CLASSES if (cls == c).any()}
-                                      for v, r in best.items()}
-            report[name] = entry
-    return report
-
-
-def _naive_subset(classes: Sequence[str], c: str) -> list[Request]:
-    idx = [i for i, x in enumerate(classes) if x == c]
-    return [Request(tuple(idx[j:j + NAIVE_BATCH_SIZE]), c) for j in range(0, len(idx), NAIVE_BATCH_SIZE)]
-
-
-def markdown(report: dict[str, object]) -> str:
-    """The benchmark as a markdown table, with a one-line verdict per helper."""
-    lines = [f"Batching helpers vs naive fixed batches of {report['naive_batch_size']} "
-             f"({report['texts']} texts, {report['concurrency']} requests in flight, best of {report['repeats']})", "",
-             "| helper | variant | requests | rejected texts | wall s | answered/s | accuracy | p50 done ms | p99 done ms |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for name in ("complexity", "latency"):
-        entry = report[name]
-        for v in ("helper", "naive"):
-            s = entry[v]
-            lines.append(f"| {name} | {v} | {s['requests']} | {s['rejected']} | {s['wall_s']:.2f} | {s['texts_per_s']:.1f} | "
-                         f"{s['accuracy']:.4f} | {s['p50_done_ms']:.0f} | {s['p99_done_ms']:.0f} |")
-    lines += ["", "| latency class | variant | texts | rejected | p50 done ms | p99 done ms |", "|---|---|---|---|---|---|"]
-    for v, per in report["latency"]["per_class"].items():
-        for c, s in per.items():
-            lines.append(f"| {c} | {v} | {s['texts']} | {s['rejected']} | {s['p50_done_ms']:.0f} | "
-                         f"{s['p99_done_ms']:.0f} |")
-    c, lat = report["complexity"], report["latency"]["per_class"]
-    speed = c["helper"]["texts_per_s"] / c["naive"]["texts_per_s"]
-    lines += ["", f"complexity-aware throughput vs naive: {speed:.2f}x "
-                  f"({'helps' if speed > 1.05 else 'no clear gain' if speed > 0.95 else 'hurts'})"]
-    if "critical" in lat["helper"]:
-        helper_ms, naive_ms = lat["helper"]["critical"]["p99_done_ms"], lat["naive"]["critical"]["p99_done_ms"]
-        ratio = naive_ms / helper_ms  # > 1: the helper answers critical texts sooner
-        lines.append(f"latency-aware critical p99 answer time: {helper_ms:.0f} ms vs {naive_ms:.0f} ms naive "
-                     f"({'helps' if ratio > 1.05 else 'no clear gain' if ratio > 0.95 else 'hurts'}), critical "
-                     f"rejected {lat['helper']['critical']['rejected']} vs {lat['naive']['critical']['rejected']}; "
-                     f"total wall {report['latency']['helper']['wall_s']:.2f} s vs "
-                     f"{report['latency']['naive']['wall_s']:.2f} s")
-    return "\n".join(lines) + "\n"
+    return (
+        await run_plan(
+            client,
+            texts,
+            plan_latency(classes),  # type: ignore[return-value]
+            concurrency=concurrency,
+        )
+    ).results

@@ -24,8 +24,8 @@ from typing import TypeVar
 
 import numpy as np
 
-from adaptive_serving import names
-from adaptive_serving.config import latency_class as lookup_class
+from adaptive_core import names
+from adaptive_core.config import latency_class as lookup_class
 
 
 class AdaptiveClientError(RuntimeError):
@@ -71,8 +71,14 @@ class CascadeResult:
 
 
 # Outputs every entry model answers; `complexity` is read on top only where the metadata lists it.
-RESULT_OUTPUTS = (names.LABEL, names.CONFIDENCE, names.EXIT_STAGE, names.EXIT_LAYER, names.MODEL_SIZE,
-                  names.DEADLINE_CUT)
+RESULT_OUTPUTS = (
+    names.LABEL,
+    names.CONFIDENCE,
+    names.EXIT_STAGE,
+    names.EXIT_LAYER,
+    names.MODEL_SIZE,
+    names.DEADLINE_CUT,
+)
 COMPLEXITY = names.COMPLEXITY
 
 
@@ -104,8 +110,10 @@ def _translate(e: Exception) -> AdaptiveClientError:
         return InvalidInputError(message)
     if "timeout expired" in text or "exceeds maximum queue size" in text:
         return RejectedError(message)
-    if any(k in text for k in ("unavailable", "connection refused", "failed to connect", "cannot connect",
-                               "connect call failed")):
+    if any(
+        k in text
+        for k in ("unavailable", "connection refused", "failed to connect", "cannot connect", "connect call failed")
+    ):
         return ServerUnavailableError(message)
     # HTTP clients raise plain socket errors when nobody listens; a timeout may come after admission: not retried.
     if isinstance(e, OSError) and not isinstance(e, TimeoutError):
@@ -179,11 +187,16 @@ def _output_names(metadata: object) -> set[str]:
 def _results(out: dict[str, np.ndarray], count: int, latency_ms: float) -> list[CascadeResult]:
     complexity = out.get(COMPLEXITY)
     return [
-        CascadeResult(label=int(out[names.LABEL][i, 0]), confidence=float(out[names.CONFIDENCE][i, 0]),
-                      exit_stage=int(out[names.EXIT_STAGE][i, 0]), exit_layer=int(out[names.EXIT_LAYER][i, 0]),
-                      model_size=out[names.MODEL_SIZE][i, 0].decode(),
-                      deadline_cut=bool(out[names.DEADLINE_CUT][i, 0]), latency_ms=latency_ms,
-                      complexity=None if complexity is None else float(complexity.reshape(count, -1)[i, 0]))
+        CascadeResult(
+            label=int(out[names.LABEL][i, 0]),
+            confidence=float(out[names.CONFIDENCE][i, 0]),
+            exit_stage=int(out[names.EXIT_STAGE][i, 0]),
+            exit_layer=int(out[names.EXIT_LAYER][i, 0]),
+            model_size=out[names.MODEL_SIZE][i, 0].decode(),
+            deadline_cut=bool(out[names.DEADLINE_CUT][i, 0]),
+            latency_ms=latency_ms,
+            complexity=None if complexity is None else float(complexity.reshape(count, -1)[i, 0]),
+        )
         for i in range(count)
     ]
 
@@ -191,8 +204,7 @@ def _results(out: dict[str, np.ndarray], count: int, latency_ms: float) -> list[
 class _Settings:
     """What the sync and async clients share: the parsed URL, the model, the timeout and the retry rule."""
 
-    def __init__(self, url: str, model_name: str, network_timeout_s: float, max_retries: int,
-                 backoff_s: float) -> None:
+    def __init__(self, url: str, model_name: str, network_timeout_s: float, max_retries: int, backoff_s: float) -> None:
         _check_retry_args(max_retries, backoff_s)
         self.protocol, self.address = split_url(url)
         self.model_name = model_name
@@ -215,14 +227,23 @@ class AdaptiveClient(_Settings):
         ValueError: bad url scheme or negative retry settings.
     """
 
-    def __init__(self, url: str, model_name: str = "adaptive", *, network_timeout_s: float = 60.0,
-                 max_retries: int = 0, backoff_s: float = 0.1) -> None:
+    def __init__(
+        self,
+        url: str,
+        model_name: str = "adaptive",
+        *,
+        network_timeout_s: float = 60.0,
+        max_retries: int = 0,
+        backoff_s: float = 0.1,
+    ) -> None:
         _Settings.__init__(self, url, model_name, network_timeout_s, max_retries, backoff_s)
         if self.protocol == "grpc":
             import tritonclient.grpc as module
+
             self._client = module.InferenceServerClient(self.address)
         else:
             import tritonclient.http as module
+
             self._client = module.InferenceServerClient(self.address, network_timeout=network_timeout_s)
         self._module = module
 
@@ -232,6 +253,7 @@ class AdaptiveClient(_Settings):
                 return fn()
             except Exception as e:  # tritonclient raises InferenceServerException, gRPC/HTTP errors below it
                 raise _translate(e) from e
+
         return retry_sync(once, max_retries=self.max_retries, backoff_s=self.backoff_s)
 
     def output_names(self) -> set[str]:
@@ -242,12 +264,14 @@ class AdaptiveClient(_Settings):
         """
         if self._outputs is None:
             kwargs = {"as_json": True} if self.protocol == "grpc" else {}
-            self._outputs = _output_names(self._call(lambda: self._client.get_model_metadata(self.model_name,
-                                                                                              **kwargs)))
+            self._outputs = _output_names(
+                self._call(lambda: self._client.get_model_metadata(self.model_name, **kwargs))
+            )
         return self._outputs
 
-    def infer_raw(self, texts: Sequence[str], outputs: Sequence[str], *,
-                  latency_class: str = "batch") -> dict[str, np.ndarray]:
+    def infer_raw(
+        self, texts: Sequence[str], outputs: Sequence[str], *, latency_class: str = "batch"
+    ) -> dict[str, np.ndarray]:
         """Send texts as one request; returns the named outputs as arrays.
 
         Raises:
@@ -298,14 +322,23 @@ class AsyncAdaptiveClient(_Settings):
         ValueError: bad url scheme or negative retry settings.
     """
 
-    def __init__(self, url: str, model_name: str = "adaptive", *, network_timeout_s: float = 60.0,
-                 max_retries: int = 3, backoff_s: float = 0.1) -> None:
+    def __init__(
+        self,
+        url: str,
+        model_name: str = "adaptive",
+        *,
+        network_timeout_s: float = 60.0,
+        max_retries: int = 3,
+        backoff_s: float = 0.1,
+    ) -> None:
         _Settings.__init__(self, url, model_name, network_timeout_s, max_retries, backoff_s)
         if self.protocol == "grpc":
             import tritonclient.grpc.aio as module
+
             self._client = module.InferenceServerClient(self.address)
         else:
             import tritonclient.http.aio as module
+
             self._client = module.InferenceServerClient(self.address, conn_timeout=network_timeout_s)
         self._module = module
 
@@ -315,6 +348,7 @@ class AsyncAdaptiveClient(_Settings):
                 return await fn()
             except Exception as e:  # tritonclient raises InferenceServerException, gRPC/aiohttp errors below it
                 raise _translate(e) from e
+
         return await retry_async(once, max_retries=self.max_retries, backoff_s=self.backoff_s)
 
     async def output_names(self) -> set[str]:
@@ -325,12 +359,14 @@ class AsyncAdaptiveClient(_Settings):
         """
         if self._outputs is None:
             kwargs = {"as_json": True} if self.protocol == "grpc" else {}
-            self._outputs = _output_names(await self._call(lambda: self._client.get_model_metadata(
-                self.model_name, **kwargs)))
+            self._outputs = _output_names(
+                await self._call(lambda: self._client.get_model_metadata(self.model_name, **kwargs))
+            )
         return self._outputs
 
-    async def infer_raw(self, texts: Sequence[str], outputs: Sequence[str], *,
-                        latency_class: str = "batch") -> dict[str, np.ndarray]:
+    async def infer_raw(
+        self, texts: Sequence[str], outputs: Sequence[str], *, latency_class: str = "batch"
+    ) -> dict[str, np.ndarray]:
         """Send texts as one request; returns the named outputs as arrays.
 
         Raises:

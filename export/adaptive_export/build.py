@@ -20,13 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from adaptive_serving.config import CALIBRATION, DATA, CalibrationConfig, DataConfig, EarlyExitConfig
 
+from adaptive_core.config import CALIBRATION, DATA, CalibrationConfig, DataConfig, EarlyExitConfig
+from adaptive_serving.encoder import EarlyExitEncoder, save_weights
+
+from .backbone import load_backbone
 from .calibrate import Calibration, calibrate, evaluate
 from .data import Corpus, Examples, Tokenizer, dataset_hash, make_views, split_indices
 from .manifest import cumulative_stage_flops, full_flops, size_ratios, write_manifest
-from .model import EarlyExitEncoder, load_backbone
-from .onnx_export import PARITY_SHAPES, export_size, save_weights
+from .onnx_export import PARITY_SHAPES, export_size
 from .tensorrt import build_engines
 from .train import (
     HEAD_TRAINING,
@@ -78,8 +80,9 @@ def _check_family(sizes: dict[str, EarlyExitConfig]) -> EarlyExitConfig:
     for cfg in sizes.values():
         same = dataclasses.replace(cfg, **{f: getattr(deepest, f) for f in SIZE_FIELDS})
         if same != deepest:
-            raise ValueError(f"size {cfg.name} differs from {deepest.name} beyond {SIZE_FIELDS}; "
-                             "sizes must share the backbone dims")
+            raise ValueError(
+                f"size {cfg.name} differs from {deepest.name} beyond {SIZE_FIELDS}; sizes must share the backbone dims"
+            )
     return deepest
 
 
@@ -98,14 +101,27 @@ def _size_model(cfg: EarlyExitConfig, backbone: EarlyExitEncoder) -> EarlyExitEn
 def _by_view(ex: Examples, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Full-depth accuracy per view ("full" = whole article)."""
     pred = logits[-1].argmax(-1)
-    return {("full" if v == -1 else f"{v}w"): float((pred[ex.view == v] == labels[ex.view == v]).mean())
-            for v in sorted(set(ex.view.tolist()), key=lambda v: (v == -1, v))}
+    return {
+        ("full" if v == -1 else f"{v}w"): float((pred[ex.view == v] == labels[ex.view == v]).mean())
+        for v in sorted(set(ex.view.tolist()), key=lambda v: (v == -1, v))
+    }
 
 
-def build(out: Path, sizes: dict[str, EarlyExitConfig], corpus: Corpus, *, tokenizer_dir: Path,
-          backbone_dir: Path | None, data_config: DataConfig = DATA, calibration: CalibrationConfig = CALIBRATION,
-          head_training: HeadTraining = HEAD_TRAINING, parity_shapes: tuple[tuple[int, int], ...] = PARITY_SHAPES,
-          tensorrt: bool = True, command: str = "", log=print) -> dict[str, SizeResult]:
+def build(
+    out: Path,
+    sizes: dict[str, EarlyExitConfig],
+    corpus: Corpus,
+    *,
+    tokenizer_dir: Path,
+    backbone_dir: Path | None,
+    data_config: DataConfig = DATA,
+    calibration: CalibrationConfig = CALIBRATION,
+    head_training: HeadTraining = HEAD_TRAINING,
+    parity_shapes: tuple[tuple[int, int], ...] = PARITY_SHAPES,
+    tensorrt: bool = True,
+    command: str = "",
+    log=print,
+) -> dict[str, SizeResult]:
     """Build, calibrate and export a family of sizes into `out` (see module docstring for the layout).
 
     Args:
@@ -136,8 +152,10 @@ def build(out: Path, sizes: dict[str, EarlyExitConfig], corpus: Corpus, *, token
     train = make_views(corpus.subset(splits["train"]), data_config.view_words)
     val = make_views(corpus.subset(splits["val"]), data_config.eval_views)
     test = make_views(corpus.subset(splits["test"]), data_config.eval_views)
-    log(f"data: {len(corpus.texts)} articles, train/val/test {len(splits['train'])}/{len(splits['val'])}/"
-        f"{len(splits['test'])} -> {len(train)}/{len(val)}/{len(test)} examples, hash {dhash[:12]}")
+    log(
+        f"data: {len(corpus.texts)} articles, train/val/test {len(splits['train'])}/{len(splits['val'])}/"
+        f"{len(splits['test'])} -> {len(train)}/{len(val)}/{len(test)} examples, hash {dhash[:12]}"
+    )
 
     torch.manual_seed(0)
     backbone = EarlyExitEncoder(deepest)
@@ -167,44 +185,66 @@ def build(out: Path, sizes: dict[str, EarlyExitConfig], corpus: Corpus, *, token
             teacher_train = logits["train"][-1]
 
         cost = {s: cumulative_stage_flops(cfg, tokens[s]) for s in ("val", "test")}
-        cal = calibrate(logits["val"], val.labels, cost["val"], cfg.exit_layers, policy=calibration.confidence,
-                        max_accuracy_loss=calibration.max_accuracy_loss, delta=calibration.delta)
-        test_metrics = evaluate(logits["test"], test.labels, cal.thresholds, cal.policy, cost["test"],
-                                cfg.exit_layers)
+        cal = calibrate(
+            logits["val"],
+            val.labels,
+            cost["val"],
+            cfg.exit_layers,
+            policy=calibration.confidence,
+            max_accuracy_loss=calibration.max_accuracy_loss,
+            delta=calibration.delta,
+        )
+        test_metrics = evaluate(logits["test"], test.labels, cal.thresholds, cal.policy, cost["test"], cfg.exit_layers)
         size_dir = out / cfg.name
         size_dir.mkdir(parents=True, exist_ok=True)
         thresholds = {
-            "size": cfg.name, "policy": cal.policy, "thresholds": list(cal.thresholds),
-            "exit_layers": list(cfg.exit_layers), "stage_models": [cfg.stage_model_name(s)
-                                                                   for s in range(1, cfg.num_stages + 1)],
-            "label_names": list(corpus.label_names), "dataset_hash": dhash, "config": asdict(cfg),
-            "data": asdict(data_config), "calibration": {k: v for k, v in asdict(cal).items() if k != "val"},
-            "guarantee": (f"P(early wrong and full right) <= {cal.max_accuracy_loss} with probability >= "
-                          f"{1 - cal.delta:.2f} (Learn-then-Test, fixed-sequence, binomial tail)"
-                          if cal.guarantee_met else "none: no threshold vector passed; thresholds are 1.0"),
+            "size": cfg.name,
+            "policy": cal.policy,
+            "thresholds": list(cal.thresholds),
+            "exit_layers": list(cfg.exit_layers),
+            "stage_models": [cfg.stage_model_name(s) for s in range(1, cfg.num_stages + 1)],
+            "label_names": list(corpus.label_names),
+            "dataset_hash": dhash,
+            "config": asdict(cfg),
+            "data": asdict(data_config),
+            "calibration": {k: v for k, v in asdict(cal).items() if k != "val"},
+            "guarantee": (
+                f"P(early wrong and full right) <= {cal.max_accuracy_loss} with probability >= "
+                f"{1 - cal.delta:.2f} (Learn-then-Test, fixed-sequence, binomial tail)"
+                if cal.guarantee_met
+                else "none: no threshold vector passed; thresholds are 1.0"
+            ),
         }
         (size_dir / "thresholds.json").write_text(json.dumps(thresholds, indent=2) + "\n")
 
         onnx_info = export_size(model, size_dir, parity_shapes)
         save_weights(model, size_dir / "weights.safetensors", corpus.label_names)
-        engines = build_engines(cfg, [size_dir / f for f in onnx_info["files"].values()], size_dir, log=log) \
-            if tensorrt else []
+        engines = (
+            build_engines(cfg, [size_dir / f for f in onnx_info["files"].values()], size_dir, log=log)
+            if tensorrt
+            else []
+        )
         extra = {
-            "thresholds": list(cal.thresholds), "calibration": asdict(cal), "test": test_metrics,
+            "thresholds": list(cal.thresholds),
+            "calibration": asdict(cal),
+            "test": test_metrics,
             "accuracy_per_exit": {"val": cal.val["accuracy_per_exit"], "test": test_metrics["accuracy_per_exit"]},
             "test_accuracy_by_view_full_depth": _by_view(test, logits["test"], test.labels),
             "flops_per_sample_eval_mix_full_depth": float(full_flops(cfg, tokens["test"]).mean()),
             "mean_tokens_eval_mix": float(tokens["test"].mean()),
             "expected_speedup_test": test_metrics["expected_speedup"],
-            "onnx": onnx_info, "tensorrt_engines": [p.name for p in engines],
+            "onnx": onnx_info,
+            "tensorrt_engines": [p.name for p in engines],
             "build_seconds": time.perf_counter() - ts,
         }
         per_size[cfg.name] = extra
         results[cfg.name] = SizeResult(cfg.name, cfg, cal, test_metrics, extra)
-        log(f"{cfg.name}: test acc full {test_metrics['accuracy_full']:.4f} "
+        log(
+            f"{cfg.name}: test acc full {test_metrics['accuracy_full']:.4f} "
             f"early {test_metrics['accuracy_early_exit']:.4f} "
             f"exits {[round(x, 3) for x in test_metrics['exit_distribution']]} thresholds "
-            f"{[round(x, 3) for x in cal.thresholds]} ({extra['build_seconds']:.0f}s)")
+            f"{[round(x, 3) for x in cal.thresholds]} ({extra['build_seconds']:.0f}s)"
+        )
 
     copy_tokenizer(tokenizer_dir, out / "tokenizer")
     # Size router (estimator + calibrated routing) from the cached features: seconds. Before the manifest, so its
@@ -213,11 +253,21 @@ def build(out: Path, sizes: dict[str, EarlyExitConfig], corpus: Corpus, *, token
 
     build_router(out, corpus, list(sizes), data_config=data_config, backbone=backbone, log=log)
     flops = {n: r["flops_per_sample_eval_mix_full_depth"] for n, r in per_size.items()}
-    write_manifest(out, {n: sizes[n] for n in sizes}, per_size, {
-        "dataset_hash": dhash, "label_names": list(corpus.label_names), "data": asdict(data_config),
-        "calibration_config": asdict(calibration), "head_training": asdict(head_training),
-        "flops_per_sample_eval_mix": flops, "size_flops_ratios": size_ratios(flops),
-        "backbone": str(backbone_dir) if backbone_dir else "random", "command": command,
-        "build_seconds": time.perf_counter() - t0,
-    })
+    write_manifest(
+        out,
+        {n: sizes[n] for n in sizes},
+        per_size,
+        {
+            "dataset_hash": dhash,
+            "label_names": list(corpus.label_names),
+            "data": asdict(data_config),
+            "calibration_config": asdict(calibration),
+            "head_training": asdict(head_training),
+            "flops_per_sample_eval_mix": flops,
+            "size_flops_ratios": size_ratios(flops),
+            "backbone": str(backbone_dir) if backbone_dir else "random",
+            "command": command,
+            "build_seconds": time.perf_counter() - t0,
+        },
+    )
     return results

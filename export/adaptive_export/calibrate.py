@@ -96,8 +96,9 @@ def exit_index(conf: np.ndarray, thresholds: tuple[float, ...] | np.ndarray) -> 
     return passed.argmax(axis=0)  # first True
 
 
-def evaluate(logits: np.ndarray, labels: np.ndarray, thresholds, policy: str, cost: np.ndarray,
-             exit_layers: tuple[int, ...]) -> dict:
+def evaluate(
+    logits: np.ndarray, labels: np.ndarray, thresholds, policy: str, cost: np.ndarray, exit_layers: tuple[int, ...]
+) -> dict:
     """Early-exit metrics of one threshold vector.
 
     Args:
@@ -151,8 +152,17 @@ def threshold_paths(num_early: int) -> dict[str, np.ndarray]:
     return out
 
 
-def calibrate(logits: np.ndarray, labels: np.ndarray, cost: np.ndarray, exit_layers: tuple[int, ...], *,
-              policy: str, max_accuracy_loss: float, delta: float, grid_points: int = GRID_POINTS) -> Calibration:
+def calibrate(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    cost: np.ndarray,
+    exit_layers: tuple[int, ...],
+    *,
+    policy: str,
+    max_accuracy_loss: float,
+    delta: float,
+    grid_points: int = GRID_POINTS,
+) -> Calibration:
     """Choose per-exit thresholds by Learn-then-Test on a held-out calibration set.
 
     Args:
@@ -201,7 +211,16 @@ def calibrate(logits: np.ndarray, labels: np.ndarray, cost: np.ndarray, exit_lay
         best = (0.0, t, "none", 1.0, losses, binomial_pvalue(losses, n, max_accuracy_loss))
     _, t, pname, lam, losses, p = best
     return Calibration(
-        thresholds=t, policy=policy, path=pname, lam=lam, n=n, losses=losses, p_value=p,
-        max_accuracy_loss=max_accuracy_loss, delta=delta, accepted=accepted, guarantee_met=pname != "none",
+        thresholds=t,
+        policy=policy,
+        path=pname,
+        lam=lam,
+        n=n,
+        losses=losses,
+        p_value=p,
+        max_accuracy_loss=max_accuracy_loss,
+        delta=delta,
+        accepted=accepted,
+        guarantee_met=pname != "none",
         val=evaluate(logits, labels, t, policy, cost, exit_layers),
     )

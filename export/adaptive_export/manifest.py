@@ -37,7 +37,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from adaptive_serving.config import EarlyExitConfig
+
+from adaptive_core.config import EarlyExitConfig
 
 FLOAT32_BYTES = 4
 INT64_BYTES = 8
@@ -80,16 +81,18 @@ def stage_cost_table(config: EarlyExitConfig) -> list[dict]:
         n = end - start
         bytes_in = (2 * INT64_BYTES) if s == 1 else (h * FLOAT32_BYTES + INT64_BYTES)
         bytes_out = 0 if s == config.num_stages else h * FLOAT32_BYTES
-        rows.append({
-            "stage": s,
-            "layers": [start + 1, end],
-            "flops_per_token_linear": n * (8 * h * h + 4 * h * i),
-            "flops_per_token_attention_per_context_token": n * 4 * h,
-            "flops_per_token_at_max_seq_len": n * (8 * h * h + 4 * h * i + 4 * config.max_seq_len * h),
-            "head_flops_per_sequence": head_flops(config),
-            "activation_bytes_per_token_in": bytes_in,
-            "activation_bytes_per_token_out": bytes_out,
-        })
+        rows.append(
+            {
+                "stage": s,
+                "layers": [start + 1, end],
+                "flops_per_token_linear": n * (8 * h * h + 4 * h * i),
+                "flops_per_token_attention_per_context_token": n * 4 * h,
+                "flops_per_token_at_max_seq_len": n * (8 * h * h + 4 * h * i + 4 * config.max_seq_len * h),
+                "head_flops_per_sequence": head_flops(config),
+                "activation_bytes_per_token_in": bytes_in,
+                "activation_bytes_per_token_out": bytes_out,
+            }
+        )
     return rows
 
 
@@ -134,8 +137,13 @@ def write_manifest(out: Path, sizes: dict[str, EarlyExitConfig], per_size: dict[
         "cost_model": __doc__.strip(),
         **extra,
         "sizes": {
-            name: {"config": asdict(cfg), "exit_layers": list(cfg.exit_layers), "num_stages": cfg.num_stages,
-                   "stages": stage_cost_table(cfg), **per_size.get(name, {})}
+            name: {
+                "config": asdict(cfg),
+                "exit_layers": list(cfg.exit_layers),
+                "num_stages": cfg.num_stages,
+                "stages": stage_cost_table(cfg),
+                **per_size.get(name, {}),
+            }
             for name, cfg in sizes.items()
         },
         "files": file_hashes(out),
@@ -163,8 +171,12 @@ def layer_params(config: EarlyExitConfig) -> int:
 
 def head_params(config: EarlyExitConfig) -> int:
     """Parameters of one exit head."""
-    return config.hidden_size * config.head_hidden + config.head_hidden + config.head_hidden * config.num_labels \
+    return (
+        config.hidden_size * config.head_hidden
+        + config.head_hidden
+        + config.head_hidden * config.num_labels
         + config.num_labels
+    )
 
 
 def layer_activation_elements(config: EarlyExitConfig, batch: int, tokens: int) -> dict[str, int]:
@@ -174,12 +186,16 @@ def layer_activation_elements(config: EarlyExitConfig, batch: int, tokens: int) 
         {"hidden": 20*B*T*H, "feed_forward": 4*B*T*I, "attention_scores": 4*B*nh*T^2}.
     """
     b, t, h = batch, tokens, config.hidden_size
-    return {"hidden": 20 * b * t * h, "feed_forward": 4 * b * t * config.intermediate_size,
-            "attention_scores": 4 * b * config.num_heads * t * t}
+    return {
+        "hidden": 20 * b * t * h,
+        "feed_forward": 4 * b * t * config.intermediate_size,
+        "attention_scores": 4 * b * config.num_heads * t * t,
+    }
 
 
-def stage_bytes(config: EarlyExitConfig, stage: int, batch: int, tokens: int, dtype_bytes: int = FLOAT32_BYTES
-                ) -> dict[str, int]:
+def stage_bytes(
+    config: EarlyExitConfig, stage: int, batch: int, tokens: int, dtype_bytes: int = FLOAT32_BYTES
+) -> dict[str, int]:
     """Bytes one call of 1-based `stage` moves for `batch` sequences of `tokens` tokens, by kind.
 
     Args:
@@ -203,10 +219,15 @@ def stage_bytes(config: EarlyExitConfig, stage: int, batch: int, tokens: int, dt
         weights += (b * t + t) * h  # gathered word and position rows: a lookup, not the whole table
         hidden += 4 * b * t * h
     cost = stage_cost_table(config)[stage - 1]
-    interface = b * t * (cost["activation_bytes_per_token_in"] + cost["activation_bytes_per_token_out"]) \
+    interface = (
+        b * t * (cost["activation_bytes_per_token_in"] + cost["activation_bytes_per_token_out"])
         + b * config.num_labels * FLOAT32_BYTES
-    out = {"weights": weights * dtype_bytes, "activations": hidden * dtype_bytes,
-           "attention_scores": n * act["attention_scores"] * dtype_bytes, "interface": interface}
+    )
+    out = {
+        "weights": weights * dtype_bytes,
+        "activations": hidden * dtype_bytes,
+        "attention_scores": n * act["attention_scores"] * dtype_bytes,
+        "interface": interface,
+    }
     out["total"] = sum(out.values())
     return out
-

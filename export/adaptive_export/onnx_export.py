@@ -1,6 +1,6 @@
 """Per-stage ONNX export, declared as data and checked against eager torch (optimum style).
 
-Each stage declares its input/output names (from `adaptive_serving.names`) and dynamic axes; the dynamo exporter
+Each stage declares its input/output names (from `adaptive_core.names`) and dynamic axes; the dynamo exporter
 writes one self-contained file per stage (`external_data=False`), then onnxruntime must match torch within `ATOL`
 at several batch sizes and sequence lengths, stage by stage and chained (stage 1 -> ... -> last, as the cascade
 runs them). A mismatch raises `ShapeError` or `AtolError` naming the stage and the output.
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from adaptive_serving.config import EarlyExitConfig
-from adaptive_serving.names import ATTENTION_MASK, HIDDEN, HIDDEN_IN, INPUT_IDS, LOGITS
 
-from .model import EarlyExitEncoder, Full, Stage
+from adaptive_core.config import EarlyExitConfig
+from adaptive_core.names import ATTENTION_MASK, HIDDEN, HIDDEN_IN, INPUT_IDS, LOGITS
+from adaptive_serving.encoder import EarlyExitEncoder, Full, Stage
 
 # ONNX opset of every exported graph (onnxruntime >= 1.14 and TensorRT 8.6+ support it).
 OPSET = 18
@@ -77,8 +77,9 @@ def full_spec(config: EarlyExitConfig) -> StageSpec:
     return StageSpec(config.full_model_name, "full.onnx", inputs, outputs, _axes(inputs + outputs))
 
 
-def example_inputs(config: EarlyExitConfig, spec: StageSpec, batch: int, seq: int, seed: int = 0
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def example_inputs(
+    config: EarlyExitConfig, spec: StageSpec, batch: int, seq: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random inputs of the declared kind; the mask pads the tail of every row but the first."""
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(1, seq + 1, (batch,), generator=g)
@@ -114,9 +115,18 @@ def export_spec(model: EarlyExitEncoder, spec: StageSpec, path: Path) -> Path:
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), dynamo=True, external_data=False, opset_version=OPSET,
-                          input_names=list(spec.inputs), output_names=list(spec.outputs), dynamic_shapes=dyn,
-                          verbose=False)
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            dynamo=True,
+            external_data=False,
+            opset_version=OPSET,
+            input_names=list(spec.inputs),
+            output_names=list(spec.outputs),
+            dynamic_shapes=dyn,
+            verbose=False,
+        )
     # Name the symbolic axes as declared (the exporter calls them s0, s1, ...), and record the config.
     proto = onnx.load(str(path))
     for vi in list(proto.graph.input) + list(proto.graph.output):
@@ -141,16 +151,22 @@ def _session(path: Path):
 
 def _compare(spec: StageSpec, name: str, ref: np.ndarray, got: np.ndarray, atol: float, where: str) -> float:
     if ref.shape != got.shape:
-        raise ShapeError(f"{spec.model_name}: output {name!r} has shape {got.shape} in ONNX, torch gives {ref.shape}"
-                         f" ({where})")
+        raise ShapeError(
+            f"{spec.model_name}: output {name!r} has shape {got.shape} in ONNX, torch gives {ref.shape} ({where})"
+        )
     diff = float(np.abs(ref - got).max()) if ref.size else 0.0
     if not diff <= atol:
         raise AtolError(f"{spec.model_name}: output {name!r} differs from torch by {diff:.3g} > atol {atol} ({where})")
     return diff
 
 
-def check_parity(model: EarlyExitEncoder, spec: StageSpec, path: Path,
-                 shapes: tuple[tuple[int, int], ...] = PARITY_SHAPES, atol: float = ATOL) -> float:
+def check_parity(
+    model: EarlyExitEncoder,
+    spec: StageSpec,
+    path: Path,
+    shapes: tuple[tuple[int, int], ...] = PARITY_SHAPES,
+    atol: float = ATOL,
+) -> float:
     """Run the ONNX file and eager torch on random inputs of every shape; return the largest abs difference.
 
     Raises:
@@ -171,8 +187,9 @@ def check_parity(model: EarlyExitEncoder, spec: StageSpec, path: Path,
     return worst
 
 
-def check_chain(model: EarlyExitEncoder, paths: list[Path], shapes: tuple[tuple[int, int], ...] = PARITY_SHAPES,
-                atol: float = ATOL) -> float:
+def check_chain(
+    model: EarlyExitEncoder, paths: list[Path], shapes: tuple[tuple[int, int], ...] = PARITY_SHAPES, atol: float = ATOL
+) -> float:
     """Chain the stage files as the cascade does and compare every exit's logits with the eager encoder.
 
     Raises:
@@ -197,8 +214,9 @@ def check_chain(model: EarlyExitEncoder, paths: list[Path], shapes: tuple[tuple[
     return worst
 
 
-def export_size(model: EarlyExitEncoder, out_dir: Path, shapes: tuple[tuple[int, int], ...] = PARITY_SHAPES,
-                atol: float = ATOL) -> dict:
+def export_size(
+    model: EarlyExitEncoder, out_dir: Path, shapes: tuple[tuple[int, int], ...] = PARITY_SHAPES, atol: float = ATOL
+) -> dict:
     """Export every stage and the full model of one size, check each, and check the chain.
 
     Returns:
@@ -213,29 +231,9 @@ def export_size(model: EarlyExitEncoder, out_dir: Path, shapes: tuple[tuple[int,
         diffs[spec.model_name] = check_parity(model, spec, path, shapes, atol)
         files[spec.model_name] = spec.file_name
     diffs["chain"] = check_chain(model, [out_dir / s.file_name for s in specs[:-1]], shapes, atol)
-    return {"files": files, "max_abs_diff": diffs, "opset": OPSET,
-            "specs": {s.model_name: {"inputs": list(s.inputs), "outputs": list(s.outputs)} for s in specs}}
-
-
-def save_weights(model: EarlyExitEncoder, path: Path, label_names: tuple[str, ...]) -> Path:
-    """Save the size's weights (kept backbone layers + heads) as safetensors, with its config in the metadata."""
-    from safetensors.torch import save_file
-
-    sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(sd, str(path), metadata={"config": json.dumps(asdict(model.config)),
-                                       "label_names": json.dumps(list(label_names))})
-    path.chmod(0o644)  # safetensors writes 0600; serving containers run as another user
-    return path
-
-
-def load_weights(path: Path) -> EarlyExitEncoder:
-    """Rebuild an `EarlyExitEncoder` from `save_weights` output (the torch GPU runtime path)."""
-    from adaptive_serving.config import EarlyExitConfig
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    with safe_open(str(path), "pt") as f:
-        cfg = EarlyExitConfig(**json.loads(f.metadata()["config"]))
-    model = EarlyExitEncoder(cfg)
-    model.load_state_dict(load_file(str(path)))
-    return model.eval()
+    return {
+        "files": files,
+        "max_abs_diff": diffs,
+        "opset": OPSET,
+        "specs": {s.model_name: {"inputs": list(s.inputs), "outputs": list(s.outputs)} for s in specs},
+    }

@@ -58,8 +58,9 @@ class Outcome:
     cost: np.ndarray
 
 
-def cascade_outcome(logits: np.ndarray, labels: np.ndarray, thresholds, policy: str, cost: np.ndarray, *,
-                    early_exit: bool = True) -> Outcome:
+def cascade_outcome(
+    logits: np.ndarray, labels: np.ndarray, thresholds, policy: str, cost: np.ndarray, *, early_exit: bool = True
+) -> Outcome:
     """Simulate one size's cascade.
 
     Args:
@@ -100,8 +101,9 @@ def simulate(outcomes: list[Outcome], start: np.ndarray, escalate: tuple[float, 
     """
     s_count, n = len(outcomes), len(start)
     if len(escalate) != s_count - 1:
-        raise ValueError(f"expected {s_count - 1} escalation thresholds (one per size but the largest), "
-                         f"got {len(escalate)}")
+        raise ValueError(
+            f"expected {s_count - 1} escalation thresholds (one per size but the largest), got {len(escalate)}"
+        )
     ok, cost = np.zeros(n, bool), np.zeros(n)
     final, ran = np.full(n, -1), np.zeros((s_count, n), bool)
     pending = np.zeros(n, bool)  # escalated into the current size
@@ -129,8 +131,9 @@ def summarize(result: dict, ref_cost: float, sizes: list[str]) -> dict:
     }
 
 
-def calibrate_router(outcomes: list[Outcome], probs: np.ndarray, target_accuracy: float,
-                     config: RoutingConfig = ROUTING) -> dict:
+def calibrate_router(
+    outcomes: list[Outcome], probs: np.ndarray, target_accuracy: float, config: RoutingConfig = ROUTING
+) -> dict:
     """Cheapest (q, shared escalation threshold) whose accuracy is >= `target_accuracy` on this (validation) set.
 
     Returns:
@@ -152,9 +155,15 @@ def calibrate_router(outcomes: list[Outcome], probs: np.ndarray, target_accuracy
                 if best is None or cand[:2] < best[:2]:
                     best = cand
     chosen = best or most_accurate
-    return {"q": chosen[2], "escalate": chosen[3], "accuracy": -chosen[1], "mean_flops": chosen[0],
-            "feasible": best is not None, "candidates": len(config.q_grid) * len(config.escalate_grid),
-            "feasible_candidates": n_ok}
+    return {
+        "q": chosen[2],
+        "escalate": chosen[3],
+        "accuracy": -chosen[1],
+        "mean_flops": chosen[0],
+        "feasible": best is not None,
+        "candidates": len(config.q_grid) * len(config.escalate_grid),
+        "feasible_candidates": n_ok,
+    }
 
 
 def gap_recovery(outcomes: list[Outcome], probs: np.ndarray, q_grid: tuple[float, ...]) -> dict:
@@ -172,8 +181,15 @@ def gap_recovery(outcomes: list[Outcome], probs: np.ndarray, q_grid: tuple[float
     for q in q_grid:
         r = simulate(outcomes, start_sizes(probs, float(q)), [0.0] * (s_count - 1))
         pts.append((float(r["ran"][-1].mean()), float(r["ok"].mean()), float(q)))
-    out = {"accuracy_smallest": acc_small, "accuracy_largest": acc_large, "gap": gap, "points": None,
-           "large_share_for_50pct": None, "large_share_for_80pct": None, "apgr": None}
+    out = {
+        "accuracy_smallest": acc_small,
+        "accuracy_largest": acc_large,
+        "gap": gap,
+        "points": None,
+        "large_share_for_50pct": None,
+        "large_share_for_80pct": None,
+        "apgr": None,
+    }
     if gap <= 0:
         return out
     pts = sorted((share, (acc - acc_small) / gap, q) for share, acc, q in pts)
@@ -188,8 +204,14 @@ def gap_recovery(outcomes: list[Outcome], probs: np.ndarray, q_grid: tuple[float
     return out
 
 
-def policy_report(outcomes: dict[str, list[Outcome]], probs: np.ndarray, sizes: list[str], q: float,
-                escalate: list[float], config: RoutingConfig = ROUTING) -> dict:
+def policy_report(
+    outcomes: dict[str, list[Outcome]],
+    probs: np.ndarray,
+    sizes: list[str],
+    q: float,
+    escalate: list[float],
+    config: RoutingConfig = ROUTING,
+) -> dict:
     """Every policy on one (test) set; costs relative to always-largest at full depth.
 
     Args:
@@ -213,16 +235,24 @@ def policy_report(outcomes: dict[str, list[Outcome]], probs: np.ndarray, sizes: 
     policies["router, no early exit"] = summarize(simulate(full, start, escalate), ref, sizes)
     policies["router + early exit"] = summarize(router, ref, sizes)
     # Ablation: the same escalation with every text starting at the smallest size (what the estimator adds).
-    policies["escalation only (q = 0) + early exit"] = summarize(simulate(early, np.zeros(n, int), escalate), ref,
-                                                                 sizes)
+    policies["escalation only (q = 0) + early exit"] = summarize(
+        simulate(early, np.zeros(n, int), escalate), ref, sizes
+    )
     # Random routing with the router's answer shares: expected accuracy and cost of a random start size drawn with
     # those shares (cascades with early exit, no escalation); exact expectation, no sampling noise.
     shares = np.asarray([(router["final"] == s).mean() for s in range(s_count)])
     acc = float(sum(shares[s] * early[s].ok.mean() for s in range(s_count)))
     flops = float(sum(shares[s] * early[s].cost.mean() for s in range(s_count)))
     policies["random routing, router's size shares (early exit)"] = {
-        "accuracy": acc, "mean_flops": flops, "relative_cost": flops / ref,
+        "accuracy": acc,
+        "mean_flops": flops,
+        "relative_cost": flops / ref,
         "answer_share": {sizes[s]: float(shares[s]) for s in range(s_count)},
     }
-    return {"n": n, "reference": f"always {sizes[-1]} (full depth)", "reference_mean_flops": ref,
-            "policies": policies, "gap_recovery": gap_recovery(early, probs, config.q_grid)}
+    return {
+        "n": n,
+        "reference": f"always {sizes[-1]} (full depth)",
+        "reference_mean_flops": ref,
+        "policies": policies,
+        "gap_recovery": gap_recovery(early, probs, config.q_grid),
+    }

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adaptive_serving.config import EarlyExitConfig
-from adaptive_serving.names import INPUT_IDS
+from adaptive_core.config import EarlyExitConfig
+from adaptive_core.names import INPUT_IDS
 
 # Optimization profile of the dynamic axes: (min, opt, max) batch; sequence goes 1 .. max_seq_len.
 BATCH_PROFILE = (1, 8, 64)
@@ -24,8 +24,9 @@ def tensorrt_available() -> bool:
     return True
 
 
-def build_engines(config: EarlyExitConfig, onnx_paths: list[Path], out_dir: Path, *, fp16: bool = True,
-                  log=print) -> list[Path]:
+def build_engines(
+    config: EarlyExitConfig, onnx_paths: list[Path], out_dir: Path, *, fp16: bool = True, log=print
+) -> list[Path]:
     """Build one `.plan` per ONNX file next to it, or skip with a message when TensorRT is absent.
 
     Args:
@@ -39,8 +40,10 @@ def build_engines(config: EarlyExitConfig, onnx_paths: list[Path], out_dir: Path
         engine paths written (empty when skipped or when a build failed; failures are logged, not raised).
     """
     if not tensorrt_available():
-        log(f"tensorrt: not importable here, skipping engines for {config.name} "
-            "(stages run from ONNX or torch weights instead)")
+        log(
+            f"tensorrt: not importable here, skipping engines for {config.name} "
+            "(stages run from ONNX or torch weights instead)"
+        )
         return []
     import tensorrt as trt
 

@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from adaptive_serving.encoder import EarlyExitEncoder
+
 from .data import Tokenizer, pad_batch
-from .model import EarlyExitEncoder
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,9 @@ class FeatureCache:
             with self.path.open("wb") as f:
                 pickle.dump(self.store, f, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def features(self, texts: tuple[str, ...], max_seq_len: int, num_layers: int, desc: str = "features"
-                 ) -> tuple[np.ndarray, np.ndarray]:
+    def features(
+        self, texts: tuple[str, ...], max_seq_len: int, num_layers: int, desc: str = "features"
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Pooled features of `texts` after layers 1..num_layers at truncation `max_seq_len`.
 
         Returns:
@@ -128,19 +130,25 @@ def exit_features(feats: np.ndarray, exit_layers: tuple[int, ...]) -> np.ndarray
     return feats[[layer - 1 for layer in exit_layers]]
 
 
-def _distill_loss(logits: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor | None, cfg: HeadTraining
-                  ) -> torch.Tensor:
+def _distill_loss(
+    logits: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor | None, cfg: HeadTraining
+) -> torch.Tensor:
     ce = F.cross_entropy(logits, y)
     if teacher is None:
         return ce
     t = cfg.distill_temperature
-    kl = F.kl_div(F.log_softmax(logits / t, -1), F.log_softmax(teacher / t, -1), log_target=True,
-                  reduction="batchmean")
+    kl = F.kl_div(F.log_softmax(logits / t, -1), F.log_softmax(teacher / t, -1), log_target=True, reduction="batchmean")
     return (1 - cfg.distill_alpha) * ce + cfg.distill_alpha * (t * t) * kl
 
 
-def train_heads(model: EarlyExitEncoder, feats: np.ndarray, labels: np.ndarray, teacher_logits: np.ndarray | None,
-                cfg: HeadTraining = HEAD_TRAINING, desc: str = "heads") -> list[float]:
+def train_heads(
+    model: EarlyExitEncoder,
+    feats: np.ndarray,
+    labels: np.ndarray,
+    teacher_logits: np.ndarray | None,
+    cfg: HeadTraining = HEAD_TRAINING,
+    desc: str = "heads",
+) -> list[float]:
     """Train every exit head of `model` on its exit's cached features (in place).
 
     Args:

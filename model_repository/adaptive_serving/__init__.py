@@ -1,1 +1,4 @@
-"""Adaptive inference on Triton: shared config, tensor names, server launcher and model-repository builder."""
+"""The stub runtime: only what runs inside Triton's Python-backend stubs (gate, BLS calls, stage runners, metrics).
+
+Imports the core (`adaptive_core`) and never export, operations or client code.
+"""

@@ -10,17 +10,18 @@ from collections.abc import Callable
 
 import numpy as np
 
-from adaptive_serving import names
-from adaptive_serving.cascade import CascadePlan, CascadeState, StageLatency, deadline_start
-from adaptive_serving.text_input import truncate
+from adaptive_core import names
+from adaptive_core.cascade import CascadePlan, CascadeState, StageLatency, deadline_start
+from adaptive_core.text import truncate
 
 
 class StageError(Exception):
     """A stage call failed; the message names the stage and carries the server's message."""
 
 
-async def call_stage(model: str, inputs: dict[str, object], wanted: list[str], remaining_s: float, *,
-                     gpu_outputs: bool = False) -> dict[str, object]:
+async def call_stage(
+    model: str, inputs: dict[str, object], wanted: list[str], remaining_s: float, *, gpu_outputs: bool = False
+) -> dict[str, object]:
     """One BLS call; `remaining_s` > 0 becomes the child request's queue timeout.
 
     Inputs and outputs are numpy arrays when in CPU memory and torch tensors (through DLPack) when on a GPU;
@@ -34,8 +35,9 @@ async def call_stage(model: str, inputs: dict[str, object], wanted: list[str], r
     tensors = [_to_triton(pb_utils, k, v) for k, v in inputs.items()]
     timeout_us = max(int(remaining_s * 1e6), 1) if remaining_s > 0 else 0
     extra = {"preferred_memory": pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_GPU, 0)} if gpu_outputs else {}
-    request = pb_utils.InferenceRequest(model_name=model, inputs=tensors, requested_output_names=wanted,
-                                        timeout=timeout_us, **extra)
+    request = pb_utils.InferenceRequest(
+        model_name=model, inputs=tensors, requested_output_names=wanted, timeout=timeout_us, **extra
+    )
     response = await request.async_exec()
     if response.has_error():
         raise StageError(f"stage {model} failed: {response.error().message()}")
@@ -80,9 +82,18 @@ def take_rows(x: object, keep: np.ndarray) -> object:
     return x[torch.from_numpy(keep).to(x.device)]
 
 
-async def run_cascade(plan: CascadePlan, state: CascadeState, ids: np.ndarray, mask: np.ndarray, *,
-                      sep_id: int, timeout_us: int, started: float, latency: StageLatency,
-                      alone: Callable[[], bool] = lambda: False) -> CascadeState:
+async def run_cascade(
+    plan: CascadePlan,
+    state: CascadeState,
+    ids: np.ndarray,
+    mask: np.ndarray,
+    *,
+    sep_id: int,
+    timeout_us: int,
+    started: float,
+    latency: StageLatency,
+    alone: Callable[[], bool] = lambda: False,
+) -> CascadeState:
     """Run `plan`'s stages for `ids`/`mask` (all rows of `state` alive); every sample leaves at its first
     confident exit. When the next stage would likely overrun the deadline (`timeout_us` after `started`,
     a `time.monotonic()` value), the samples still running answer with their latest exit, flagged.

@@ -47,9 +47,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from adaptive_serving.config import LATENCY_CLASSES
+from adaptive_core.config import LATENCY_CLASSES
+from adaptive_core.lanes import parse_caps
+from adaptive_core.metrics import class_of_timeout
 from adaptive_serving.inflight import InFlightBoard, server_board_path
-from adaptive_serving.metrics import class_of_timeout
 
 # (request, arrived: time.monotonic() at the gate) -> pb_utils.InferenceResponse
 Handler = Callable[[object, float], Awaitable[object]]
@@ -58,41 +59,6 @@ T = TypeVar("T")
 
 class Refused(Exception):
     """The gate refused a request; the message says why (Triton's UNAVAILABLE)."""
-
-
-def class_caps(slots: int, reserve: int) -> dict[str, int]:
-    """Gate caps per class: the least urgent class may fill `slots`, each more urgent class `reserve` more."""
-    if slots < 1 or reserve < 0:
-        raise ValueError(f"gate slots must be >= 1 and reserve >= 0, got {slots} and {reserve}")
-    least_urgent_first = sorted(LATENCY_CLASSES.values(), key=lambda c: -c.priority)
-    return {c.name: slots + i * reserve for i, c in enumerate(least_urgent_first)}
-
-
-def format_caps(caps: Mapping[str, int]) -> str:
-    """Caps as a config parameter value, e.g. "critical:16,sensitive:12,batch:8"."""
-    return ",".join(f"{name}:{cap}" for name, cap in caps.items())
-
-
-def parse_caps(text: str) -> dict[str, int]:
-    """Inverse of `format_caps`, checked: every class once, caps >= 1 and never lower for a more urgent class.
-
-    Raises:
-        ValueError: the text is malformed or breaks one of the rules, named in the message.
-    """
-    caps = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, value = item.partition(":")
-        if not sep or not value.strip().isdigit():
-            raise ValueError(f"gate caps: expected 'class:count' items, got {item!r}")
-        caps[name.strip()] = int(value)
-    if set(caps) != set(LATENCY_CLASSES):
-        raise ValueError(f"gate caps: need exactly the classes {sorted(LATENCY_CLASSES)}, got {sorted(caps)}")
-    by_urgency = sorted(LATENCY_CLASSES.values(), key=lambda c: c.priority)
-    for more, less in zip(by_urgency, by_urgency[1:]):
-        if caps[more.name] < caps[less.name] or caps[less.name] < 1:
-            raise ValueError(f"gate caps: {more.name} ({caps[more.name]}) must be >= {less.name} "
-                             f"({caps[less.name]}) >= 1")
-    return caps
 
 
 class Gate:
@@ -108,8 +74,16 @@ class Gate:
         board: the server-wide board of requests in flight; None = `alone` is always False.
     """
 
-    def __init__(self, model: str, caps: Mapping[str, int], *, untimed_cap: int = 0, metrics: object = None,
-                 background_calls: int = 0, board: InFlightBoard | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        caps: Mapping[str, int],
+        *,
+        untimed_cap: int = 0,
+        metrics: object = None,
+        background_calls: int = 0,
+        board: InFlightBoard | None = None,
+    ) -> None:
         self.model = model
         self.board = board
         self.caps = dict(caps)
@@ -129,8 +103,9 @@ class Gate:
         threading.Thread(target=self.loop.run_forever, name=f"{model}-gate", daemon=True).start()
 
     @classmethod
-    def from_params(cls, model: str, params: Mapping[str, str], metrics: object = None, *,
-                    background_calls: int = 0) -> Gate:
+    def from_params(
+        cls, model: str, params: Mapping[str, str], metrics: object = None, *, background_calls: int = 0
+    ) -> Gate:
         """The gate a model's config parameters describe (`gate_caps`, optional `gate_untimed_cap`, and
         `solo_lane` = "express" for a board of requests in flight).
 
@@ -149,8 +124,9 @@ class Gate:
                 board = InFlightBoard(server_board_path())
             except OSError as e:  # only a speed-up is lost: requests alone then wait in the batcher as before
                 pb_utils.Logger.log_warn(f"{model}: no board of requests in flight, lone requests keep their lane: {e}")
-        return cls(model, caps, untimed_cap=untimed_cap, metrics=metrics, background_calls=background_calls,
-                   board=board)
+        return cls(
+            model, caps, untimed_cap=untimed_cap, metrics=metrics, background_calls=background_calls, board=board
+        )
 
     def alone(self) -> bool:
         """Whether exactly one request is in flight in the server's gate models: the caller's own."""
@@ -208,7 +184,8 @@ class Gate:
             response = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e), pb_utils.TritonError.UNAVAILABLE))
         except Exception as e:  # a fault in one request must still answer it, and only it
             response = pb_utils.InferenceResponse(
-                error=pb_utils.TritonError(f"{self.model}: internal error: {type(e).__name__}: {e}"))
+                error=pb_utils.TritonError(f"{self.model}: internal error: {type(e).__name__}: {e}")
+            )
         sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     async def _admit(self, klass: str, timeout_s: float) -> str | None:

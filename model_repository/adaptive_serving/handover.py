@@ -87,7 +87,7 @@ def decode(head: bytes, body: bytes) -> tuple[dict, Arrays]:
         if dtype == "bytes":
             items = []
             for n in spec[3]:
-                items.append(body[at:at + n])
+                items.append(body[at : at + n])
                 at += n
             array = np.empty(len(items), np.object_)
             array[:] = items

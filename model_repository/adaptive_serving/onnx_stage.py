@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptive_serving import names
+from adaptive_core import names
 
 # Inputs whose second axis is the sequence: they are padded to a common length when requests are joined.
 _SEQUENCE_INPUTS = {names.INPUT_IDS: 0, names.ATTENTION_MASK: 0, names.HIDDEN_IN: 0.0}
@@ -38,13 +38,17 @@ class OnnxStage:
         values = self.session.run(self.output_names, inputs)
         return dict(zip(self.output_names, values))
 
-    def run_batched(self, requests: Sequence[dict[str, np.ndarray]], outputs: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    def run_batched(
+        self, requests: Sequence[dict[str, np.ndarray]], outputs: Sequence[str]
+    ) -> list[dict[str, np.ndarray]]:
         """Join the requests' inputs, run once, split the requested outputs back per request."""
         sizes = [len(next(iter(r.values()))) for r in requests]
         widths = [r[names.ATTENTION_MASK].shape[1] for r in requests]
         width = max(widths)
-        joined = {name: np.concatenate([_pad_seq(r[name], width, _SEQUENCE_INPUTS.get(name)) for r in requests])
-                  for name in self.input_names}
+        joined = {
+            name: np.concatenate([_pad_seq(r[name], width, _SEQUENCE_INPUTS.get(name)) for r in requests])
+            for name in self.input_names
+        }
         result = self.run(joined)
         total = sum(sizes)
         for name in outputs:
@@ -52,7 +56,7 @@ class OnnxStage:
         split, start = [], 0
         for n, w in zip(sizes, widths):
             # Hidden states go back at the request's own width (its mask still has that width).
-            split.append({name: _cut_seq(result[name][start:start + n], name, w) for name in outputs})
+            split.append({name: _cut_seq(result[name][start : start + n], name, w) for name in outputs})
             start += n
         return split
 

@@ -1,6 +1,6 @@
 """Run one exit stage (or a full-depth encoder) in torch, on the GPU or the CPU: the `torch` runtime.
 
-The stage is rebuilt from the size's safetensors (`adaptive_export.onnx_export.load_weights`), so it is the same
+The stage is rebuilt from the size's safetensors (`adaptive_serving.encoder.load_weights`), so it is the same
 module the ONNX files were exported from. It takes and returns torch tensors on any device (the runner model moves
 them in and out of Triton). Requests are joined, run once and split back (PyTriton's @batch).
 The tensor contract does not change with precision: hidden states travel as float32, logits leave as float32.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from adaptive_serving import names
-from adaptive_serving.config import TORCH_DTYPES
+from adaptive_core import names
+from adaptive_core.config import TORCH_DTYPES
 
 # Inputs whose second axis is the sequence, with their padding value when requests of different widths are joined.
 _SEQUENCE_INPUTS = {names.INPUT_IDS: 0, names.ATTENTION_MASK: 0, names.HIDDEN_IN: 0.0}
@@ -36,8 +36,7 @@ class TorchStage:
     """
 
     def __init__(self, weights: Path, stage: int | None, *, device: str = "cpu", dtype: str = "float32") -> None:
-        from adaptive_export.model import Full, Stage
-        from adaptive_export.onnx_export import load_weights
+        from adaptive_serving.encoder import Full, Stage, load_weights
 
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -67,8 +66,10 @@ class TorchStage:
         sizes = [r[names.ATTENTION_MASK].shape[0] for r in requests]
         widths = [r[names.ATTENTION_MASK].shape[1] for r in requests]
         width = max(widths)
-        joined = {n: torch.cat([_pad_seq(r[n].to(self.device), width, _SEQUENCE_INPUTS[n]) for r in requests])
-                  for n in self.input_names}
+        joined = {
+            n: torch.cat([_pad_seq(r[n].to(self.device), width, _SEQUENCE_INPUTS[n]) for r in requests])
+            for n in self.input_names
+        }
         result = self.run(joined)
         total = sum(sizes)
         for n, v in result.items():
@@ -76,8 +77,12 @@ class TorchStage:
         split, start = [], 0
         for n, w in zip(sizes, widths):
             # Hidden states go back at the request's own width (its mask still has that width).
-            split.append({k: (v[start:start + n, :w] if k == names.HIDDEN else v[start:start + n]).contiguous()
-                          for k, v in result.items()})
+            split.append(
+                {
+                    k: (v[start : start + n, :w] if k == names.HIDDEN else v[start : start + n]).contiguous()
+                    for k, v in result.items()
+                }
+            )
             start += n
         return split
 

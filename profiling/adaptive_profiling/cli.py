@@ -12,14 +12,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from adaptive_serving.config import PATHS
+from adaptive_core.config import PATHS
 
 DEFAULT_OUT = PATHS.results / "profile" / "cpu"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m adaptive_profiling", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m adaptive_profiling", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     io = p.add_argument_group("inputs and outputs")
     io.add_argument("--export", type=Path, default=PATHS.export_dir, help="export build (manifest + weights)")
     io.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
@@ -49,11 +50,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     base = QUICK if args.quick else ProfileConfig()
     fields = {
-        "export_dir": args.export, "out": args.out, "sizes": tuple(args.size) if args.size else None,
-        "models": tuple(args.model) if args.model else None, "device": args.device or None, "dtype": args.dtype,
-        "batch_sizes": tuple(args.batch_sizes) if args.batch_sizes else None, "seq_len": args.seq_len,
-        "profile_batch": args.profile_batch, "min_time_s": args.min_time_s, "repo": args.repo, "url": args.url,
-        "metrics_url": args.metrics_url, "requests": args.requests, "concurrency": args.concurrency,
+        "export_dir": args.export,
+        "out": args.out,
+        "sizes": tuple(args.size) if args.size else None,
+        "models": tuple(args.model) if args.model else None,
+        "device": args.device or None,
+        "dtype": args.dtype,
+        "batch_sizes": tuple(args.batch_sizes) if args.batch_sizes else None,
+        "seq_len": args.seq_len,
+        "profile_batch": args.profile_batch,
+        "min_time_s": args.min_time_s,
+        "repo": args.repo,
+        "url": args.url,
+        "metrics_url": args.metrics_url,
+        "requests": args.requests,
+        "concurrency": args.concurrency,
         "server": False if args.no_server else None,
         "argv": tuple(argv if argv is not None else sys.argv[1:]),
     }

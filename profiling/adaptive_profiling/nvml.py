@@ -63,8 +63,14 @@ class NvmlSampler:
         log: where the one "not available" line goes.
     """
 
-    def __init__(self, device_index: int = 0, *, interval_s: float = 0.1, nvml: ModuleType | None = None,
-                 log: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        device_index: int = 0,
+        *,
+        interval_s: float = 0.1,
+        nvml: ModuleType | None = None,
+        log: TextIO | None = None,
+    ) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be > 0, got {interval_s}")
         self.device_index, self.interval_s = device_index, interval_s
@@ -81,8 +87,11 @@ class NvmlSampler:
             except Exception as e:  # no such index, or NVML lost the device
                 self._nvml, self.reason = None, f"NVML has no GPU {device_index}: {e}"
         if self._nvml is None:
-            print(f"nvml: no GPU sampling on this host ({self.reason}); the report continues without it",
-                  file=self._log, flush=True)
+            print(
+                f"nvml: no GPU sampling on this host ({self.reason}); the report continues without it",
+                file=self._log,
+                flush=True,
+            )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0 = 0.0
@@ -97,10 +106,13 @@ class NvmlSampler:
         util = nv.nvmlDeviceGetUtilizationRates(h)
         mem = nv.nvmlDeviceGetMemoryInfo(h)
         return NvmlSample(
-            t_s=time.perf_counter() - self._t0, sm_util_pct=float(util.gpu), mem_util_pct=float(util.memory),
+            t_s=time.perf_counter() - self._t0,
+            sm_util_pct=float(util.gpu),
+            mem_util_pct=float(util.memory),
             power_w=nv.nvmlDeviceGetPowerUsage(h) / 1000.0,  # milliwatts
             temperature_c=float(nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)),
-            memory_used_mib=mem.used / 2**20)
+            memory_used_mib=mem.used / 2**20,
+        )
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -134,10 +146,25 @@ class NvmlSampler:
     def summary(self) -> dict[str, object]:
         """JSON-ready: availability (with the reason when absent), mean and max of each field, all samples."""
         if not self.samples:
-            return {"available": self.available, "reason": self.reason or "no samples taken",
-                    "device": self.device_name, "samples": []}
+            return {
+                "available": self.available,
+                "reason": self.reason or "no samples taken",
+                "device": self.device_name,
+                "samples": [],
+            }
         fields = [f for f in asdict(self.samples[0]) if f != "t_s"]
-        stats = {f: {"mean": sum(getattr(s, f) for s in self.samples) / len(self.samples),
-                     "max": max(getattr(s, f) for s in self.samples)} for f in fields}
-        return {"available": True, "device": self.device_name, "interval_s": self.interval_s,
-                "count": len(self.samples), "stats": stats, "samples": [asdict(s) for s in self.samples]}
+        stats = {
+            f: {
+                "mean": sum(getattr(s, f) for s in self.samples) / len(self.samples),
+                "max": max(getattr(s, f) for s in self.samples),
+            }
+            for f in fields
+        }
+        return {
+            "available": True,
+            "device": self.device_name,
+            "interval_s": self.interval_s,
+            "count": len(self.samples),
+            "stats": stats,
+            "samples": [asdict(s) for s in self.samples],
+        }

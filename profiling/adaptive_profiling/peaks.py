@@ -55,8 +55,12 @@ class DevicePeaks:
 
 
 def _table_entry(name: str, fp32_tflops: float, half_dense_tflops: float, tb_per_s: float, sheet: str) -> DevicePeaks:
-    return DevicePeaks(name, {"float32": fp32_tflops * TFLOP, "bfloat16": half_dense_tflops * TFLOP,
-                              "float16": half_dense_tflops * TFLOP}, tb_per_s * TB, f"table: {sheet}")
+    return DevicePeaks(
+        name,
+        {"float32": fp32_tflops * TFLOP, "bfloat16": half_dense_tflops * TFLOP, "float16": half_dense_tflops * TFLOP},
+        tb_per_s * TB,
+        f"table: {sheet}",
+    )
 
 
 H100_SHEET = "NVIDIA H100 Tensor Core GPU datasheet (dense = sparse / 2)"
@@ -101,8 +105,9 @@ def _best_seconds(fn, device: str, repeats: int) -> float:
     return best
 
 
-def measure_peaks(device: str, dtype: str = "float32", *, matmul_n: int | None = None, copy_mib: int | None = None,
-                  repeats: int = 3) -> DevicePeaks:
+def measure_peaks(
+    device: str, dtype: str = "float32", *, matmul_n: int | None = None, copy_mib: int | None = None, repeats: int = 3
+) -> DevicePeaks:
     """Measure achievable peaks on this host: a large square matmul and a large tensor copy.
 
     Args:
@@ -130,8 +135,12 @@ def measure_peaks(device: str, dtype: str = "float32", *, matmul_n: int | None =
     t_copy = _best_seconds(lambda: dst.copy_(src), device, repeats)
     name = torch.cuda.get_device_name(device) if gpu else _cpu_name()
     threads = "" if gpu else f", {torch.get_num_threads()} CPU threads"
-    return DevicePeaks(name, {dtype: 2 * n**3 / t_mm}, 2 * src.numel() * 4 / t_copy,
-                       f"measured: {dtype} matmul {n}x{n}, copy of {mib} MiB (best of {repeats}{threads})")
+    return DevicePeaks(
+        name,
+        {dtype: 2 * n**3 / t_mm},
+        2 * src.numel() * 4 / t_copy,
+        f"measured: {dtype} matmul {n}x{n}, copy of {mib} MiB (best of {repeats}{threads})",
+    )
 
 
 def _cpu_name() -> str:

@@ -27,8 +27,15 @@ def _save(fig: object, path: Path) -> Path:
     return path
 
 
-def plot_roofline(points: Sequence[Mapping], peak_flops: float, peak_bytes: float, out: Path, *,
-                  title: str, measured: tuple[float, float] | None = None) -> Path:
+def plot_roofline(
+    points: Sequence[Mapping],
+    peak_flops: float,
+    peak_bytes: float,
+    out: Path,
+    *,
+    title: str,
+    measured: tuple[float, float] | None = None,
+) -> Path:
     """Log-log roofline: the roof min(peak, I * bandwidth), each (size, stage) a marker, batch sizes labelled.
 
     Args:
@@ -44,8 +51,13 @@ def plot_roofline(points: Sequence[Mapping], peak_flops: float, peak_bytes: floa
     xs = np.array([p["intensity"] for p in points] or [1.0])
     lo, hi = min(xs.min(), peak_flops / peak_bytes) / 4, max(xs.max(), peak_flops / peak_bytes) * 4
     grid = np.logspace(np.log10(lo), np.log10(hi), 200)
-    ax.plot(grid, np.minimum(peak_flops, grid * peak_bytes), "k-", lw=2,
-            label=f"roof: {peak_flops / 1e9:,.0f} GFLOP/s, {peak_bytes / 1e9:,.0f} GB/s")
+    ax.plot(
+        grid,
+        np.minimum(peak_flops, grid * peak_bytes),
+        "k-",
+        lw=2,
+        label=f"roof: {peak_flops / 1e9:,.0f} GFLOP/s, {peak_bytes / 1e9:,.0f} GB/s",
+    )
     ax.axvline(peak_flops / peak_bytes, color="k", ls=":", lw=1)
     if measured:
         ax.plot(grid, np.minimum(measured[0], grid * measured[1]), "k--", lw=1, label="measured on this host")
@@ -55,11 +67,23 @@ def plot_roofline(points: Sequence[Mapping], peak_flops: float, peak_bytes: floa
         rows = sorted((p for p in points if (p["size"], p["stage"]) == key), key=lambda p: p["batch"])
         x = [p["intensity"] for p in rows]
         y = [p["achieved_flops_per_s"] for p in rows]
-        ax.plot(x, y, color=colors[key[0]], marker=MARKERS[(key[1] - 1) % len(MARKERS)], ls="-", lw=0.8,
-                label=f"{key[0]} stage {key[1]}")
+        ax.plot(
+            x,
+            y,
+            color=colors[key[0]],
+            marker=MARKERS[(key[1] - 1) % len(MARKERS)],
+            ls="-",
+            lw=0.8,
+            label=f"{key[0]} stage {key[1]}",
+        )
         for p in rows:
-            ax.annotate(f"b{p['batch']}", (p["intensity"], p["achieved_flops_per_s"]), fontsize=7,
-                        textcoords="offset points", xytext=(3, 3))
+            ax.annotate(
+                f"b{p['batch']}",
+                (p["intensity"], p["achieved_flops_per_s"]),
+                fontsize=7,
+                textcoords="offset points",
+                xytext=(3, 3),
+            )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOPs / byte moved)")
@@ -70,8 +94,9 @@ def plot_roofline(points: Sequence[Mapping], peak_flops: float, peak_bytes: floa
     return _save(fig, out)
 
 
-def plot_vs_batch(rows: Sequence[Mapping], key: str, ylabel: str, out: Path, *, title: str, scale: float = 1.0,
-                  log_y: bool = False) -> Path:
+def plot_vs_batch(
+    rows: Sequence[Mapping], key: str, ylabel: str, out: Path, *, title: str, scale: float = 1.0, log_y: bool = False
+) -> Path:
     """One line per (size, stage) of `row[key] * scale` against batch size (log-x)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -79,8 +104,13 @@ def plot_vs_batch(rows: Sequence[Mapping], key: str, ylabel: str, out: Path, *, 
     for i, size in enumerate(sizes):
         for stage in sorted({r["stage"] for r in rows if r["size"] == size}):
             sel = sorted((r for r in rows if r["size"] == size and r["stage"] == stage), key=lambda r: r["batch"])
-            ax.plot([r["batch"] for r in sel], [r[key] * scale for r in sel], color=f"C{i}",
-                    marker=MARKERS[(stage - 1) % len(MARKERS)], label=f"{size} stage {stage}")
+            ax.plot(
+                [r["batch"] for r in sel],
+                [r[key] * scale for r in sel],
+                color=f"C{i}",
+                marker=MARKERS[(stage - 1) % len(MARKERS)],
+                label=f"{size} stage {stage}",
+            )
     ax.set_xscale("log", base=2)
     if log_y:
         ax.set_yscale("log")
@@ -101,11 +131,15 @@ def plot_stage_latency(rows: Sequence[Mapping], batch: int, out: Path, *, title:
     for i, size in enumerate(sizes):
         bottom = 0.0
         for r in sorted((r for r in rows if r["size"] == size and r["batch"] == batch), key=lambda r: r["stage"]):
-            ax.barh(i, r["median_ms"], left=bottom, color=f"C{r['stage'] - 1}",
-                    label=f"stage {r['stage']}" if i == 0 or r["stage"] > 2 else None)
+            ax.barh(
+                i,
+                r["median_ms"],
+                left=bottom,
+                color=f"C{r['stage'] - 1}",
+                label=f"stage {r['stage']}" if i == 0 or r["stage"] > 2 else None,
+            )
             if r["median_ms"] > 0.06 * widest:  # no label on a bar too narrow to hold it
-                ax.text(bottom + r["median_ms"] / 2, i, f"{r['median_ms']:.1f}", ha="center", va="center",
-                        fontsize=7)
+                ax.text(bottom + r["median_ms"] / 2, i, f"{r['median_ms']:.1f}", ha="center", va="center", fontsize=7)
             bottom += r["median_ms"]
     ax.set_yticks(range(len(sizes)), sizes)
     ax.set_xlabel(f"ms per call at batch {batch}")
@@ -120,8 +154,9 @@ def plot_hops(entries: Sequence[Mapping], out: Path, *, title: str) -> Path:
     """Per entry model, one bar per hop: queue and compute ms per request (statistics API)."""
     plt = _pyplot()
     n = max(len(entries), 1)
-    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 0.45 * max((len(e["hops"]) for e in entries), default=1) + 2),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, n, figsize=(5.5 * n, 0.45 * max((len(e["hops"]) for e in entries), default=1) + 2), squeeze=False
+    )
     for ax, entry in zip(axes[0], entries):
         hops = entry["hops"][::-1]  # first hop on top
         y = np.arange(len(hops))

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from adaptive_core.config import EarlyExitConfig
 from adaptive_export.manifest import stage_bytes, stage_flops
-from adaptive_serving.config import EarlyExitConfig
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # Below this fraction of the attainable roof, a call is called overhead-bound in the report's explanation.
@@ -56,32 +56,56 @@ class RooflinePoint:
         return asdict(self)
 
 
-def stage_cost(config: EarlyExitConfig, stage: int, batch: int, tokens: int, dtype: str = "float32"
-               ) -> tuple[float, dict[str, float]]:
+def stage_cost(
+    config: EarlyExitConfig, stage: int, batch: int, tokens: int, dtype: str = "float32"
+) -> tuple[float, dict[str, float]]:
     """(FLOPs, bytes by kind incl. "total") of one call of `stage` on `batch` sequences of `tokens` tokens."""
     flops = float(batch * stage_flops(config, stage, tokens))
     by_kind = {k: float(v) for k, v in stage_bytes(config, stage, batch, tokens, DTYPE_BYTES[dtype]).items()}
     return flops, by_kind
 
 
-def roofline_point(config: EarlyExitConfig, stage: int, batch: int, tokens: int, time_s: float,
-                   peak_flops_per_s: float, peak_bytes_per_s: float, dtype: str = "float32") -> RooflinePoint:
+def roofline_point(
+    config: EarlyExitConfig,
+    stage: int,
+    batch: int,
+    tokens: int,
+    time_s: float,
+    peak_flops_per_s: float,
+    peak_bytes_per_s: float,
+    dtype: str = "float32",
+) -> RooflinePoint:
     """Place one measured stage call on the roofline of a device with the given peaks.
 
     Raises:
         ValueError: a non-positive time or peak.
     """
     if time_s <= 0 or peak_flops_per_s <= 0 or peak_bytes_per_s <= 0:
-        raise ValueError(f"time and peaks must be > 0, got time_s={time_s}, peaks {peak_flops_per_s}, "
-                         f"{peak_bytes_per_s}")
+        raise ValueError(
+            f"time and peaks must be > 0, got time_s={time_s}, peaks {peak_flops_per_s}, {peak_bytes_per_s}"
+        )
     flops, by_kind = stage_cost(config, stage, batch, tokens, dtype)
     total = by_kind.pop("total")
     intensity = flops / total
     ridge = peak_flops_per_s / peak_bytes_per_s
     roof = min(peak_flops_per_s, intensity * peak_bytes_per_s)
     achieved = flops / time_s
-    return RooflinePoint(config.name, stage, batch, tokens, flops, total, by_kind, time_s, intensity, achieved, roof,
-                         achieved / roof, "memory" if intensity < ridge else "compute", ridge)
+    return RooflinePoint(
+        config.name,
+        stage,
+        batch,
+        tokens,
+        flops,
+        total,
+        by_kind,
+        time_s,
+        intensity,
+        achieved,
+        roof,
+        achieved / roof,
+        "memory" if intensity < ridge else "compute",
+        ridge,
+    )
 
 
 def why(point: RooflinePoint) -> str:
@@ -95,10 +119,14 @@ def why(point: RooflinePoint) -> str:
         "interface": "the stage's input and output tensors dominate the traffic",
     }[top]
     side = "below" if point.bound == "memory" else "above"
-    text = (f"intensity {point.intensity:.1f} FLOP/B is {side} the ridge {point.ridge:.1f} FLOP/B; "
-            f"{cause} ({share[top]:.0%} of {point.bytes / 1e6:.1f} MB)")
+    text = (
+        f"intensity {point.intensity:.1f} FLOP/B is {side} the ridge {point.ridge:.1f} FLOP/B; "
+        f"{cause} ({share[top]:.0%} of {point.bytes / 1e6:.1f} MB)"
+    )
     if point.fraction_of_roof < OVERHEAD_FRACTION:
         # Far under both roofs: neither bandwidth nor compute limits the call, fixed costs do.
-        text += (f"; at {point.fraction_of_roof:.0%} of its roof the call is limited by fixed costs (kernel "
-                 "launches, Python, small kernels), not by this roof")
+        text += (
+            f"; at {point.fraction_of_roof:.0%} of its roof the call is limited by fixed costs (kernel "
+            "launches, Python, small kernels), not by this roof"
+        )
     return text

@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from adaptive_serving.config import PATHS
+from adaptive_core.config import PATHS
 
 from . import plots
 from .nvml import NvmlSampler
@@ -76,8 +76,16 @@ class ProfileConfig:
 
 
 # A seconds-long run for tests and smoke checks: same code paths, small sweeps.
-QUICK = ProfileConfig(batch_sizes=(1, 4), profile_batch=4, min_time_s=0.0, max_iters=3, peak_matmul_n=512,
-                      peak_copy_mib=32, requests=24, concurrency=2)
+QUICK = ProfileConfig(
+    batch_sizes=(1, 4),
+    profile_batch=4,
+    min_time_s=0.0,
+    max_iters=3,
+    peak_matmul_n=512,
+    peak_copy_mib=32,
+    requests=24,
+    concurrency=2,
+)
 
 
 def resolve_device(device: str) -> str:
@@ -118,9 +126,18 @@ def _projections(sizes: dict, points: list[dict]) -> list[dict]:
             for p in points:
                 flops, by_kind = stage_cost(sizes[p["size"]], p["stage"], p["batch"], p["tokens"], dtype)
                 intensity = flops / by_kind["total"]
-                rows.append({"device": table.name, "dtype": dtype, "size": p["size"], "stage": p["stage"],
-                             "batch": p["batch"], "intensity": intensity, "ridge": table.ridge(dtype),
-                             "bound": "memory" if intensity < table.ridge(dtype) else "compute"})
+                rows.append(
+                    {
+                        "device": table.name,
+                        "dtype": dtype,
+                        "size": p["size"],
+                        "stage": p["stage"],
+                        "batch": p["batch"],
+                        "intensity": intensity,
+                        "ridge": table.ridge(dtype),
+                        "bound": "memory" if intensity < table.ridge(dtype) else "compute",
+                    }
+                )
     return rows
 
 
@@ -147,25 +164,45 @@ def _offline(cfg: ProfileConfig, device: str, sizes: dict, out: Path) -> dict[st
                 bar.set_postfix_str(f"{name} stage {s} batch {batch}")
                 x, mask = stage_inputs(config, s, batch, tokens, device, cfg.dtype, cfg.seed)
                 with torch.inference_mode(), autocast:
+
                     def call() -> object:
                         return module(x, mask)
 
                     if batch == cfg.profile_batch:
                         rows = profile_ops(call, device, out / "traces" / f"{name}_stage{s}.json")
                         csv = write_ops_csv(rows, out / "ops" / f"{name}_stage{s}.csv")
-                        ops.append({"size": name, "stage": s, "batch": batch, "tokens": tokens, "rows": rows,
-                                    "csv": csv.relative_to(out).as_posix(),
-                                    "trace": f"traces/{name}_stage{s}.json"})
+                        ops.append(
+                            {
+                                "size": name,
+                                "stage": s,
+                                "batch": batch,
+                                "tokens": tokens,
+                                "rows": rows,
+                                "csv": csv.relative_to(out).as_posix(),
+                                "trace": f"traces/{name}_stage{s}.json",
+                            }
+                        )
                         bar.update()
                     if batch not in cfg.batch_sizes:
                         continue
                     call()  # warm-up
                     mem_bytes, mem_method = peak_memory(call, device)
-                    t = time_call(call, device, warmup=0, min_iters=2, max_iters=cfg.max_iters,
-                                  min_time_s=cfg.min_time_s)
-                timings.append({"size": name, "stage": s, "batch": batch, "tokens": tokens, **asdict(t),
-                                "samples_per_s": batch / (t.median_ms / 1e3), "weights_bytes": weights,
-                                "peak_activation_bytes": mem_bytes, "memory_method": mem_method})
+                    t = time_call(
+                        call, device, warmup=0, min_iters=2, max_iters=cfg.max_iters, min_time_s=cfg.min_time_s
+                    )
+                timings.append(
+                    {
+                        "size": name,
+                        "stage": s,
+                        "batch": batch,
+                        "tokens": tokens,
+                        **asdict(t),
+                        "samples_per_s": batch / (t.median_ms / 1e3),
+                        "weights_bytes": weights,
+                        "peak_activation_bytes": mem_bytes,
+                        "memory_method": mem_method,
+                    }
+                )
                 bar.update()
         del stages
     bar.close()
@@ -174,14 +211,25 @@ def _offline(cfg: ProfileConfig, device: str, sizes: dict, out: Path) -> dict[st
 
 def _roofline(timings: list[dict], sizes: dict, roof: DevicePeaks, dtype: str) -> list[dict]:
     """Each timed (size, stage, batch) placed on the roof, at its median time."""
-    return [roofline_point(sizes[t["size"]], t["stage"], t["batch"], t["tokens"], t["median_ms"] / 1e3,
-                           roof.flops(dtype), roof.bytes_per_s, dtype).as_dict() for t in timings]
+    return [
+        roofline_point(
+            sizes[t["size"]],
+            t["stage"],
+            t["batch"],
+            t["tokens"],
+            t["median_ms"] / 1e3,
+            roof.flops(dtype),
+            roof.bytes_per_s,
+            dtype,
+        ).as_dict()
+        for t in timings
+    ]
 
 
 def _server(cfg: ProfileConfig, sizes: dict, out: Path) -> dict[str, object]:
     """Per-hop server time for each entry model, on `cfg.url` or on a server of `cfg.repo` started here."""
-    from adaptive_client.bench.data import load_eval_samples
-    from adaptive_serving.server import ServerError, TritonServer
+    from adaptive_bench.data import load_eval_samples
+    from adaptive_ops.server import ServerError, TritonServer
 
     from .server_side import profile_entry
 
@@ -192,8 +240,11 @@ def _server(cfg: ProfileConfig, sizes: dict, out: Path) -> dict[str, object]:
     def run(url: str, metrics_url: str | None) -> list[dict]:
         entries = []
         for model in models:
-            print(f"server: {cfg.requests} requests to {model} (concurrency {cfg.concurrency})", file=sys.stderr,
-                  flush=True)
+            print(
+                f"server: {cfg.requests} requests to {model} (concurrency {cfg.concurrency})",
+                file=sys.stderr,
+                flush=True,
+            )
             entries.append(profile_entry(url, metrics_url, model, texts, concurrency=cfg.concurrency))
         return entries
 
@@ -214,9 +265,14 @@ def _server(cfg: ProfileConfig, sizes: dict, out: Path) -> dict[str, object]:
                 raise RuntimeError(f"tritonserver on {cfg.repo} failed twice: {e}") from e
             print(f"server: start failed ({str(e).splitlines()[0]}); retrying once", file=sys.stderr, flush=True)
     with server:
-        return {"url": server.grpc_url, "metrics_url": server.metrics_url, "started_here": True,
-                "start_attempts": attempt, "repository": str(Path(cfg.repo).resolve()),
-                "entries": run(server.grpc_url, server.metrics_url)}
+        return {
+            "url": server.grpc_url,
+            "metrics_url": server.metrics_url,
+            "started_here": True,
+            "start_attempts": attempt,
+            "repository": str(Path(cfg.repo).resolve()),
+            "entries": run(server.grpc_url, server.metrics_url),
+        }
 
 
 def _plots(result: dict, out: Path) -> list[Path]:
@@ -227,29 +283,63 @@ def _plots(result: dict, out: Path) -> list[Path]:
     off = result["offline"]
     if off["roofline"]:
         measured = result["peaks"]["measured"]
-        other = None if roof["source"].startswith("measured") else (measured["flops_per_s"][dtype],
-                                                                    measured["bytes_per_s"])
-        written.append(plots.plot_roofline(off["roofline"], roof["flops_per_s"][dtype], roof["bytes_per_s"],
-                                           out / "roofline.png", title=f"Roofline: {dev['name']} ({dtype})",
-                                           measured=other))
-        written.append(plots.plot_vs_batch(off["timings"], "samples_per_s", "sequences / s",
-                                           out / "throughput_vs_batch.png", log_y=True,
-                                           title=f"Throughput per stage against batch size ({dev['name']})"))
-        written.append(plots.plot_vs_batch(off["timings"], "peak_activation_bytes", "MiB above weights",
-                                           out / "memory_vs_batch.png", scale=1 / 2**20,
-                                           title=f"Peak activation memory ({off['timings'][0]['memory_method']})"))
+        other = (
+            None if roof["source"].startswith("measured") else (measured["flops_per_s"][dtype], measured["bytes_per_s"])
+        )
+        written.append(
+            plots.plot_roofline(
+                off["roofline"],
+                roof["flops_per_s"][dtype],
+                roof["bytes_per_s"],
+                out / "roofline.png",
+                title=f"Roofline: {dev['name']} ({dtype})",
+                measured=other,
+            )
+        )
+        written.append(
+            plots.plot_vs_batch(
+                off["timings"],
+                "samples_per_s",
+                "sequences / s",
+                out / "throughput_vs_batch.png",
+                log_y=True,
+                title=f"Throughput per stage against batch size ({dev['name']})",
+            )
+        )
+        written.append(
+            plots.plot_vs_batch(
+                off["timings"],
+                "peak_activation_bytes",
+                "MiB above weights",
+                out / "memory_vs_batch.png",
+                scale=1 / 2**20,
+                title=f"Peak activation memory ({off['timings'][0]['memory_method']})",
+            )
+        )
         batch = result["config"]["profile_batch"]
         if batch not in result["config"]["batch_sizes"]:
             batch = max(result["config"]["batch_sizes"])
-        written.append(plots.plot_stage_latency(off["timings"], batch, out / "latency_per_stage.png",
-                                                title=f"Latency per stage, batch {batch} ({dev['name']})"))
+        written.append(
+            plots.plot_stage_latency(
+                off["timings"],
+                batch,
+                out / "latency_per_stage.png",
+                title=f"Latency per stage, batch {batch} ({dev['name']})",
+            )
+        )
     srv = result.get("server") or {}
     if srv.get("entries"):
-        written.append(plots.plot_hops(srv["entries"], out / "latency_per_hop.png",
-                                       title="Where time goes per hop (Triton statistics API)"))
+        written.append(
+            plots.plot_hops(
+                srv["entries"], out / "latency_per_hop.png", title="Where time goes per hop (Triton statistics API)"
+            )
+        )
     if result["nvml"].get("samples"):
-        written.append(plots.plot_nvml(result["nvml"]["samples"], out / "nvml_timeline.png",
-                                       title=f"NVML: {result['nvml'].get('device', '')}"))
+        written.append(
+            plots.plot_nvml(
+                result["nvml"]["samples"], out / "nvml_timeline.png", title=f"NVML: {result['nvml'].get('device', '')}"
+            )
+        )
     return written
 
 
@@ -277,8 +367,9 @@ def run_profile(cfg: ProfileConfig) -> dict[str, object]:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     load_start = os.getloadavg()
-    with NvmlSampler(torch.cuda.current_device() if device.startswith("cuda") else 0,
-                     interval_s=cfg.nvml_interval_s) as sampler:
+    with NvmlSampler(
+        torch.cuda.current_device() if device.startswith("cuda") else 0, interval_s=cfg.nvml_interval_s
+    ) as sampler:
         first = _measure(device, cfg)
         table = table_peaks(torch.cuda.get_device_name(device)) if device.startswith("cuda") else None
         offline = _offline(cfg, device, sizes, out)
@@ -296,20 +387,25 @@ def run_profile(cfg: ProfileConfig) -> dict[str, object]:
                 print(f"server part failed: {e}", file=sys.stderr)
     result: dict[str, object] = {
         "ok": server_error is None,
-        "config": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
-                   "sizes": list(sizes)},
-        "device": {"torch_device": device,
-                   "name": torch.cuda.get_device_name(device) if device.startswith("cuda") else measured.name,
-                   "torch": torch.__version__, "threads": torch.get_num_threads(),
-                   "python": platform.python_version(), "host": platform.node()},
+        "config": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}, "sizes": list(sizes)},
+        "device": {
+            "torch_device": device,
+            "name": torch.cuda.get_device_name(device) if device.startswith("cuda") else measured.name,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "host": platform.node(),
+        },
         "peaks": {"roof": roof.as_dict(), "measured": measured.as_dict(), "ridge": roof.ridge(cfg.dtype)},
         "export": {"dir": str(Path(cfg.export_dir).resolve()), "dataset_hash": manifest.get("dataset_hash")},
         "offline": offline,
-        "server": server, "server_error": server_error,
+        "server": server,
+        "server_error": server_error,
         "nvml": sampler.summary(),
         "projections": _projections(sizes, offline["roofline"]),
         "load_average": {"start": list(load_start), "end": list(load_offline), "cpus": os.cpu_count()},
-        "seconds": time.time() - started, "started_unix": started,
+        "seconds": time.time() - started,
+        "started_unix": started,
     }
     written = _plots(result, out)
     # Only what this run wrote (the folder may hold older runs' files).

@@ -3,7 +3,7 @@
 For one entry model (say `large_exit`: tokenizer -> cascade -> stages), it snapshots Triton's statistics and its
 Prometheus metrics, sends a short closed-loop load, snapshots again, and reports per model that served requests
 in the window: requests, executions, queue and compute time per request, from both sources. Statistics parsing
-and the BLS hop cost are the benchmark package's (`adaptive_client.bench.stats`).
+and the BLS hop cost are the benchmark package's (`adaptive_bench.stats`).
 """
 
 from __future__ import annotations
@@ -16,15 +16,23 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from adaptive_client.bench import stats
-from adaptive_serving import names
+
+from adaptive_bench import stats
+from adaptive_core import names
 
 # Triton per-model counters (cumulative; microsecond durations), summed over versions.
-METRICS = ("nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count",
-           "nv_inference_exec_count", "nv_inference_queue_duration_us", "nv_inference_compute_input_duration_us",
-           "nv_inference_compute_infer_duration_us", "nv_inference_compute_output_duration_us",
-           "nv_inference_request_duration_us")
-_LINE = re.compile(r'^(\w+)\{([^}]*)\}\s+([0-9.eE+-]+)$')
+METRICS = (
+    "nv_inference_request_success",
+    "nv_inference_request_failure",
+    "nv_inference_count",
+    "nv_inference_exec_count",
+    "nv_inference_queue_duration_us",
+    "nv_inference_compute_input_duration_us",
+    "nv_inference_compute_infer_duration_us",
+    "nv_inference_compute_output_duration_us",
+    "nv_inference_request_duration_us",
+)
+_LINE = re.compile(r"^(\w+)\{([^}]*)\}\s+([0-9.eE+-]+)$")
 _MODEL = re.compile(r'model="([^"]+)"')
 
 
@@ -48,16 +56,19 @@ def fetch_metrics(metrics_url: str, timeout_s: float = 10.0) -> dict[str, dict[s
     Raises:
         OSError: the endpoint cannot be reached.
     """
-    with urllib.request.urlopen(metrics_url, timeout=timeout_s) as r:  # noqa: S310 - our own loopback URL
+    with urllib.request.urlopen(metrics_url, timeout=timeout_s) as r:
         return parse_metrics(r.read().decode())
 
 
-def metrics_delta(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
-                  ) -> dict[str, dict[str, float]]:
+def metrics_delta(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
+) -> dict[str, dict[str, float]]:
     """model -> metric -> increase over the window."""
     models = {m for per in after.values() for m in per}
-    return {model: {metric: after[metric].get(model, 0.0) - before.get(metric, {}).get(model, 0.0)
-                    for metric in METRICS} for model in sorted(models)}
+    return {
+        model: {metric: after[metric].get(model, 0.0) - before.get(metric, {}).get(model, 0.0) for metric in METRICS}
+        for model in sorted(models)
+    }
 
 
 def hop_rank(model: str) -> tuple[int, int, str]:
@@ -77,7 +88,7 @@ def hop_rank(model: str) -> tuple[int, int, str]:
 
 
 def _model_kind(client: object, model: str) -> str:
-    """"ensemble" (its time is the sum of its steps), or the model's backend ("python", "onnxruntime")."""
+    """ "ensemble" (its time is the sum of its steps), or the model's backend ("python", "onnxruntime")."""
     config = client.get_model_config(model, as_json=True).get("config", {})  # type: ignore[attr-defined]
     return config.get("platform") or config.get("backend") or "unknown"
 
@@ -87,7 +98,7 @@ def _client_load(url: str, model: str, texts: Sequence[str], concurrency: int, b
     import tritonclient.grpc as grpcclient
 
     target = url.removeprefix("grpc://")
-    batches = [list(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
+    batches = [list(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -114,15 +125,24 @@ def _client_load(url: str, model: str, texts: Sequence[str], concurrency: int, b
         list(pool.map(send, batches))
     seconds = time.perf_counter() - start
     lat = np.array(latencies) if latencies else np.zeros(1)
-    return {"requests": len(batches), "answered": len(latencies), "errors": len(errors),
-            "first_error": errors[0] if errors else None, "seconds": seconds, "batch_size": batch_size,
-            "concurrency": concurrency, "requests_per_s": len(latencies) / seconds,
-            "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
-            "mean_ms": float(lat.mean())}
+    return {
+        "requests": len(batches),
+        "answered": len(latencies),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "seconds": seconds,
+        "batch_size": batch_size,
+        "concurrency": concurrency,
+        "requests_per_s": len(latencies) / seconds,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "mean_ms": float(lat.mean()),
+    }
 
 
-def profile_entry(url: str, metrics_url: str | None, model: str, texts: Sequence[str], *, concurrency: int = 4,
-                  batch_size: int = 1) -> dict[str, object]:
+def profile_entry(
+    url: str, metrics_url: str | None, model: str, texts: Sequence[str], *, concurrency: int = 4, batch_size: int = 1
+) -> dict[str, object]:
     """Drive `model` with `texts` and report per hop where the time went.
 
     Args:
@@ -159,22 +179,33 @@ def profile_entry(url: str, metrics_url: str | None, model: str, texts: Sequence
     hops = []
     for name in sorted(window, key=hop_rank):
         t = window[name]
-        row: dict[str, object] = {"model": name, "kind": _model_kind(client, name), "requests": t.requests,
-                                  "executions": t.executions,
-                                  "requests_per_execution": t.requests / max(t.executions, 1),
-                                  **t.per_request_ms()}
+        row: dict[str, object] = {
+            "model": name,
+            "kind": _model_kind(client, name),
+            "requests": t.requests,
+            "executions": t.executions,
+            "requests_per_execution": t.requests / max(t.executions, 1),
+            **t.per_request_ms(),
+        }
         mm = m_window.get(name)
         if mm:
             n = max(mm["nv_inference_request_success"], 1.0)
-            compute_us = sum(mm[k] for k in ("nv_inference_compute_input_duration_us",
-                                             "nv_inference_compute_infer_duration_us",
-                                             "nv_inference_compute_output_duration_us"))
-            row["metrics"] = {"requests": mm["nv_inference_request_success"],
-                              "failures": mm["nv_inference_request_failure"],
-                              "executions": mm["nv_inference_exec_count"],
-                              "queue_ms": mm["nv_inference_queue_duration_us"] / n / 1e3,
-                              "compute_ms": compute_us / n / 1e3,
-                              "request_ms": mm["nv_inference_request_duration_us"] / n / 1e3}
+            compute_us = sum(
+                mm[k]
+                for k in (
+                    "nv_inference_compute_input_duration_us",
+                    "nv_inference_compute_infer_duration_us",
+                    "nv_inference_compute_output_duration_us",
+                )
+            )
+            row["metrics"] = {
+                "requests": mm["nv_inference_request_success"],
+                "failures": mm["nv_inference_request_failure"],
+                "executions": mm["nv_inference_exec_count"],
+                "queue_ms": mm["nv_inference_queue_duration_us"] / n / 1e3,
+                "compute_ms": compute_us / n / 1e3,
+                "request_ms": mm["nv_inference_request_duration_us"] / n / 1e3,
+            }
         hops.append(row)
     orchestrators = [n for n in window if n == stats.ROUTER or n.startswith("cascade_")]
     hop_cost = None
@@ -182,5 +213,11 @@ def profile_entry(url: str, metrics_url: str | None, model: str, texts: Sequence
         o = orchestrators[0]
         hop_cost = stats.hop_costs(window, o, stats.cascade_stages(o, list(window)), gate.get(o))
         hop_cost.pop("per_model", None)  # the same numbers are in `hops`
-    return {"model": model, "client": load, "hops": hops, "hop_cost": hop_cost,
-            "metrics_available": m_before is not None, "metrics_error": m_error}
+    return {
+        "model": model,
+        "client": load,
+        "hops": hops,
+        "hop_cost": hop_cost,
+        "metrics_available": m_before is not None,
+        "metrics_error": m_error,
+    }

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptive_serving.config import EarlyExitConfig
+from adaptive_core.config import EarlyExitConfig
 
 
 def read_manifest(export_dir: Path) -> dict:
@@ -40,8 +40,8 @@ def load_stages(export_dir: Path, size: str, device: str, dtype: str) -> list[ob
         FileNotFoundError: the size has no weights file in the export.
     """
     import torch
-    from adaptive_export.model import Stage
-    from adaptive_export.onnx_export import load_weights
+
+    from adaptive_serving.encoder import Stage, load_weights
 
     path = Path(export_dir) / size / "weights.safetensors"
     if not path.is_file():
@@ -50,8 +50,9 @@ def load_stages(export_dir: Path, size: str, device: str, dtype: str) -> list[ob
     return [Stage(model, s).eval() for s in range(1, model.config.num_stages + 1)]
 
 
-def stage_inputs(config: EarlyExitConfig, stage: int, batch: int, tokens: int, device: str, dtype: str,
-                 seed: int = 0) -> tuple[object, object]:
+def stage_inputs(
+    config: EarlyExitConfig, stage: int, batch: int, tokens: int, device: str, dtype: str, seed: int = 0
+) -> tuple[object, object]:
     """Inputs of one stage call: (input_ids (B, T) int64 | hidden (B, T, H), attention_mask (B, T) int64).
 
     Every position is a real token (mask all ones): the profiled cost is that of a full `tokens`-long batch.
@@ -91,8 +92,15 @@ class Timing:
     p90_ms: float
 
 
-def time_call(fn: Callable[[], object], device: str, *, warmup: int = 1, min_iters: int = 3, max_iters: int = 50,
-              min_time_s: float = 0.3) -> Timing:
+def time_call(
+    fn: Callable[[], object],
+    device: str,
+    *,
+    warmup: int = 1,
+    min_iters: int = 3,
+    max_iters: int = 50,
+    min_time_s: float = 0.3,
+) -> Timing:
     """Time `fn` until `min_iters` calls and `min_time_s` seconds have passed (at most `max_iters` calls)."""
     for _ in range(warmup):
         fn()

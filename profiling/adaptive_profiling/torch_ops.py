@@ -10,8 +10,9 @@ from pathlib import Path
 OP_COLUMNS = ("name", "calls", "self_cpu_ms", "cpu_total_ms", "self_device_ms", "device_total_ms")
 
 
-def profile_ops(fn: Callable[[], object], device: str, trace_path: Path, *, calls: int = 3,
-                top: int = 15) -> list[dict[str, object]]:
+def profile_ops(
+    fn: Callable[[], object], device: str, trace_path: Path, *, calls: int = 3, top: int = 15
+) -> list[dict[str, object]]:
     """Run `fn` `calls` times under torch.profiler (CPU, and CUDA where the device is a GPU).
 
     Args:
@@ -44,9 +45,16 @@ def profile_ops(fn: Callable[[], object], device: str, trace_path: Path, *, call
         # `device_*` on torch >= 2.4; older releases name them `cuda_*`.
         self_dev = getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0)) or 0
         dev_total = getattr(e, "device_time_total", getattr(e, "cuda_time_total", 0)) or 0
-        rows.append({"name": e.key, "calls": int(e.count), "self_cpu_ms": e.self_cpu_time_total / 1e3,
-                     "cpu_total_ms": e.cpu_time_total / 1e3, "self_device_ms": self_dev / 1e3,
-                     "device_total_ms": dev_total / 1e3})
+        rows.append(
+            {
+                "name": e.key,
+                "calls": int(e.count),
+                "self_cpu_ms": e.self_cpu_time_total / 1e3,
+                "cpu_total_ms": e.cpu_time_total / 1e3,
+                "self_device_ms": self_dev / 1e3,
+                "device_total_ms": dev_total / 1e3,
+            }
+        )
     key = "self_device_ms" if gpu else "self_cpu_ms"
     rows.sort(key=lambda r: r[key], reverse=True)
     return rows[:top]

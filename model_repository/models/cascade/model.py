@@ -11,13 +11,13 @@ import gc
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from adaptive_export.confidence import get_policy
-from adaptive_serving.model_args import model_params
-from adaptive_serving import names
+from adaptive_core import names
+from adaptive_core.cascade import CascadePlan, CascadeState, StageLatency
+from adaptive_core.confidence import get_policy
 from adaptive_serving.bls import StageError, run_cascade, started_at
-from adaptive_serving.cascade import CascadePlan, CascadeState, StageLatency
 from adaptive_serving.gate import Gate
 from adaptive_serving.metrics import ModelMetrics
+from adaptive_serving.model_args import model_params
 
 
 class TritonPythonModel:
@@ -46,21 +46,32 @@ class TritonPythonModel:
         mask = pb_utils.get_input_tensor_by_name(request, names.ATTENTION_MASK).as_numpy()
         state = CascadeState(ids.shape[0], self.confidence)
         try:
-            await run_cascade(self.plan, state, ids, mask, sep_id=self.sep_id, timeout_us=request.timeout(),
-                              started=started, latency=self.latency, alone=self.gate.alone)
+            await run_cascade(
+                self.plan,
+                state,
+                ids,
+                mask,
+                sep_id=self.sep_id,
+                timeout_us=request.timeout(),
+                started=started,
+                latency=self.latency,
+                alone=self.gate.alone,
+            )
         except StageError as e:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.model_name}: {e}"))
         self.metrics.answered(request.timeout(), self.plan.size, state.exit_stage, state.deadline_cut, arrived)
         n = state.label.shape[0]
         layers = np.array(self.plan.exit_layers, dtype=np.int32)[state.exit_stage - 1]
-        return pb_utils.InferenceResponse([
-            pb_utils.Tensor(names.LABEL, state.label.reshape(n, 1)),
-            pb_utils.Tensor(names.CONFIDENCE, state.score.reshape(n, 1)),
-            pb_utils.Tensor(names.EXIT_STAGE, state.exit_stage.reshape(n, 1)),
-            pb_utils.Tensor(names.EXIT_LAYER, layers.reshape(n, 1)),
-            pb_utils.Tensor(names.MODEL_SIZE, np.array([[self.plan.size.encode()]] * n, dtype=np.object_)),
-            pb_utils.Tensor(names.DEADLINE_CUT, state.deadline_cut.reshape(n, 1)),
-        ])
+        return pb_utils.InferenceResponse(
+            [
+                pb_utils.Tensor(names.LABEL, state.label.reshape(n, 1)),
+                pb_utils.Tensor(names.CONFIDENCE, state.score.reshape(n, 1)),
+                pb_utils.Tensor(names.EXIT_STAGE, state.exit_stage.reshape(n, 1)),
+                pb_utils.Tensor(names.EXIT_LAYER, layers.reshape(n, 1)),
+                pb_utils.Tensor(names.MODEL_SIZE, np.array([[self.plan.size.encode()]] * n, dtype=np.object_)),
+                pb_utils.Tensor(names.DEADLINE_CUT, state.deadline_cut.reshape(n, 1)),
+            ]
+        )
 
     def finalize(self):
         self.gate.close()

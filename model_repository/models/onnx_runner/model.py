@@ -2,7 +2,6 @@
 
 Requests that the dynamic batcher groups are joined, run once, and split back (PyTriton's @batch).
 `nice` and `sched_idle` lower the CPU priority of this instance (the standard lane yields the CPU to the express lane).
-`batcher_nudge_ms` wakes Triton's dynamic batcher when the instance frees (`adaptive_serving.batcher_nudge`).
 Fault injection for tests and drills (config parameters, off by default): `inject_delay_ms` sleeps before
 each call, `inject_error` fails every call with that message.
 """
@@ -11,7 +10,6 @@ import json
 
 import triton_python_backend_utils as pb_utils
 
-from adaptive_serving import batcher_nudge
 from adaptive_serving.model_args import FaultInjection, lower_cpu_priority, model_params
 from adaptive_serving.onnx_stage import OnnxStage
 
@@ -25,21 +23,16 @@ class TritonPythonModel:
         self.outputs = [o["name"] for o in config["output"]]
         self.faults = FaultInjection.from_params(params)
         self.model_name = args["model_name"]
-        self.nudge = batcher_nudge.from_config(self.model_name, config, params)
 
     def execute(self, requests):
-        with batcher_nudge.executing(self.nudge):
-            try:
-                self.faults.apply()
-                per_request = [{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy()
-                                for name in self.stage.input_names} for r in requests]
-                results = self.stage.run_batched(per_request, self.outputs)
-            except Exception as e:  # a failing stage fails only the requests of this call, with the reason
-                error = pb_utils.TritonError(f"{self.model_name}: {type(e).__name__}: {e}",
-                                             pb_utils.TritonError.INTERNAL)
-                return [pb_utils.InferenceResponse(error=error) for _ in requests]
-            return [pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in out.items()]) for out in results]
-
-    def finalize(self):
-        if self.nudge is not None:
-            self.nudge.close()
+        try:
+            self.faults.apply()
+            per_request = [
+                {name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.stage.input_names}
+                for r in requests
+            ]
+            results = self.stage.run_batched(per_request, self.outputs)
+        except Exception as e:  # a failing stage fails only the requests of this call, with the reason
+            error = pb_utils.TritonError(f"{self.model_name}: {type(e).__name__}: {e}", pb_utils.TritonError.INTERNAL)
+            return [pb_utils.InferenceResponse(error=error) for _ in requests]
+        return [pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in out.items()]) for out in results]

@@ -32,19 +32,18 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from adaptive_export.confidence import get_policy, softmax
-from adaptive_serving.model_args import lower_cpu_priority, model_params
-from adaptive_serving import names
+from adaptive_core import names
+from adaptive_core.cascade import CascadeState, StageLatency, deadline_start
+from adaptive_core.complexity_features import extract_features
+from adaptive_core.confidence import get_policy, softmax
+from adaptive_core.router_plan import RouterPlan
+from adaptive_core.text import truncate
 from adaptive_serving.bls import StageError, call_stage, run_cascade, started_at
-from adaptive_serving.cascade import CascadeState, StageLatency, deadline_start
-from adaptive_serving.complexity_features import extract_features
 from adaptive_serving.gate import Gate, Refused
 from adaptive_serving.handover import HandoverClient, HandoverError, HandoverServer
 from adaptive_serving.metrics import ModelMetrics
+from adaptive_serving.model_args import lower_cpu_priority, model_params
 from adaptive_serving.outcomes import OutcomeRecorder
-from adaptive_serving.router_plan import RouterPlan
-from adaptive_serving.text_input import truncate
-
 
 # Audits waiting per instance; past this, outcomes are logged unlabeled (an overload must not pile up audits).
 MAX_AUDITS_IN_FLIGHT = 4
@@ -88,13 +87,22 @@ class TritonPythonModel:
         self.is_router_standard = params.get("lane", "") == "standard"
         self.metrics = ModelMetrics(
             params.get("metrics_model", self.model_name),
-            {t.name: len(t.cascade.stage_models) if t.cascade else 1 for t in self.plan.targets}, routes=True)
-        self.gate = Gate.from_params(self.model_name, params, None if self.is_router_standard else self.metrics,
-                                     background_calls=MAX_AUDITS_IN_FLIGHT)
+            {t.name: len(t.cascade.stage_models) if t.cascade else 1 for t in self.plan.targets},
+            routes=True,
+        )
+        self.gate = Gate.from_params(
+            self.model_name,
+            params,
+            None if self.is_router_standard else self.metrics,
+            background_calls=MAX_AUDITS_IN_FLIGHT,
+        )
         # router: hands standard-lane requests to router_standard's listeners ("socket"), or over BLS ("bls", and
         # the fallback while no listener answers). router_standard: listens on its gate's loop.
-        self.handover = (HandoverClient(self.standard_router)
-                         if self.standard_router and params.get("standard_handover", "socket") == "socket" else None)
+        self.handover = (
+            HandoverClient(self.standard_router)
+            if self.standard_router and params.get("standard_handover", "socket") == "socket"
+            else None
+        )
         self.handover_warned = False
         self.listener = self._listen() if self.is_router_standard else None
         # Startup objects (numpy, onnxruntime, the plan) never die: keep them out of the collector's full passes,
@@ -107,8 +115,9 @@ class TritonPythonModel:
         plan = RouterPlan.read(self.plan_path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
-        self.estimator = ort.InferenceSession(str(self.plan_path.parent / plan.estimator_file), options,
-                                              providers=["CPUExecutionProvider"])
+        self.estimator = ort.InferenceSession(
+            str(self.plan_path.parent / plan.estimator_file), options, providers=["CPUExecutionProvider"]
+        )
         self.policies = [get_policy(t.cascade.confidence if t.cascade else "max_prob") for t in plan.targets]
         self.plan = plan
         self.plan_mtime = os.stat(self.plan_path).st_mtime_ns
@@ -146,10 +155,13 @@ class TritonPythonModel:
         self._maybe_reload()  # on the gate's loop, which reads the plan
         if self.standard_router and self._standard_lane(request.timeout()):
             return await self._forward(request, arrived)
-        job = Job(pb_utils.get_input_tensor_by_name(request, names.TEXT).as_numpy().reshape(-1),
-                  pb_utils.get_input_tensor_by_name(request, names.INPUT_IDS).as_numpy(),
-                  pb_utils.get_input_tensor_by_name(request, names.ATTENTION_MASK).as_numpy(),
-                  request.timeout(), started_at(request, arrived))  # the deadline counts from the entry
+        job = Job(
+            pb_utils.get_input_tensor_by_name(request, names.TEXT).as_numpy().reshape(-1),
+            pb_utils.get_input_tensor_by_name(request, names.INPUT_IDS).as_numpy(),
+            pb_utils.get_input_tensor_by_name(request, names.ATTENTION_MASK).as_numpy(),
+            request.timeout(),
+            started_at(request, arrived),
+        )  # the deadline counts from the entry
         try:
             outputs = await self._route(job, arrived)
         except StageError as e:
@@ -162,8 +174,13 @@ class TritonPythonModel:
         timeout_us = int(header["timeout_us"])
 
         async def work(arrived):
-            job = Job(arrays[names.TEXT].reshape(-1), arrays[names.INPUT_IDS], arrays[names.ATTENTION_MASK],
-                      timeout_us, deadline_start(arrived, np.array([header["entered_ns"]], np.int64)))
+            job = Job(
+                arrays[names.TEXT].reshape(-1),
+                arrays[names.INPUT_IDS],
+                arrays[names.ATTENTION_MASK],
+                timeout_us,
+                deadline_start(arrived, np.array([header["entered_ns"]], np.int64)),
+            )
             return await self._route(job, arrived)
 
         try:
@@ -195,9 +212,11 @@ class TritonPythonModel:
         pending = np.zeros(0, np.int64)
         budget_s = job.timeout_us / 1e6
         for t, spec in enumerate(plan.targets):
-            if pending.size and not self.latency.fits(*self._first_call(spec, job.timeout_us, ids[pending],
-                                                                        mask[pending]),
-                                                      time.monotonic() - started, budget_s):
+            if pending.size and not self.latency.fits(
+                *self._first_call(spec, job.timeout_us, ids[pending], mask[pending]),
+                time.monotonic() - started,
+                budget_s,
+            ):
                 # Escalating would likely overrun the deadline: keep the smaller size's answer, flagged.
                 cut[pending] = True
                 escalated[pending] -= 1
@@ -207,9 +226,17 @@ class TritonPythonModel:
                 continue
             if spec.kind == "cascade":
                 state = CascadeState(rows.size, self.policies[t])
-                await run_cascade(spec.cascade, state, ids[rows], mask[rows], sep_id=self.sep_id,
-                                  timeout_us=job.timeout_us, started=started, latency=self.latency,
-                                  alone=self.gate.alone)
+                await run_cascade(
+                    spec.cascade,
+                    state,
+                    ids[rows],
+                    mask[rows],
+                    sep_id=self.sep_id,
+                    timeout_us=job.timeout_us,
+                    started=started,
+                    latency=self.latency,
+                    alone=self.gate.alone,
+                )
                 label[rows], score[rows], exit_stage[rows] = state.label, state.score, state.exit_stage
                 exit_layer[rows] = np.array(spec.cascade.exit_layers, np.int32)[state.exit_stage - 1]
                 cut[rows] = state.deadline_cut
@@ -225,19 +252,37 @@ class TritonPythonModel:
             pending = rows[go_on]
             escalated[pending] += 1
         names_of = np.array([t.name for t in plan.targets], dtype=np.object_)
-        self.metrics.answered(job.timeout_us, names_of[target], exit_stage, cut,
-                              None if self.is_router_standard else arrived, routed=names_of[start])
+        self.metrics.answered(
+            job.timeout_us,
+            names_of[target],
+            exit_stage,
+            cut,
+            None if self.is_router_standard else arrived,
+            routed=names_of[start],
+        )
         if self.recorder is not None:
-            records = [{
-                "t": time.time(), "probs": probs[i].round(4).tolist(), "start": int(start[i]),
-                "target": int(target[i]), "exit_stage": int(exit_stage[i]), "confidence": float(score[i]),
-                "escalated": int(escalated[i]), "label": int(label[i]), "deadline_cut": bool(cut[i]),
-                "latency_ms": round((time.monotonic() - arrived) * 1e3, 3), "audit_label": None,
-            } for i in range(n)]
-            if (self.audit_model and len(self.audits) < MAX_AUDITS_IN_FLIGHT
-                    and random.random() < plan.audit_rate):
-                inputs = ({names.INPUT_IDS: ids, names.ATTENTION_MASK: mask} if self.audit_tokens
-                          else {names.TEXT: raw.reshape(-1, 1)})
+            records = [
+                {
+                    "t": time.time(),
+                    "probs": probs[i].round(4).tolist(),
+                    "start": int(start[i]),
+                    "target": int(target[i]),
+                    "exit_stage": int(exit_stage[i]),
+                    "confidence": float(score[i]),
+                    "escalated": int(escalated[i]),
+                    "label": int(label[i]),
+                    "deadline_cut": bool(cut[i]),
+                    "latency_ms": round((time.monotonic() - arrived) * 1e3, 3),
+                    "audit_label": None,
+                }
+                for i in range(n)
+            ]
+            if self.audit_model and len(self.audits) < MAX_AUDITS_IN_FLIGHT and random.random() < plan.audit_rate:
+                inputs = (
+                    {names.INPUT_IDS: ids, names.ATTENTION_MASK: mask}
+                    if self.audit_tokens
+                    else {names.TEXT: raw.reshape(-1, 1)}
+                )
                 task = asyncio.ensure_future(self._audit(inputs, records))
                 self.audits.add(task)
                 task.add_done_callback(self.audits.discard)
@@ -264,14 +309,20 @@ class TritonPythonModel:
         """Run `request` in the standard-lane router; answer with its outputs or its error. The deadline still counts
         from the entry: the stamp goes along (the gate's arrival when the request has none), and so does the timeout."""
         entered_ns = int(started_at(request, arrived) * 1e9)
-        text, ids, mask = (pb_utils.get_input_tensor_by_name(request, name)
-                           for name in (names.TEXT, names.INPUT_IDS, names.ATTENTION_MASK))
+        text, ids, mask = (
+            pb_utils.get_input_tensor_by_name(request, name)
+            for name in (names.TEXT, names.INPUT_IDS, names.ATTENTION_MASK)
+        )
         if self.handover is not None:
             try:
-                arrays = {names.TEXT: text.as_numpy(), names.INPUT_IDS: ids.as_numpy(),
-                          names.ATTENTION_MASK: mask.as_numpy()}
+                arrays = {
+                    names.TEXT: text.as_numpy(),
+                    names.INPUT_IDS: ids.as_numpy(),
+                    names.ATTENTION_MASK: mask.as_numpy(),
+                }
                 reply, outputs = await self.handover.call(
-                    {"timeout_us": request.timeout(), "entered_ns": entered_ns}, arrays)
+                    {"timeout_us": request.timeout(), "entered_ns": entered_ns}, arrays
+                )
             except HandoverError as e:  # no listener, or it went away: BLS still reaches router_standard
                 if not self.handover_warned:
                     pb_utils.Logger.log_warn(f"{self.model_name}: hand-over over BLS instead: {e}")
@@ -280,19 +331,24 @@ class TritonPythonModel:
                 if "error" in reply:
                     code = getattr(pb_utils.TritonError, reply["error"]["code"] or "INTERNAL")
                     return pb_utils.InferenceResponse(
-                        error=pb_utils.TritonError(f"{self.model_name}: {reply['error']['message']}", code))
+                        error=pb_utils.TritonError(f"{self.model_name}: {reply['error']['message']}", code)
+                    )
                 self.metrics.latency(request.timeout(), arrived)
                 return pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in outputs.items()])
         # The batch size from the token ids (a view): reading the text tensor would decode every string.
         entered = np.full((ids.as_numpy().shape[0], 1), entered_ns, np.int64)
         inputs = [text, ids, mask, pb_utils.Tensor(names.ENTERED_NS, entered)]
         response = await pb_utils.InferenceRequest(
-            model_name=self.standard_router, inputs=inputs, requested_output_names=list(names.ROUTER_OUTPUTS),
-            timeout=request.timeout()).async_exec()
+            model_name=self.standard_router,
+            inputs=inputs,
+            requested_output_names=list(names.ROUTER_OUTPUTS),
+            timeout=request.timeout(),
+        ).async_exec()
         if response.has_error():
             error = response.error()
             return pb_utils.InferenceResponse(
-                error=pb_utils.TritonError(f"{self.model_name}: {error.message()}", error.code()))
+                error=pb_utils.TritonError(f"{self.model_name}: {error.message()}", error.code())
+            )
         self.metrics.latency(request.timeout(), arrived)
         return pb_utils.InferenceResponse(response.output_tensors())
 

@@ -4,15 +4,15 @@ request entered (`entered_ns`, monotonic clock), from which the gate models coun
 Bad text (empty, too long, invalid UTF-8, NUL) fails only its own request with INVALID_ARG.
 """
 
-
 import time
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from adaptive_core import names
+from adaptive_core.text import InputError, decode_texts
 from adaptive_serving.model_args import model_params
-from adaptive_serving import names
-from adaptive_serving.text_input import InputError, TextTokenizer, decode_texts
+from adaptive_serving.tokenizer import TextTokenizer
 
 
 class TritonPythonModel:
@@ -34,7 +34,13 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse(error=error))
                 continue
             ids, mask = self.tokenize(texts)
-            responses.append(pb_utils.InferenceResponse([
-                pb_utils.Tensor(names.INPUT_IDS, ids), pb_utils.Tensor(names.ATTENTION_MASK, mask),
-                pb_utils.Tensor(names.ENTERED_NS, np.full((len(texts), 1), entered, np.int64))]))
+            responses.append(
+                pb_utils.InferenceResponse(
+                    [
+                        pb_utils.Tensor(names.INPUT_IDS, ids),
+                        pb_utils.Tensor(names.ATTENTION_MASK, mask),
+                        pb_utils.Tensor(names.ENTERED_NS, np.full((len(texts), 1), entered, np.int64)),
+                    ]
+                )
+            )
         return responses

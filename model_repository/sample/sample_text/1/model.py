@@ -23,5 +23,7 @@ class TritonPythonModel:
                 continue
             sizes = np.array([len(t) for t in texts], dtype=np.int64).reshape(-1, 1)
             out = np.array(upper, dtype=np.object_).reshape(-1, 1)
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("text_out", out), pb_utils.Tensor("num_bytes", sizes)]))
+            responses.append(
+                pb_utils.InferenceResponse([pb_utils.Tensor("text_out", out), pb_utils.Tensor("num_bytes", sizes)])
+            )
         return responses
