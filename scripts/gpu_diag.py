@@ -35,7 +35,7 @@ with TritonServer.on_free_ports(repo, log_path=log) as s:
     b = g.InferInput(names.ATTENTION_MASK, list(mask.shape), "INT64")
     b.set_data_from_numpy(mask)
     ts = []
-    for k in range(6):
+    for _ in range(6):
         t = time.perf_counter()
         c.infer("large_stage1", [a, b])
         ts.append((time.perf_counter() - t) * 1e3)
@@ -45,7 +45,11 @@ with TritonServer.on_free_ports(repo, log_path=log) as s:
         inf = m["inference_stats"]
         n = int(inf["success"].get("count", 0))
         if n:
-            f = lambda k: int(inf[k].get("ns", 0)) / n / 1e6
+            ms = {
+                k: int(inf[k].get("ns", 0)) / n / 1e6
+                for k in ("queue", "compute_input", "compute_infer", "compute_output")
+            }
             print(
-                f"{m['name']:24s} n={n:4d} queue {f('queue'):8.1f} ms  in {f('compute_input'):7.1f}  infer {f('compute_infer'):8.1f}  out {f('compute_output'):7.1f}"
+                f"{m['name']:24s} n={n:4d} queue {ms['queue']:8.1f} ms  in {ms['compute_input']:7.1f}  "
+                f"infer {ms['compute_infer']:8.1f}  out {ms['compute_output']:7.1f}"
             )

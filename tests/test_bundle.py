@@ -103,5 +103,5 @@ def test_unpacked_bundle_starts_answers_and_stops(router_repo: Path, tmp_path: P
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         log.close()
-    gone, alive = psutil.wait_procs(family, timeout=10)
+    _gone, alive = psutil.wait_procs(family, timeout=10)
     assert not alive, f"left running: {[p.pid for p in alive]}"

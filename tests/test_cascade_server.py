@@ -347,7 +347,7 @@ def test_failing_stage_fails_only_its_requests(tiny_repo: Path, serve, local_out
     late = [t for t, c in zip(TEXTS, conf1) if c < threshold]
     ok = _infer(server.grpc_url, _texts(early))
     assert set(ok.as_numpy(names.EXIT_STAGE).ravel()) == {1}
-    with pytest.raises(InferenceServerException, match="tiny_stage2.*planted stage failure"):
+    with pytest.raises(InferenceServerException, match=r"tiny_stage2.*planted stage failure"):
         _infer(server.grpc_url, _texts(late), timeout=5_000_000)
     assert _infer(server.grpc_url, _texts(early)).as_numpy(names.LABEL).size == len(early)  # still serving
 
@@ -399,7 +399,7 @@ def test_wrong_dtype_shape_and_batch_are_invalid_arg(tiny_server: TritonServer) 
 
 
 def test_unknown_class_is_rejected_with_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="unknown latency class 'urgent'.*batch.*critical.*sensitive"):
+    with pytest.raises(ValueError, match=r"unknown latency class 'urgent'.*batch.*critical.*sensitive"):
         latency_class("urgent")
 
 

@@ -113,7 +113,7 @@ def test_start_sizes():
     assert start_sizes(p, 0.5).tolist() == [0, 1, 2]
     assert start_sizes(p, 0.0).tolist() == [0, 0, 0]
     assert start_sizes(p, 1.0).tolist() == [2, 2, 2]
-    with pytest.raises(ValueError, match="between 0.0 and 1.0"):
+    with pytest.raises(ValueError, match=r"between 0\.0 and 1\.0"):
         start_sizes(p, 1.5)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,7 @@ class ClassesBenchConfig:
         sweep_duration_s: seconds of arrivals per sweep point.
     """
 
-    capacity: CapacityConfig = CapacityConfig()
+    capacity: CapacityConfig = field(default_factory=CapacityConfig)
     unloaded_requests: int | None = None
     load_factor: float = 2.0
     duration_s: float = 30.0

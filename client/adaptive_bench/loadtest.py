@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         texts_file = args.out / "texts.txt"
         texts = load_eval_samples(args.export, limit=args.samples).texts
         texts_file.write_text("\n".join(" ".join(t.split()) for t in texts) + "\n")  # one text per line
-    settings = dict(run_time=args.time, users=args.users, spawn_rate=args.spawn_rate, texts_file=texts_file)
+    settings = {"run_time": args.time, "users": args.users, "spawn_rate": args.spawn_rate, "texts_file": texts_file}
     if args.url:
         return run_locust(args.url, args.out, **settings)  # type: ignore[arg-type]
     try:

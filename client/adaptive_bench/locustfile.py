@@ -5,9 +5,10 @@
 Users are weighted (critical 1 : sensitive 2 : batch 3); each holds a sync `tritonclient.grpc` client (grpc made
 gevent-friendly below) and reports each request through `environment.events.request`, named after its class, so
 locust's stats are per class. On quit, each class's p99 (all requests, shed ones included) is compared with
-`LATENCY_CLASSES[...].sla_p99_ms`; the verdicts set `environment.process_exit_code` (1 when one fails, else 0). Verdicts are printed
-and, when `ADAPTIVE_VERDICT_JSON` names a path, written there. Texts come from `ADAPTIVE_TEXTS_FILE` (one per
-line; `python -m adaptive_bench.loadtest` writes it from the evaluation mix), else a few built-in ones.
+`LATENCY_CLASSES[...].sla_p99_ms`; the verdicts set `environment.process_exit_code` (1 when one fails, else 0).
+Verdicts are printed and, when `ADAPTIVE_VERDICT_JSON` names a path, written there. Texts come from
+`ADAPTIVE_TEXTS_FILE` (one per line; `python -m adaptive_bench.loadtest` writes it from the evaluation mix), else a
+few built-in ones.
 """
 
 from __future__ import annotations

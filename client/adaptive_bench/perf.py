@@ -164,12 +164,12 @@ def sweep(
             )
         else:
             data = text_data
-        common = dict(
-            input_data=data,
-            measurement_interval_ms=measurement_interval_ms,
-            stability_percentage=stability_percentage,
-            max_trials=max_trials,
-        )
+        common = {
+            "input_data": data,
+            "measurement_interval_ms": measurement_interval_ms,
+            "stability_percentage": stability_percentage,
+            "max_trials": max_trials,
+        }
         written[model] = {}
         for kind, load in (
             ("concurrency", {"concurrency": concurrency}),
@@ -355,11 +355,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     log_path = args.out / f"tritonserver-{args.command}.log"
     server = TritonServer.on_free_ports(args.repo, log_path=log_path) if args.repo else contextlib.nullcontext()
-    settings = dict(
-        measurement_interval_ms=args.measurement_interval_ms,
-        stability_percentage=args.stability_percentage,
-        max_trials=args.max_trials,
-    )
+    settings = {
+        "measurement_interval_ms": args.measurement_interval_ms,
+        "stability_percentage": args.stability_percentage,
+        "max_trials": args.max_trials,
+    }
     try:
         with server as s:
             url = s.grpc_url if args.repo else args.url

@@ -1,6 +1,7 @@
 """PNG plots from perf_analyzer CSVs and an `adaptive` run over the evaluation mix.
 
-    python -m adaptive_bench.plots --perf-dir results/perf --out results/plots [--url 127.0.0.1:8001 --export build/export]
+    python -m adaptive_bench.plots --perf-dir results/perf --out results/plots \
+        [--url 127.0.0.1:8001 --export build/export]
 
 - `class_latency.png`: p50/p90/p99 per latency class against offered load (the `class_<name>.csv` files of
   `python -m adaptive_bench.perf classes`).

@@ -1,4 +1,6 @@
-"""Client-side batching helpers: complexity-aware and latency-aware request plans (benchmarked in `adaptive_bench.batching`).
+"""Client-side batching helpers: complexity-aware and latency-aware request plans.
+
+Benchmarked against naive fixed-size batching in `adaptive_bench.batching`.
 
 Complexity-aware: texts are grouped by a cheap complexity proxy (word count buckets) and each group is sent with
 a batch size suited to it (short texts in big batches, long ones in small). The server's tokenizer pads a request

@@ -99,8 +99,8 @@ def split_indices(corpus: Corpus, config: DataConfig = DATA) -> dict[str, np.nda
     for c in np.unique(group_label):
         idx = np.flatnonzero(group_label == c)
         idx = idx[rng.permutation(len(idx))]
-        n_test = int(round(config.test_fraction * len(idx)))
-        n_val = int(round(config.val_fraction * len(idx)))
+        n_test = round(config.test_fraction * len(idx))
+        n_val = round(config.val_fraction * len(idx))
         for name, chosen in (
             ("test", idx[:n_test]),
             ("val", idx[n_test : n_test + n_val]),

@@ -44,9 +44,8 @@ class RouteTarget:
         if (self.kind == "cascade") != (self.cascade is not None) or (self.kind == "logits_model") != bool(
             self.model_name
         ):
-            raise ValueError(
-                f"target {self.name}: kind {self.kind!r} needs {'a cascade plan' if self.kind == 'cascade' else 'model_name'}"
-            )
+            needs = "a cascade plan" if self.kind == "cascade" else "model_name"
+            raise ValueError(f"target {self.name}: kind {self.kind!r} needs {needs}")
 
 
 @dataclass(frozen=True)

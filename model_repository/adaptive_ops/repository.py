@@ -212,8 +212,8 @@ def tokenizer_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
                 f"max_batch_size: {MAX_BATCH_SIZE}",
                 f"input [ {TEXT_IN} ]",
                 f"output [ {IDS}, {MASK}, {_tensor(names.ENTERED_NS, 'TYPE_INT64', [1])} ]",
-                # No dynamic batcher (its missed wake-ups stall the entry for 500 ms; class order is the gate's job), and
-                # two instances, so a long text does not hold up the next request.
+                # No dynamic batcher (its missed wake-ups stall the entry for 500 ms; class order is the gate's job),
+                # and two instances, so a long text does not hold up the next request.
                 _instances(opts.tokenizer_instances),
                 _params(tokenizer_file="tokenizer.json", max_seq_len=cfg.max_seq_len, max_text_bytes=MAX_TEXT_BYTES),
             ]
@@ -234,7 +234,7 @@ def stage_io(cfg: EarlyExitConfig, stage: int | None) -> tuple[list[str], list[s
 
 def standard_cpu(opts: RepositoryOptions) -> dict[str, int]:
     """Config parameters that lower a standard-lane model's CPU priority (`model_args.lower_cpu_priority`)."""
-    return dict(nice=opts.standard_nice, sched_idle=int(opts.standard_idle))
+    return {"nice": opts.standard_nice, "sched_idle": int(opts.standard_idle)}
 
 
 def encoder_config(
@@ -278,8 +278,8 @@ def encoder_config(
                 f"max_batch_size: {MAX_BATCH_SIZE}",
                 f"input [ {', '.join(inputs)} ]",
                 f"output [ {', '.join(outputs)} ]",
-                # Express stages have no dynamic batcher: 2.51's batcher can miss the wake-up when an instance frees and then
-                # sleeps 500 ms (`WaitForPayloadSlotAvailable`), which on a rarely used stage is a critical request's tail.
+                # Express stages have no dynamic batcher: 2.51's batcher can miss the wake-up when an instance frees
+                # and then sleeps 500 ms (`WaitForPayloadSlotAvailable`): on a rarely used stage, a critical tail.
                 *([] if express else [fifo_batching(opts.max_queue_delay_us)]),
                 *tail,
             ]

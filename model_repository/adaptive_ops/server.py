@@ -1,8 +1,9 @@
 """Start and stop the real `tritonserver` 2.51.0 that ships in the `nvidia-pytriton==0.7.0` wheel.
 
-`TritonServer` is the launcher every tool and test uses; `adaptive_ops.serve` is its command line. The launcher binds every endpoint to 127.0.0.1 by default, waits for readiness with a timeout, fails
-with the log tail when a model does not load, and on stop sends SIGTERM, then SIGKILL after a grace
-period, to the server and every process it spawned (the Python backend stubs), so nothing is left behind.
+`TritonServer` is the launcher every tool and test uses; `adaptive_ops.serve` is its command line. The launcher
+binds every endpoint to 127.0.0.1 by default, waits for readiness with a timeout, fails with the log tail when a
+model does not load, and on stop sends SIGTERM, then SIGKILL after a grace period, to the server and every process it
+spawned (the Python backend stubs), so nothing is left behind.
 """
 
 from __future__ import annotations
@@ -190,7 +191,8 @@ class TritonServer:
             f"--grpc-restricted-protocol={apis}:{ADMIN_HEADER}={self.admin_key}",
         ]
         # Host-specific flags from the operator, e.g. a larger CUDA memory pool on a GPU host (the Python backend
-        # moves GPU tensors between processes through it): ADAPTIVE_TRITON_ARGS="--cuda-memory-pool-byte-size=0:2147483648"
+        # moves GPU tensors between processes through it):
+        # ADAPTIVE_TRITON_ARGS="--cuda-memory-pool-byte-size=0:2147483648"
         return cmd + shlex.split(os.environ.get("ADAPTIVE_TRITON_ARGS", "")) + list(self.extra_args)
 
     def admin_headers(self, protocol: str = "http") -> dict[str, str]:

@@ -165,7 +165,7 @@ def _offline(cfg: ProfileConfig, device: str, sizes: dict, out: Path) -> dict[st
                 x, mask = stage_inputs(config, s, batch, tokens, device, cfg.dtype, cfg.seed)
                 with torch.inference_mode(), autocast:
 
-                    def call() -> object:
+                    def call(module=module, x=x, mask=mask) -> object:
                         return module(x, mask)
 
                     if batch == cfg.profile_batch:

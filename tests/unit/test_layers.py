@@ -42,7 +42,7 @@ CORE_THIRD_PARTY = {"numpy"}
 
 
 def _module_name(path: Path) -> str:
-    for package, folder in PACKAGE_DIRS.items():
+    for _package, folder in PACKAGE_DIRS.items():
         if folder in path.parents or path.parent == folder:
             rel = path.relative_to(folder.parent).with_suffix("")
             parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
@@ -83,9 +83,9 @@ def test_every_package_imports_only_lower_layers() -> None:
             top = name.split(".")[0]
             if top.startswith("adaptive_") and top != layer and top not in ALLOWED[layer]:
                 violations.append(f"{path.relative_to(ROOT)} imports {name}")
-            if layer == "adaptive_core" and not top.startswith("adaptive_") and top not in CORE_THIRD_PARTY:
-                if not _is_stdlib(top):
-                    violations.append(f"{path.relative_to(ROOT)} (core) imports {name}")
+            third_party = not top.startswith("adaptive_") and not _is_stdlib(top)
+            if layer == "adaptive_core" and third_party and top not in CORE_THIRD_PARTY:
+                violations.append(f"{path.relative_to(ROOT)} (core) imports {name}")
     assert not violations, "imports against the layer order:\n" + "\n".join(sorted(violations))
 
 

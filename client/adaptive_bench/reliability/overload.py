@@ -19,7 +19,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class OverloadConfig:
 
     load_factor: float = 3.0
     duration_s: float = 60.0
-    capacity: CapacityConfig = CapacityConfig(concurrency=(8, 16))
+    capacity: CapacityConfig = field(default_factory=lambda: CapacityConfig(concurrency=(8, 16)))
     texts_per_request: int = 1
     batch_timeout_us: int = 1_000_000
     grace_s: float = 5.0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,7 @@ class SoakConfig:
     load_factor: float = 0.7
     window_s: float = 30.0
     warmup_s: float = 30.0
-    capacity: CapacityConfig = CapacityConfig(concurrency=(8, 16))
+    capacity: CapacityConfig = field(default_factory=lambda: CapacityConfig(concurrency=(8, 16)))
     max_rss_growth: float = 0.05
     max_p50_drift: float = 1.25
     max_p99_drift: float = 1.5

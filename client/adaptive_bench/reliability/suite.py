@@ -197,7 +197,7 @@ def run_known_crashers(server: TritonServer) -> dict[str, object]:
     try:
         for case in known_triton_crashers():
             tried += 1
-            got, status, message, _, _ = sender.send(case)
+            got, status, _message, _, _ = sender.send(case)
             time.sleep(1.0)  # abort() takes a moment after the connection drops
             dead = not server.is_running()
             crashes += dead
