@@ -7,7 +7,7 @@ METRICS_PORT ?= 8002
 export PYTHONUNBUFFERED := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help setup test export repository serve demo bench-exit bench-classes bench-route clean
+.PHONY: help setup lint test test-unit export repository serve demo bench-exit bench-classes bench-route clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -15,8 +15,15 @@ help: ## list targets
 setup: ## create .venv with the pinned set, perf_analyzer and the Triton Python backend stub (idempotent)
 	@bash scripts/setup.sh
 
-test: setup ## run the test suite against real tritonservers it starts itself
-	$(PY) -m pytest $(PYTEST_ARGS)
+lint: setup ## ruff check and ruff format --check (rules in pyproject.toml)
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+test: lint ## lint, then both test tiers: tests/unit (no server) and tests/functional (real tritonservers)
+	$(PY) -m pytest tests/unit tests/functional $(PYTEST_ARGS)
+
+test-unit: lint ## lint, then the unit tier only (no server; about a minute)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 export: setup ## train, export and calibrate the model family into build/export (progress bars, summary table)
 	$(PY) -m adaptive_export build --out build/export

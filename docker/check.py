@@ -9,7 +9,7 @@ Real tools, installed by `make setup` from requirements.lock:
   schemas             check-jsonschema: dashboards and prometheus.yml against the schemas in docker/schemas/
   k8s                 kubernetes-validate --strict: every manifest under k8s/ against Kubernetes KUBERNETES_VERSION
 Then what no single tool sees (`consistency`): metric names in the dashboard and the adapter rules exist
-(adaptive_serving.metrics, whose names tests/test_metrics.py checks against a live server), the HPA's metric is
+(adaptive_core.metrics, whose names tests/functional/test_metrics.py checks against a live server), the HPA's metric is
 served by an adapter rule, probes hit Triton's health endpoints, GPU requests, Service selectors and ports,
 the Prometheus target is the compose Triton service's metrics port, and published ports stay on 127.0.0.1.
 Exit code 1 when any check fails.

@@ -14,7 +14,7 @@ decided. These do (one row per time series; `model` is the Triton model that cou
 A Python model cannot read its request's priority, only its timeout, so the class is read from the timeout the
 same way the cascade picks its express lane (`class_of_timeout`). The dashboards, the Prometheus rules and the
 autoscaler's adapter rules may only name metrics listed here (`KNOWN_METRICS`); `make docker-check` checks it and
-tests/test_metrics.py checks that the local server really exports every one of them.
+tests/functional/test_metrics.py checks that the local server really exports every one of them.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ CUSTOM_METRICS = (EXITS, DEADLINE_CUTS, ROUTED, MODEL_LATENCY, GATE_WAIT, GATE_R
 LATENCY_BUCKETS_MS = (2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 250.0, 500.0, 1000.0, 2500.0, 10000.0)
 
 # Triton's own metric families that the dashboard, the autoscaler and the alert rules use. All of them are in
-# tritonserver 2.51.0's default metrics (checked against a live scrape in tests/test_metrics.py).
+# tritonserver 2.51.0's default metrics (checked against a live scrape in tests/functional/test_metrics.py).
 TRITON_METRICS = (
     "nv_inference_request_success",
     "nv_inference_request_failure",

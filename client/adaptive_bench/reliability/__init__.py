@@ -1,7 +1,7 @@
 """Reliability checks against a real server: bad inputs, overload, faults and soak.
 
 `python -m adaptive_bench.reliability run` (make reliability) and `... soak` (make soak) call the same functions
-as the tests in `tests/test_reliability_*.py`:
+as the tests in `tests/functional/test_reliability_*.py`:
 
   cases.py     what a bad-input case is, the oracle of its outcome, the hand-picked list
   strategies.py  hypothesis strategies that draw cases

@@ -114,7 +114,7 @@ def build_router_repo(
                 'key: "sep_id"', 'key: "reload_interval_s" value: { string_value: "0.5" } }\nparameters { key: "sep_id"'
             )
         )
-        shutil.copy2(Path(__file__).parents[1] / "model_repository/models/router/model.py", repo / name / "1")
+        shutil.copy2(Path(__file__).parents[2] / "model_repository/models/router/model.py", repo / name / "1")
     version = repo / "router" / "1"
     _length_estimator(version / plan.estimator_file)
     plan.write(version / "plan.json")

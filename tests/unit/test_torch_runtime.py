@@ -9,14 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_server
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from adaptive_client.client import AdaptiveClient
 from adaptive_core import names
 from adaptive_ops.repository import RepositoryOptions, build_repository
-from adaptive_ops.server import TritonServer
 from adaptive_serving.bls import as_numpy, take_rows
 from adaptive_serving.onnx_stage import OnnxStage
 from adaptive_serving.tokenizer import TextTokenizer
@@ -144,28 +141,3 @@ def test_gpu_repository_configs(tiny_export: Path, tmp_path: Path, gpu_hidden: b
         main(["--export", str(tiny_export), "--out", str(tmp_path / "cli"), "--entry-size", "tiny", "--device", "gpu"])
         == 1
     )
-
-
-@pytest.mark.server
-def test_torch_repository_answers_like_the_onnx_one(
-    tiny_export: Path, tiny_server: TritonServer, tmp_path: Path
-) -> None:
-    repo = tmp_path / "repo"
-    build_repository(tiny_export, repo, RepositoryOptions(entry_size="tiny", runtime="torch", intra_op_threads=1))
-    with (
-        make_server(repo, tmp_path) as server,
-        AdaptiveClient(server.grpc_url) as torch_client,
-        AdaptiveClient(tiny_server.grpc_url) as onnx_client,
-    ):
-        for latency_class in ("batch", "critical"):  # standard and express lanes
-            got = torch_client.classify(TEXTS, latency_class=latency_class)
-            want = onnx_client.classify(TEXTS)
-            assert [r.exit_stage for r in got if not r.deadline_cut] == [
-                w.exit_stage for r, w in zip(got, want) if not r.deadline_cut
-            ]
-            for r, w in zip(got, want):
-                if not r.deadline_cut:
-                    assert r.label == w.label and abs(r.confidence - w.confidence) < 1e-4
-        full = AdaptiveClient(server.grpc_url, "tiny_full").infer_raw(TEXTS, [names.LOGITS])[names.LOGITS]
-        ref = AdaptiveClient(tiny_server.grpc_url, "tiny_full").infer_raw(TEXTS, [names.LOGITS])[names.LOGITS]
-        np.testing.assert_allclose(full, ref, atol=1e-4)
