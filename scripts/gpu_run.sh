@@ -54,7 +54,7 @@ if [ "$STEP" = exit ]; then
     python3 scripts/gpu_kit.py unpack --kit .gpu-kit --out .gpu --only server || exit 1
     for v in ipc host; do
         python3 -m adaptive_ops.repository --export .gpu/export --out .gpu/repo-$v --runtime torch --device gpu \
-            --dtype "$DTYPE" $([ $v = ipc ] && echo --hidden-on-gpu) >/dev/null || exit 1
+            --dtype "$DTYPE" $([ $v = ipc ] && echo --gpu-hidden) >/dev/null || exit 1
         echo "== hidden states via $v"; timeout 90 python3 scripts/gpu_diag.py .gpu/repo-$v $R/diag-$v-tritonserver.log
     done
     rm -rf .gpu/repo && cp -r .gpu/repo-${HIDDEN:-host} .gpu/repo

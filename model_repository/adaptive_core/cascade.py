@@ -29,7 +29,8 @@ class CascadePlan:
         confidence: name of the confidence policy the thresholds were calibrated for.
         max_seq_len: tokens the size reads.
         express_models: the same stages in the express lane (own instances, full CPU priority); empty = none.
-        express_max_timeout_us: requests whose timeout is nonzero and at most this take the express lane.
+        express_max_timeout_us: requests whose timeout is nonzero and at most this take the express lane
+            (the gate's rule, `Gate.express`).
         device: "gpu" when the stages hand hidden states over in GPU memory (the cascade then asks BLS for GPU
             outputs and slices them with torch); "cpu" otherwise.
     """
@@ -60,18 +61,10 @@ class CascadePlan:
         if self.device not in ("cpu", "gpu"):
             raise ValueError(f"{self.size}: device must be 'cpu' or 'gpu', got {self.device!r}")
 
-    def express(self, timeout_us: int, *, alone: bool = False) -> bool:
-        """Whether a request takes the express lane: a tight deadline (the critical class), or alone in the server.
-
-        A BLS model cannot see its request's priority, but it can see the timeout, and the class config gives
-        critical the tightest one. A request `alone` in the server also takes the express lane: the standard
-        lane's batcher would hold it for company that cannot come, and no other request waits for the express one.
-        """
-        return bool(self.express_models) and (alone or 0 < timeout_us <= self.express_max_timeout_us)
-
-    def lane(self, timeout_us: int, *, alone: bool = False) -> tuple[str, ...]:
-        """Stage models for a request: the express lane's (`express`), else the standard lane's."""
-        return self.express_models if self.express(timeout_us, alone=alone) else self.stage_models
+    def lane(self, express: bool) -> tuple[str, ...]:
+        """Stage models of a request in the express lane (when the plan has one) or the standard lane; the
+        admission gate picks the lane (`adaptive_serving.gate.Gate.express`)."""
+        return self.express_models if express and self.express_models else self.stage_models
 
     def to_json(self) -> str:
         return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}, indent=1)

@@ -1,8 +1,13 @@
-"""The gate's class caps as config text: how many requests of each latency class may be in flight past a gate."""
+"""Lanes and the gate's class caps: how a repository keeps latency classes apart past the admission gate.
+
+BLS child requests cannot carry a priority (Triton 2.51 and later), so past the gate the class order is kept by lanes
+(`LaneOptions`, docs/triton-2.51.md) and by per-class caps on the requests in flight (`class_caps`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from adaptive_core.config import LATENCY_CLASSES
 
@@ -41,3 +46,38 @@ def parse_caps(text: str) -> dict[str, int]:
                 f"gate caps: {more.name} ({caps[more.name]}) must be >= {less.name} ({caps[less.name]}) >= 1"
             )
     return caps
+
+
+@dataclass(frozen=True)
+class LaneOptions:
+    """The lanes of a generated repository: the workarounds that keep urgent requests fast on Triton 2.51.
+
+    Args:
+        express_lane: add `<stage>_express` models: own instances at full CPU priority, no dynamic batcher, for
+            requests with a critical-class deadline. Off: every request runs on the standard stages.
+        express_instances: instances per express stage model. With one, a critical request whose stage call meets
+            another one's waits for the whole of that call (there is no batcher to join); with more cores, raise it.
+        solo_express: a request alone in the server's gate models takes the express lane too, skipping the standard
+            batcher's `max_queue_delay_us` wait for company that cannot come (`adaptive_serving.inflight`).
+        standard_router: with the router and the express lane, the router's work for standard-lane requests runs in
+            `router_standard`, at the standard lane's CPU priority; `router` keeps the gate and the express lane.
+        bls_handover: the router hands standard-lane requests to `router_standard` over BLS instead of a local socket
+            (`adaptive_serving.handover`); the socket costs tritonserver less CPU per request.
+        standard_nice: CPU niceness of standard-lane processes (local target).
+        standard_idle: run the standard lane under Linux SCHED_IDLE (local target): it gets only the CPU that no
+            normal-priority thread wants, so on a saturated CPU the express lane, the gate and the tokenizer go first.
+    """
+
+    express_lane: bool = True
+    express_instances: int = 1
+    solo_express: bool = True
+    standard_router: bool = True
+    bls_handover: bool = False
+    standard_nice: int = 10
+    standard_idle: bool = True
+
+    def __post_init__(self) -> None:
+        if self.express_instances < 1:
+            raise ValueError(f"express_instances must be >= 1, got {self.express_instances}")
+        if not 0 <= self.standard_nice <= 19:
+            raise ValueError(f"standard_nice must be in [0, 19], got {self.standard_nice}")

@@ -31,7 +31,7 @@ import json
 import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from adaptive_core import names
@@ -41,12 +41,12 @@ from adaptive_core.config import (
     MAX_BATCH_SIZE,
     MAX_TEXT_BYTES,
     PATHS,
-    SIZES,
     TORCH_DTYPES,
     EarlyExitConfig,
 )
-from adaptive_core.lanes import class_caps, format_caps
+from adaptive_core.lanes import LaneOptions, class_caps, format_caps
 from adaptive_core.router_plan import RouterPlan, RouteTarget
+from adaptive_ops.options_cli import add_arguments, from_arguments
 
 MODELS_SRC = Path(__file__).resolve().parents[1] / "models"
 TARGETS = ("local", "container")
@@ -72,90 +72,71 @@ OUTPUT_TYPES = {
 
 @dataclass(frozen=True)
 class RepositoryOptions:
-    """Knobs of a generated repository.
+    """Knobs of a generated repository (`python -m adaptive_ops.repository --help` lists them as flags).
 
     Args:
-        target: "local" (Python backend + onnxruntime, runs here) or "container" (native onnxruntime backend
-            for nvcr.io/nvidia/tritonserver:24.10-py3).
+        target: "local" (Python backend + onnxruntime, runs here) or "container" (native onnxruntime backend for
+            nvcr.io/nvidia/tritonserver:24.10-py3).
         entry_size: size the `adaptive` entry cascades through.
         tokenizer_instances: instances of each tokenizer model (the entry's first step).
-        gate_instances: router (or cascade) instances; each keeps its own admission gate, so the caps below
-            are per instance.
-        gate_slots: requests of the least urgent class (batch) that one gate lets in flight at a time: enough to
-            fill the stage batchers, few enough that a newly admitted request finds little work ahead of it.
-        gate_reserve: room each more urgent class has beyond the next less urgent one (sensitive gets
-            `gate_slots + gate_reserve`, critical `gate_slots + 2 * gate_reserve`): kept free of batch work, so an
-            urgent request is admitted at once even when batch traffic fills its slots.
+        gate_instances: router (or cascade) instances; each keeps its own admission gate, so the caps below are per
+            instance.
+        gate_slots: requests of the least urgent class (batch) that one gate lets in flight at a time: enough to fill
+            the stage batchers, few enough that a newly admitted request finds little work ahead of it.
+        gate_reserve: room each more urgent class has beyond the next less urgent one (sensitive gets `gate_slots +
+            gate_reserve`, critical `gate_slots + 2 * gate_reserve`): kept free of batch work, so an urgent request
+            is admitted at once even when batch traffic fills its slots.
         stage_instances: instances per stage model (standard lane and full-depth encoders).
-        express_instances: instances per express stage model. With one, a critical request whose stage call meets
-            another one's waits for the whole of that call (no batcher there, see `encoder_config`). On 2 cores two
-            cut the first express stage's round trip at p99 under the 2x load, but not the critical p99 of
-            `make bench-classes` (README, Known limits); with more cores, raise it.
         intra_op_threads: onnxruntime (or torch) threads per stage instance (local target); 0 = one per core.
         max_queue_delay_us: dynamic batcher delay for stage models (survivors wait this long for company).
-        express_lane: add `<stage>_express` models for critical-deadline requests (see the module docstring).
-        solo_express: a request alone in the server's gate models takes the express lane too, skipping the
-            standard batcher's `max_queue_delay_us` wait for company that cannot come (`adaptive_serving.inflight`).
-        deadline_margin: the gate models judge whether a stage call fits a request's deadline by the call's mean
-            time plus this many mean deviations (`adaptive_core.cascade.StageLatency`; 0 = the mean alone).
-        standard_nice: CPU niceness of standard-lane stage processes (local target).
-        standard_idle: run the standard lane's stages under Linux SCHED_IDLE (local target): they get only the CPU
-            that no normal-priority thread wants, so on a saturated CPU the express lane, the gate and the
-            tokenizer go first. Niceness alone still gave the standard lane a share the express lane waited for.
-        standard_router: with the router and the express lane, the router's work for standard-lane requests runs in
-            `router_standard`, at the standard lane's CPU priority (`standard_nice`, `standard_idle`); `router`
-            keeps the gate and the express lane.
-        bls_handover: the router hands standard-lane requests to `router_standard` over BLS, not over a local
-            socket (`adaptive_serving.handover`); over BLS, tritonserver took about 0.5 ms more CPU per request
-            handed over.
+        deadline_margin: the gate models judge whether a stage call fits a request's deadline by the call's mean time
+            plus this many mean deviations (`adaptive_core.cascade.StageLatency`; 0 = the mean alone).
         router: put the router behind `adaptive` when the export has one (`complexity/router.json`).
         audit_rate: share of routed requests also sent to the largest `<size>_full` to label outcomes.
         outcomes_file: where the router logs per-request outcomes ("" = no log).
         runtime: stage runtime of the local target: "onnx" (onnxruntime, CPU) or "torch" (from the safetensors).
         device: "cpu" or "gpu" (torch runtime only: stage instances are KIND_GPU).
-        dtype: torch compute precision ("float32", "bfloat16", "float16"); the tensor contract stays float32.
-        batch_queue_cap: > 0 bounds the batch class's waiting room at the gate (requests past it
-            are rejected UNAVAILABLE at once); 0 = unbounded, the batch class absorbs any overload as waiting time.
-        gpu_hidden: on a GPU, keep hidden states in GPU memory between stages (BLS passes them as CUDA IPC
-            handles). Off by default: on an H200 with 2.51's Python backend that path cost ~1.8 s per cascade request
-            against ~13 ms when hidden states go through host memory (README, GPU results).
+        dtype: torch compute precision; the tensor contract between stages stays float32.
+        gpu_hidden: on a GPU, keep hidden states in GPU memory between stages (BLS passes them as CUDA IPC handles).
+            Off by default: with 2.51's Python backend that path was far slower than host memory (docs/triton-2.51.md).
+        batch_queue_cap: > 0 bounds the batch class's waiting room at the gate (requests past it are rejected at
+            once); 0 = unbounded, the batch class absorbs any overload as waiting time.
+        lanes: the express and standard lanes (`adaptive_core.lanes.LaneOptions`).
     """
 
-    target: str = "local"
+    target: str = field(default="local", metadata={"choices": TARGETS})
     entry_size: str = "large"
     tokenizer_instances: int = 2
     gate_instances: int = 4
     gate_slots: int = 4
     gate_reserve: int = 4
     stage_instances: int = 1
-    express_instances: int = 1
     intra_op_threads: int = 0
     max_queue_delay_us: int = 2000
-    express_lane: bool = True
-    solo_express: bool = True
     deadline_margin: float = DEADLINE_MARGIN
-    standard_nice: int = 10
-    standard_idle: bool = True
-    standard_router: bool = True
-    bls_handover: bool = False
     router: bool = True
     audit_rate: float = 0.02
     outcomes_file: str = str(PATHS.root / "outcomes" / "router.jsonl")
-    runtime: str = "onnx"
-    device: str = "cpu"
-    dtype: str = "float32"
+    runtime: str = field(default="onnx", metadata={"choices": RUNTIMES})
+    device: str = field(default="cpu", metadata={"choices": DEVICES})
+    dtype: str = field(default="float32", metadata={"choices": TORCH_DTYPES})
     gpu_hidden: bool = False
     batch_queue_cap: int = 0
+    lanes: LaneOptions = field(default_factory=LaneOptions)
 
     def __post_init__(self) -> None:
         class_caps(self.gate_slots, self.gate_reserve)  # raises on a bad pair
-        for name in ("gate_instances", "stage_instances", "express_instances"):
+        for name in ("gate_instances", "stage_instances", "tokenizer_instances"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.deadline_margin < 0:
             raise ValueError(f"deadline_margin must be >= 0, got {self.deadline_margin}")
         if self.max_queue_delay_us < 0:
             raise ValueError(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
+        if not 0.0 <= self.audit_rate <= 1.0:
+            raise ValueError(f"audit_rate must be in [0, 1], got {self.audit_rate}")
+        if self.batch_queue_cap < 0:
+            raise ValueError(f"batch_queue_cap must be >= 0, got {self.batch_queue_cap}")
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
         if self.runtime not in RUNTIMES or self.device not in DEVICES:
@@ -234,7 +215,7 @@ def stage_io(cfg: EarlyExitConfig, stage: int | None) -> tuple[list[str], list[s
 
 def standard_cpu(opts: RepositoryOptions) -> dict[str, int]:
     """Config parameters that lower a standard-lane model's CPU priority (`model_args.lower_cpu_priority`)."""
-    return {"nice": opts.standard_nice, "sched_idle": int(opts.standard_idle)}
+    return {"nice": opts.lanes.standard_nice, "sched_idle": int(opts.lanes.standard_idle)}
 
 
 def encoder_config(
@@ -250,7 +231,7 @@ def encoder_config(
     `express` ones batch without delay (a critical request does not wait for company)."""
     inputs, outputs = stage_io(cfg, stage)
     cpu = standard_cpu(opts) if standard else {}
-    count = opts.express_instances if express else opts.stage_instances
+    count = opts.lanes.express_instances if express else opts.stage_instances
     head = [f'name: "{name}"']
     if opts.target == "local" and opts.runtime == "torch":
         head += ['backend: "python"']
@@ -291,7 +272,7 @@ def encoder_config(
 def gate_params(opts: RepositoryOptions) -> dict[str, object]:
     """Config parameters of a gate model (router or cascade): its caps per class, the batch cap, and (`solo_lane`)
     whether a request alone in the server takes the express lane."""
-    solo = {"solo_lane": "express"} if opts.solo_express and opts.express_lane else {}
+    solo = {"solo_lane": "express"} if opts.lanes.solo_express and opts.lanes.express_lane else {}
     return {
         "gate_caps": format_caps(class_caps(opts.gate_slots, opts.gate_reserve)),
         "gate_untimed_cap": opts.batch_queue_cap,
@@ -347,7 +328,7 @@ def router_configs(opts: RepositoryOptions, audit_model: str, audit_input: str =
             + "\n"
         )
 
-    if not (opts.standard_router and opts.express_lane):
+    if not (opts.lanes.standard_router and opts.lanes.express_lane):
         return {"router": config("router", plan_file="plan.json", **gate_params(opts))}
     # router_standard's requests passed the router's gate: room for all of them at once (each class's cap at least
     # all the router's gates let through, since the batch cap counts every request in flight), and no board (a
@@ -359,7 +340,7 @@ def router_configs(opts: RepositoryOptions, audit_model: str, audit_input: str =
             "router",
             plan_file="plan.json",
             standard_router=STANDARD_ROUTER,
-            standard_handover="bls" if opts.bls_handover else "socket",
+            standard_handover="bls" if opts.lanes.bls_handover else "socket",
             **gate_params(opts),
         ),
         STANDARD_ROUTER: config(
@@ -464,7 +445,7 @@ def load_plan(export_dir: Path, cfg: EarlyExitConfig, opts: RepositoryOptions = 
         thresholds=tuple(raw["thresholds"]),
         confidence=raw["policy"],
         max_seq_len=cfg.max_seq_len,
-        express_models=tuple(f"{s}_express" for s in stages) if opts.express_lane else (),
+        express_models=tuple(f"{s}_express" for s in stages) if opts.lanes.express_lane else (),
         express_max_timeout_us=LATENCY_CLASSES["critical"].queue_timeout_us,
         device="gpu" if opts.device == "gpu" and opts.gpu_hidden else "cpu",
     )
@@ -529,7 +510,7 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
         for stage in range(1, cfg.num_stages + 1):
             onnx = export_dir / size / f"stage{stage}.onnx"
             encoder(cfg.stage_model_name(stage), cfg, stage, onnx, standard=True)
-            if options.express_lane:
+            if options.lanes.express_lane:
                 encoder(f"{cfg.stage_model_name(stage)}_express", cfg, stage, onnx, express=True)
         # Full depth is bulk work here (the baselines, and the router's background audits): the standard lane.
         encoder(f"{size}_full_encoder", cfg, None, export_dir / size / "full.onnx", standard=True)
@@ -591,127 +572,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adaptive_ops.repository", description=__doc__.split("\n\n")[0])
     parser.add_argument("--export", type=Path, default=PATHS.export_dir, help="export build folder")
     parser.add_argument("--out", type=Path, default=PATHS.repository, help="repository folder (replaced)")
-    parser.add_argument("--target", choices=TARGETS, default="local")
-    parser.add_argument("--entry-size", default="large", help=f"size behind the entry ({', '.join(SIZES)}, or tiny)")
-    parser.add_argument(
-        "--gate-instances",
-        type=int,
-        default=RepositoryOptions.gate_instances,
-        help="router (or cascade) instances, each with its own admission gate",
-    )
-    parser.add_argument(
-        "--gate-slots", type=int, default=RepositoryOptions.gate_slots, help="batch-class requests in flight per gate"
-    )
-    parser.add_argument(
-        "--gate-reserve",
-        type=int,
-        default=RepositoryOptions.gate_reserve,
-        help="extra in-flight room per more urgent class, kept free of batch work",
-    )
-    parser.add_argument("--stage-instances", type=int, default=RepositoryOptions.stage_instances)
-    parser.add_argument(
-        "--express-instances",
-        type=int,
-        default=RepositoryOptions.express_instances,
-        help="instances per express stage model (critical requests whose calls meet run side by side)",
-    )
-    parser.add_argument(
-        "--standard-nice",
-        type=int,
-        default=RepositoryOptions.standard_nice,
-        help="CPU niceness of the standard lane's stage processes (0-19)",
-    )
-    parser.add_argument(
-        "--no-standard-idle",
-        action="store_true",
-        help="run the standard lane under the normal scheduler (niceness only), not SCHED_IDLE",
-    )
-    parser.add_argument(
-        "--intra-op-threads",
-        type=int,
-        default=RepositoryOptions.intra_op_threads,
-        help="threads per stage instance (0: one per core)",
-    )
-    parser.add_argument(
-        "--max-queue-delay-us",
-        type=int,
-        default=RepositoryOptions.max_queue_delay_us,
-        help="standard-lane stage batcher delay: longer batches more under load, costs light traffic",
-    )
-    parser.add_argument(
-        "--no-solo-express",
-        action="store_true",
-        help="a request alone in the server keeps the standard lane (and waits in its batcher)",
-    )
-    parser.add_argument(
-        "--deadline-margin",
-        type=float,
-        default=RepositoryOptions.deadline_margin,
-        help="mean deviations added to a stage call's mean time when judging whether it fits a "
-        "request's deadline (0 = the mean alone)",
-    )
-    parser.add_argument("--runtime", choices=RUNTIMES, default="onnx", help="stage runtime of the local target")
-    parser.add_argument("--device", choices=DEVICES, default="cpu", help="gpu: torch stages as KIND_GPU instances")
-    parser.add_argument("--dtype", choices=TORCH_DTYPES, default="float32", help="torch compute precision")
-    parser.add_argument(
-        "--hidden-on-gpu",
-        action="store_true",
-        help="gpu: keep hidden states in GPU memory between stages (CUDA IPC; slow on 2.51, see README)",
-    )
-    parser.add_argument(
-        "--batch-queue-cap",
-        type=int,
-        default=0,
-        help="bound the batch class's waiting room at the gate (0 = unbounded)",
-    )
-    parser.add_argument("--no-router", action="store_true", help="entry = the entry size's cascade, no routing")
-    parser.add_argument(
-        "--no-standard-router",
-        action="store_true",
-        help="the router runs every request itself, at normal CPU priority (no router_standard)",
-    )
-    parser.add_argument(
-        "--bls-handover",
-        action="store_true",
-        help="the router hands requests to router_standard over BLS, not a local socket",
-    )
-    parser.add_argument(
-        "--audit-rate",
-        type=float,
-        default=RepositoryOptions.audit_rate,
-        help="share of routed requests also sent to the largest <size>_full (outcome labels)",
-    )
+    add_arguments(parser, RepositoryOptions, "repository")
     args = parser.parse_args(argv)
     try:
-        options = RepositoryOptions(
-            target=args.target,
-            entry_size=args.entry_size,
-            gate_instances=args.gate_instances,
-            gate_slots=args.gate_slots,
-            gate_reserve=args.gate_reserve,
-            stage_instances=args.stage_instances,
-            express_instances=args.express_instances,
-            router=not args.no_router,
-            standard_router=not args.no_standard_router,
-            bls_handover=args.bls_handover,
-            audit_rate=args.audit_rate,
-            runtime=args.runtime,
-            device=args.device,
-            dtype=args.dtype,
-            gpu_hidden=args.hidden_on_gpu,
-            batch_queue_cap=args.batch_queue_cap,
-            intra_op_threads=args.intra_op_threads,
-            standard_nice=args.standard_nice,
-            standard_idle=not args.no_standard_idle,
-            max_queue_delay_us=args.max_queue_delay_us,
-            solo_express=not args.no_solo_express,
-            deadline_margin=args.deadline_margin,
-        )
+        options = from_arguments(RepositoryOptions, args)
         models = build_repository(args.export, args.out, options)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"wrote {len(models)} models ({args.target} target) to {args.out}: {', '.join(models)}")
+    print(f"wrote {len(models)} models ({options.target} target) to {args.out}: {', '.join(models)}")
     return 0
 
 

@@ -6,7 +6,6 @@ Imports `triton_python_backend_utils` lazily, so it only works inside a Python-b
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import numpy as np
 
@@ -92,13 +91,12 @@ async def run_cascade(
     timeout_us: int,
     started: float,
     latency: StageLatency,
-    alone: Callable[[], bool] = lambda: False,
+    express: bool = False,
 ) -> CascadeState:
     """Run `plan`'s stages for `ids`/`mask` (all rows of `state` alive); every sample leaves at its first
     confident exit. When the next stage would likely overrun the deadline (`timeout_us` after `started`,
     a `time.monotonic()` value), the samples still running answer with their latest exit, flagged.
-    `alone()` says whether the request is the only one in the server; it is asked before each stage call,
-    which then takes the express lane (`CascadePlan.lane`).
+    `express`: the stage calls go to the express lane's models (`CascadePlan.lane`; the gate picked it).
 
     Raises:
         StageError: a stage failed (other than a late stage expiring in its queue, which cuts short).
@@ -107,8 +105,9 @@ async def run_cascade(
     budget_s = timeout_us / 1e6  # 0: no deadline
     last = len(plan.stage_models)
     hidden = None
+    models = plan.lane(express)
     for stage in range(1, last + 1):
-        model = plan.lane(timeout_us, alone=alone())[stage - 1]
+        model = models[stage - 1]
         elapsed = time.monotonic() - started
         if stage > 1 and not latency.fits(model, ids.shape[1], elapsed, budget_s):
             state.cut_short()

@@ -2,7 +2,7 @@
 
 Triton 2.51 hands a request to a model instance only when one is free, and cannot keep instances for a
 priority level. With Triton's queue as the gate, a critical request waited for one of the requests in flight to
-finish, which on 2 CPU cores under overload often took longer than its 50 ms queue timeout. So `execute` hands
+finish, which under overload often took longer than its queue timeout. So `execute` hands
 each request to this gate and returns at once; the answer goes out later through the request's response sender
 (allowed for non-decoupled models in 2.51: exactly one response, flagged final). The gate decides:
 
@@ -22,18 +22,20 @@ and returns at once. With `async def execute` the stub's main thread waited on i
 two thread hand-offs per call on the path of every request.
 
 The gate also sizes the threads that carry BLS calls. The 2.51 stub runs each `async_exec` as a blocking call on
-the event loop's default executor, which Python sizes by core count (min(32, cores + 4): 6 threads on 2 cores).
-A call holds its thread until the stage answers, including its wait in a stage queue, so a few batch calls
-waiting in the low-priority lane held every thread, and a critical call waited for one (BLS round trips of
-80-130 ms against 7 ms in the stage). Each admitted request makes one BLS call at a time, and each class is held
-to its own cap, so the sum of the caps plus the model's background calls (`background_calls`) is enough threads
-for no call ever to wait for one.
+the event loop's default executor, which Python sizes by core count (min(32, cores + 4)). A call holds its thread
+until the stage answers, including its wait in a stage queue, so a few batch calls waiting in the low-priority lane
+could hold every thread while a critical call waited for one. Each admitted request makes one BLS call at a time, and
+each class is held to its own cap, so the sum of the caps plus the model's background calls (`background_calls`) is
+enough threads for no call ever to wait for one.
 
 A Python model cannot read its request's priority, only its timeout, so the class comes from the timeout
-(`class_of_timeout`), as for the express lane and the metrics.
+(`class_of_timeout`), as for the metrics.
 
-With a board (`adaptive_serving.inflight`), the gate also counts its requests from arrival to answer on the
-server-wide board, so the model can tell when a request is the only one in the server (`alone`).
+The gate also picks each admitted request's lane (`Admission.express`; `adaptive_core.lanes.LaneOptions` says which
+lanes a repository has). BLS child requests cannot carry a priority, so past the gate the class order is kept by
+lanes: a request with a critical-class deadline runs on the express stage instances, and so does a request alone in
+the server, which the standard lane's batcher would only hold for company that cannot come. To see that, the gate
+counts its requests from arrival to answer on a server-wide board (`adaptive_serving.inflight`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TypeVar
 
 from adaptive_core.config import LATENCY_CLASSES
@@ -52,9 +55,24 @@ from adaptive_core.lanes import parse_caps
 from adaptive_core.metrics import class_of_timeout
 from adaptive_serving.inflight import InFlightBoard, server_board_path
 
-# (request, arrived: time.monotonic() at the gate) -> pb_utils.InferenceResponse
-Handler = Callable[[object, float], Awaitable[object]]
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What the gate tells an admitted request's handler.
+
+    Args:
+        arrived: `time.monotonic()` when the request reached the gate.
+        express: run the request's stage calls in the express lane.
+    """
+
+    arrived: float
+    express: bool
+
+
+# (request, admission) -> pb_utils.InferenceResponse
+Handler = Callable[[object, Admission], Awaitable[object]]
 
 
 class Refused(Exception):
@@ -72,6 +90,8 @@ class Gate:
         metrics: the model's `ModelMetrics`, which counts gate waits and rejections; None = not counted.
         background_calls: BLS calls the model makes outside admitted requests (e.g. audits), at most.
         board: the server-wide board of requests in flight; None = `alone` is always False.
+        express_max_timeout_us: requests whose timeout is nonzero and at most this take the express lane, and so
+            does a request alone in the server (with a board); 0 = the model has no express lane.
     """
 
     def __init__(
@@ -83,9 +103,11 @@ class Gate:
         metrics: object = None,
         background_calls: int = 0,
         board: InFlightBoard | None = None,
+        express_max_timeout_us: int = 0,
     ) -> None:
         self.model = model
         self.board = board
+        self.express_max_timeout_us = express_max_timeout_us
         self.caps = dict(caps)
         self.untimed_cap = untimed_cap
         self.metrics = metrics
@@ -104,10 +126,17 @@ class Gate:
 
     @classmethod
     def from_params(
-        cls, model: str, params: Mapping[str, str], metrics: object = None, *, background_calls: int = 0
+        cls,
+        model: str,
+        params: Mapping[str, str],
+        metrics: object = None,
+        *,
+        background_calls: int = 0,
+        express_max_timeout_us: int = 0,
     ) -> Gate:
         """The gate a model's config parameters describe (`gate_caps`, optional `gate_untimed_cap`, and
-        `solo_lane` = "express" for a board of requests in flight).
+        `solo_lane` = "express" for a board of requests in flight), with the express lane's timeout bound from the
+        model's plan (0 = no express lane).
 
         Raises:
             TritonModelException: a parameter is missing or malformed (the message names it).
@@ -119,18 +148,30 @@ class Gate:
         except (KeyError, ValueError) as e:
             raise pb_utils.TritonModelException(f"{model}: bad gate parameters: {e}") from e
         board = None
-        if params.get("solo_lane", "") == "express":
+        if params.get("solo_lane", "") == "express" and express_max_timeout_us:
             try:
                 board = InFlightBoard(server_board_path())
             except OSError as e:  # only a speed-up is lost: requests alone then wait in the batcher as before
                 pb_utils.Logger.log_warn(f"{model}: no board of requests in flight, lone requests keep their lane: {e}")
         return cls(
-            model, caps, untimed_cap=untimed_cap, metrics=metrics, background_calls=background_calls, board=board
+            model,
+            caps,
+            untimed_cap=untimed_cap,
+            metrics=metrics,
+            background_calls=background_calls,
+            board=board,
+            express_max_timeout_us=express_max_timeout_us,
         )
 
     def alone(self) -> bool:
         """Whether exactly one request is in flight in the server's gate models: the caller's own."""
         return self.board is not None and self.board.total() <= 1
+
+    def express(self, timeout_us: int) -> bool:
+        """The lane of a request with this timeout: express for a critical-class deadline, or when alone."""
+        if not self.express_max_timeout_us:
+            return False
+        return 0 < timeout_us <= self.express_max_timeout_us or self.alone()
 
     def close(self) -> None:
         if self.board is not None:
@@ -147,9 +188,9 @@ class Gate:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def run(self, timeout_us: int, work: Callable[[float], Awaitable[T]]) -> T:
-        """Admit a request with this timeout (its class comes from it), run `work(arrived)` and return its result;
-        `arrived` is `time.monotonic()` at the gate. For requests that come without a Triton request object
+    async def run(self, timeout_us: int, work: Callable[[Admission], Awaitable[T]]) -> T:
+        """Admit a request with this timeout (its class comes from it), pick its lane, run `work(admission)` and
+        return its result. For requests that come without a Triton request object
         (`router_standard`'s hand-overs); `submit` answers Triton requests through it.
 
         Raises:
@@ -167,7 +208,7 @@ class Gate:
             if refused is not None:
                 raise Refused(f"{self.model}: {refused}")
             try:
-                return await work(arrived)
+                return await work(Admission(arrived, self.express(timeout_us)))
             finally:
                 self._release(klass)
         finally:
@@ -179,7 +220,7 @@ class Gate:
 
         sender = request.get_response_sender()
         try:
-            response = await self.run(request.timeout(), lambda arrived: handler(request, arrived))
+            response = await self.run(request.timeout(), lambda admission: handler(request, admission))
         except Refused as e:
             response = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e), pb_utils.TritonError.UNAVAILABLE))
         except Exception as e:  # a fault in one request must still answer it, and only it

@@ -21,6 +21,7 @@ from adaptive_bench.reliability.target import SAMPLE_TEXTS
 from adaptive_core import names
 from adaptive_core.confidence import max_prob
 from adaptive_core.config import LATENCY_CLASSES, MAX_TEXT_BYTES, latency_class
+from adaptive_core.lanes import LaneOptions
 from adaptive_core.metrics import metric_sum
 from adaptive_ops.repository import RepositoryOptions, build_repository
 from adaptive_ops.server import TritonServer
@@ -126,7 +127,9 @@ def _stage_counts(url: str, model: str) -> tuple[int, int]:
 
 def test_survivors_of_concurrent_requests_are_rebatched(tiny_export: Path, tiny_repo: Path, serve) -> None:
     # Standard lane only: the first request, alone for a moment, would take the express lane.
-    build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", solo_express=False))
+    build_repository(
+        tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", lanes=LaneOptions(solo_express=False))
+    )
     _set_thresholds(tiny_repo, [1.0])  # nobody leaves at stage 1: every sample reaches stage 2
     _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=100)  # stage 2 busy: survivors queue up behind it
     server = serve(tiny_repo)
@@ -183,7 +186,11 @@ def _slowed_gate(
         tiny_export,
         tiny_repo,
         RepositoryOptions(
-            entry_size="tiny", gate_instances=1, gate_slots=slots, gate_reserve=reserve, solo_express=False
+            entry_size="tiny",
+            gate_instances=1,
+            gate_slots=slots,
+            gate_reserve=reserve,
+            lanes=LaneOptions(solo_express=False),
         ),
     )
     _set_thresholds(tiny_repo, [1.0])

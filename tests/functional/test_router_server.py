@@ -24,6 +24,7 @@ from adaptive_client.client import AdaptiveClient
 from adaptive_core import names
 from adaptive_core.complexity_features import HANDCRAFTED_NAMES, NUM_FEATURES
 from adaptive_core.config import EarlyExitConfig
+from adaptive_core.lanes import LaneOptions
 from adaptive_core.router_plan import RouterPlan, RouteTarget
 from adaptive_ops.recalibrate import main as recalibrate_main
 from adaptive_ops.repository import (
@@ -88,8 +89,7 @@ def build_router_repo(
         audit_rate=1.0,
         outcomes_file=str(tmp_path / "outcomes.jsonl"),
         gate_instances=gate_instances,
-        solo_express=solo_express,
-        bls_handover=bls_handover,
+        lanes=LaneOptions(solo_express=solo_express, bls_handover=bls_handover),
     )
     build_repository(tiny_export, repo, options)
     cfg = EarlyExitConfig(**json.loads((tiny_export / "tiny" / "thresholds.json").read_text())["config"])

@@ -14,7 +14,7 @@ from tritonclient.grpc import model_config_pb2
 from adaptive_core import names
 from adaptive_core.cascade import DEADLINE_MARGIN, CascadePlan
 from adaptive_core.config import LATENCY_CLASSES, MAX_BATCH_SIZE
-from adaptive_core.lanes import parse_caps
+from adaptive_core.lanes import LaneOptions, parse_caps
 from adaptive_ops.repository import STANDARD_ROUTER, TARGETS, RepositoryOptions, build_repository, router_configs
 
 NAMES = {v for k, v in vars(names).items() if k.isupper()}
@@ -89,17 +89,16 @@ def test_express_lane_has_cpu_priority(repo: Path) -> None:
             int(standard.parameters["nice"].string_value) > 0 and standard.parameters["sched_idle"].string_value == "1"
         )
         assert "nice" not in express.parameters and "sched_idle" not in express.parameters
-    assert express.instance_group[0].count == RepositoryOptions.express_instances
-    assert standard.instance_group[0].count == RepositoryOptions.stage_instances
+    assert express.instance_group[0].count == LaneOptions().express_instances
+    assert standard.instance_group[0].count == RepositoryOptions().stage_instances
     plan = json.loads((repo / "cascade_tiny" / "1" / "plan.json").read_text())
     assert plan["express_models"] == ["tiny_stage1_express", "tiny_stage2_express"]
     assert plan["express_max_timeout_us"] == LATENCY_CLASSES["critical"].queue_timeout_us
     # A request alone in the server takes the express lane too (the gate models keep the board that tells them).
     assert _parse(repo / "cascade_tiny" / "config.pbtxt").parameters["solo_lane"].string_value == "express"
     lanes = CascadePlan.from_dict(plan)
-    critical = LATENCY_CLASSES["critical"].queue_timeout_us
-    assert lanes.lane(critical) == lanes.lane(0, alone=True) == ("tiny_stage1_express", "tiny_stage2_express")
-    assert lanes.lane(0) == lanes.lane(critical + 1) == ("tiny_stage1", "tiny_stage2")
+    assert lanes.lane(express=True) == ("tiny_stage1_express", "tiny_stage2_express")
+    assert lanes.lane(express=False) == ("tiny_stage1", "tiny_stage2")
 
 
 def test_ensembles_wire_existing_models(repo: Path) -> None:
@@ -290,11 +289,14 @@ def test_router_standard_runs_the_standard_lane_at_its_cpu_priority() -> None:
     assert "nice" not in router and "sched_idle" not in router
     assert standard["lane"] == "standard" and standard["metrics_model"] == "router"
     assert standard["plan_file"] == "../../router/1/plan.json"
-    assert (int(standard["nice"]), standard["sched_idle"]) == (opts.standard_nice, "1")
+    assert (int(standard["nice"]), standard["sched_idle"]) == (opts.lanes.standard_nice, "1")
     assert "solo_lane" not in standard and "standard_router" not in standard
     front, room = parse_caps(router["gate_caps"]), parse_caps(standard["gate_caps"])
     assert all(room[c] == sum(front.values()) * opts.gate_instances for c in front)
     # Without it (or without the express lane that tells the lanes apart) the router runs every request itself.
-    for off in (RepositoryOptions(standard_router=False), RepositoryOptions(express_lane=False)):
+    for off in (
+        RepositoryOptions(lanes=LaneOptions(standard_router=False)),
+        RepositoryOptions(lanes=LaneOptions(express_lane=False)),
+    ):
         only = router_configs(off, "large_full_encoder")
         assert set(only) == {"router"} and "standard_router" not in only["router"]

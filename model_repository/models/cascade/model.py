@@ -1,12 +1,9 @@
 """Cascade (BLS): chain one size's exit stages; each sample leaves at its first confident exit.
 
-Requests run concurrently (asyncio) once the admission gate (`adaptive_serving.gate`) lets them in, so the
-survivors of concurrent requests meet in the next stage's dynamic batcher. Deadline-aware: when the next stage
-would likely overrun the request's timeout, the samples still running answer with their latest exit and the
-deadline flag.
+Requests run concurrently once the admission gate lets them in (`adaptive_serving.gate_model`), so the survivors of
+concurrent requests meet in the next stage's dynamic batcher. Deadline-aware: when the next stage would likely
+overrun the request's timeout, the samples still running answer with their latest exit and the deadline flag.
 """
-
-import gc
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -16,32 +13,22 @@ from adaptive_core.cascade import CascadePlan, CascadeState, StageLatency
 from adaptive_core.confidence import get_policy
 from adaptive_serving.bls import StageError, run_cascade, started_at
 from adaptive_serving.gate import Gate
+from adaptive_serving.gate_model import GateModel
 from adaptive_serving.metrics import ModelMetrics
-from adaptive_serving.model_args import model_params
 
 
-class TritonPythonModel:
-    def initialize(self, args):
-        params, version_dir = model_params(args, ("plan_file", "sep_id", "gate_caps"))
+class TritonPythonModel(GateModel):
+    def setup(self, params, version_dir):
         self.plan = CascadePlan.from_file(version_dir / params["plan_file"])
         self.confidence = get_policy(self.plan.confidence)
         self.sep_id = int(params["sep_id"])
         self.latency = StageLatency.from_params(params)
-        self.model_name = args["model_name"]
         self.metrics = ModelMetrics(self.model_name, {self.plan.size: len(self.plan.stage_models)})
-        self.gate = Gate.from_params(self.model_name, params, self.metrics)
-        # Startup objects (numpy, onnxruntime, the plan) never die: keep them out of the collector's full passes,
-        # which otherwise scan them all and paused this event loop, and every request on it, for up to 86 ms.
-        gc.freeze()
+        express_max = self.plan.express_max_timeout_us if self.plan.express_models else 0
+        self.gate = Gate.from_params(self.model_name, params, self.metrics, express_max_timeout_us=express_max)
 
-    def execute(self, requests):
-        # Answers go out through each request's response sender once the gate admits and runs it, on its loop.
-        for request in requests:
-            self.gate.submit(request, self._run)
-        return None
-
-    async def _run(self, request, arrived):
-        started = started_at(request, arrived)  # the deadline counts from the entry, not from this gate
+    async def run(self, request, admission):
+        started = started_at(request, admission.arrived)  # the deadline counts from the entry, not from this gate
         ids = pb_utils.get_input_tensor_by_name(request, names.INPUT_IDS).as_numpy()
         mask = pb_utils.get_input_tensor_by_name(request, names.ATTENTION_MASK).as_numpy()
         state = CascadeState(ids.shape[0], self.confidence)
@@ -55,11 +42,13 @@ class TritonPythonModel:
                 timeout_us=request.timeout(),
                 started=started,
                 latency=self.latency,
-                alone=self.gate.alone,
+                express=admission.express,
             )
         except StageError as e:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.model_name}: {e}"))
-        self.metrics.answered(request.timeout(), self.plan.size, state.exit_stage, state.deadline_cut, arrived)
+        self.metrics.answered(
+            request.timeout(), self.plan.size, state.exit_stage, state.deadline_cut, admission.arrived
+        )
         n = state.label.shape[0]
         layers = np.array(self.plan.exit_layers, dtype=np.int32)[state.exit_stage - 1]
         return pb_utils.InferenceResponse(
@@ -72,6 +61,3 @@ class TritonPythonModel:
                 pb_utils.Tensor(names.DEADLINE_CUT, state.deadline_cut.reshape(n, 1)),
             ]
         )
-
-    def finalize(self):
-        self.gate.close()

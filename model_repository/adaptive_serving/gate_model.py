@@ -1,0 +1,49 @@
+"""The base of the gate models (cascade, router): `execute` hands each request to the admission gate and returns.
+
+The gate runs an admitted request's handler (`run`) on its own event loop and answers through the request's response
+sender (`adaptive_serving.gate`), so `execute` returns at once with no responses, as Triton 2.51 allows for a
+non-decoupled model that sends exactly one final response per request.
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+from adaptive_serving.gate import Admission, Gate
+from adaptive_serving.model_args import lower_cpu_priority, model_params
+
+
+class GateModel:
+    """Subclass as `TritonPythonModel`; `setup` builds the model's state and sets `self.gate`, `run` answers one
+    admitted request, `close` releases what `setup` took."""
+
+    required_params: tuple[str, ...] = ("plan_file", "sep_id", "gate_caps")
+    gate: Gate
+
+    def initialize(self, args: dict) -> None:
+        params, version_dir = model_params(args, self.required_params)
+        lower_cpu_priority(params)  # before any thread starts, so all of them inherit it
+        self.model_name = args["model_name"]
+        self.setup(params, version_dir)
+        # Startup objects (numpy, onnxruntime, the plan) never die: keep them out of the collector's full passes,
+        # which otherwise scan them all and pause the gate's event loop, and every request on it.
+        gc.freeze()
+
+    def setup(self, params: dict[str, str], version_dir: Path) -> None:
+        raise NotImplementedError
+
+    def execute(self, requests: list) -> None:
+        for request in requests:
+            self.gate.submit(request, self.run)
+
+    async def run(self, request: object, admission: Admission) -> object:
+        """The response (`pb_utils.InferenceResponse`) to one admitted request."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what `setup` took (the gate closes after it)."""
+
+    def finalize(self) -> None:
+        self.close()
+        self.gate.close()
