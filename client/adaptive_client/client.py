@@ -58,6 +58,8 @@ class CascadeResult:
         latency_ms: round-trip time of the request that carried this text.
         complexity: the entry's complexity estimate, when the served model has a `complexity` output
             (read from the model metadata); None otherwise.
+        label_name: the label's class name as the export named it, when the served model has a `label_name` output;
+            None otherwise.
     """
 
     label: int
@@ -68,9 +70,10 @@ class CascadeResult:
     deadline_cut: bool
     latency_ms: float
     complexity: float | None = None
+    label_name: str | None = None
 
 
-# Outputs every entry model answers; `complexity` is read on top only where the metadata lists it.
+# Outputs every entry model answers; `complexity` and `label_name` are read on top where the metadata lists them.
 RESULT_OUTPUTS = (
     names.LABEL,
     names.CONFIDENCE,
@@ -80,6 +83,7 @@ RESULT_OUTPUTS = (
     names.DEADLINE_CUT,
 )
 COMPLEXITY = names.COMPLEXITY
+OPTIONAL_OUTPUTS = (names.COMPLEXITY, names.LABEL_NAME)
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -185,7 +189,7 @@ def _output_names(metadata: object) -> set[str]:
 
 
 def _results(out: dict[str, np.ndarray], count: int, latency_ms: float) -> list[CascadeResult]:
-    complexity = out.get(COMPLEXITY)
+    complexity, label_name = out.get(COMPLEXITY), out.get(names.LABEL_NAME)
     return [
         CascadeResult(
             label=int(out[names.LABEL][i, 0]),
@@ -196,6 +200,7 @@ def _results(out: dict[str, np.ndarray], count: int, latency_ms: float) -> list[
             deadline_cut=bool(out[names.DEADLINE_CUT][i, 0]),
             latency_ms=latency_ms,
             complexity=None if complexity is None else float(complexity.reshape(count, -1)[i, 0]),
+            label_name=None if label_name is None else label_name.reshape(count, -1)[i, 0].decode("utf-8"),
         )
         for i in range(count)
     ]
@@ -292,7 +297,8 @@ class AdaptiveClient(_Settings):
             ValueError: unknown latency class, or no texts.
             InvalidInputError, RejectedError, ServerUnavailableError, AdaptiveClientError: see the classes.
         """
-        wanted = list(RESULT_OUTPUTS) + ([COMPLEXITY] if COMPLEXITY in self.output_names() else [])
+        served = self.output_names()
+        wanted = list(RESULT_OUTPUTS) + [n for n in OPTIONAL_OUTPUTS if n in served]
         start = time.perf_counter()
         out = self.infer_raw(texts, wanted, latency_class=latency_class)
         return _results(out, len(texts), (time.perf_counter() - start) * 1e3)
@@ -387,7 +393,8 @@ class AsyncAdaptiveClient(_Settings):
             ValueError: unknown latency class, or no texts.
             InvalidInputError, RejectedError, ServerUnavailableError, AdaptiveClientError: see the classes.
         """
-        wanted = list(RESULT_OUTPUTS) + ([COMPLEXITY] if COMPLEXITY in await self.output_names() else [])
+        served = await self.output_names()
+        wanted = list(RESULT_OUTPUTS) + [n for n in OPTIONAL_OUTPUTS if n in served]
         start = time.perf_counter()
         out = await self.infer_raw(texts, wanted, latency_class=latency_class)
         return _results(out, len(texts), (time.perf_counter() - start) * 1e3)

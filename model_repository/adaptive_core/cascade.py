@@ -7,7 +7,7 @@ exits where, keeps the per-sample results, and predicts whether the next stage f
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ class CascadePlan:
         express_models: the same stages in the express lane (own instances, full CPU priority); empty = none.
         express_max_timeout_us: requests whose timeout is nonzero and at most this take the express lane
             (the gate's rule, `Gate.express`).
+        label_names: the class names, by label index (the export's), for the `label_name` output.
         device: "gpu" when the stages hand hidden states over in GPU memory (the cascade then asks BLS for GPU
             outputs and slices them with torch); "cpu" otherwise.
     """
@@ -44,6 +45,7 @@ class CascadePlan:
     express_models: tuple[str, ...] = ()
     express_max_timeout_us: int = 0
     device: str = "cpu"
+    label_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.thresholds) != len(self.stage_models) - 1:
@@ -81,6 +83,7 @@ class CascadePlan:
             express_models=tuple(raw.get("express_models", ())),
             express_max_timeout_us=int(raw.get("express_max_timeout_us", 0)),
             device=raw.get("device", "cpu"),
+            label_names=tuple(raw.get("label_names", ())),
         )
 
     @classmethod
@@ -201,3 +204,11 @@ def deadline_start(arrived: float, entered_ns: np.ndarray | None) -> float:
     if entered_ns is None or entered_ns.size == 0:
         return arrived
     return min(arrived, float(entered_ns.min()) / 1e9)
+
+
+def label_name_tensor(labels: np.ndarray, label_names: Sequence[str]) -> np.ndarray:
+    """(n, 1) BYTES tensor of each label's name; a label the export did not name answers with its index as text."""
+    flat = np.asarray(labels).reshape(-1)
+    known = len(label_names)
+    words = [label_names[i] if 0 <= i < known else str(int(i)) for i in flat]
+    return np.array([[w.encode("utf-8")] for w in words], dtype=np.object_).reshape(flat.size, 1)

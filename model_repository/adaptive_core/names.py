@@ -13,6 +13,8 @@ EXIT_STAGE = "exit_stage"
 EXIT_LAYER = "exit_layer"
 MODEL_SIZE = "model_size"
 DEADLINE_CUT = "deadline_cut"
+# The answer in the user's words: the label name the export was trained with (BYTES), beside the index `label`.
+LABEL_NAME = "label_name"
 
 # Stages >= 2 read the previous stage's HIDDEN output under this name: a middle stage both reads and writes hidden
 # states, and ONNX graphs (and Triton configs) need distinct input and output names.
@@ -27,5 +29,5 @@ COMPLEXITY = "complexity"
 ESCALATIONS = "escalations"
 
 # Outputs of the cascade models, and of the router (the cascade's and two more).
-CASCADE_OUTPUTS = (LABEL, CONFIDENCE, EXIT_STAGE, EXIT_LAYER, MODEL_SIZE, DEADLINE_CUT)
+CASCADE_OUTPUTS = (LABEL, CONFIDENCE, EXIT_STAGE, EXIT_LAYER, MODEL_SIZE, DEADLINE_CUT, LABEL_NAME)
 ROUTER_OUTPUTS = (*CASCADE_OUTPUTS, COMPLEXITY, ESCALATIONS)

@@ -46,6 +46,7 @@ from adaptive_core.config import (
 )
 from adaptive_core.lanes import LaneOptions, class_caps, format_caps
 from adaptive_core.router_plan import RouterPlan, RouteTarget
+from adaptive_core.text import SEQ_BUCKETS, bucket_length
 from adaptive_ops.options_cli import add_arguments, from_arguments
 
 MODELS_SRC = Path(__file__).resolve().parents[1] / "models"
@@ -58,6 +59,10 @@ ENTRY_MODEL = "adaptive"
 NO_TIMEOUT_US = 3_600_000_000
 CASCADE_OUTPUTS = names.CASCADE_OUTPUTS
 STANDARD_ROUTER = "router_standard"
+# Class names, one per line in label order, beside every model that returns logits.
+LABELS_FILE = "labels.txt"
+# Batch size of the larger warm-up sample of each stage (`warmup`): a batch the dynamic batcher forms under load.
+WARMUP_BATCH = 8
 OUTPUT_TYPES = {
     names.LABEL: "TYPE_INT64",
     names.CONFIDENCE: "TYPE_FP32",
@@ -65,6 +70,7 @@ OUTPUT_TYPES = {
     names.EXIT_LAYER: "TYPE_INT32",
     names.MODEL_SIZE: "TYPE_STRING",
     names.DEADLINE_CUT: "TYPE_BOOL",
+    names.LABEL_NAME: "TYPE_STRING",
     names.COMPLEXITY: "TYPE_FP32",
     names.ESCALATIONS: "TYPE_INT32",
 }
@@ -152,8 +158,12 @@ class RepositoryOptions:
             raise ValueError(f"dtype must be one of {TORCH_DTYPES}, got {self.dtype!r}")
 
 
-def _tensor(name: str, dtype: str, dims: Sequence[int], *, optional: bool = False) -> str:
+def _tensor(name: str, dtype: str, dims: Sequence[int], *, optional: bool = False, labels: bool = False) -> str:
+    """A config tensor entry; `labels`: the output's class names are in the model folder's LABELS_FILE (Triton's
+    classification extension answers `class_count` requests with them)."""
     flag = " optional: true" if optional else ""
+    if labels:
+        flag += f' label_filename: "{LABELS_FILE}"'
     return f'{{ name: "{name}" data_type: {dtype} dims: [ {", ".join(str(d) for d in dims)} ]{flag} }}'
 
 
@@ -207,10 +217,29 @@ def stage_io(cfg: EarlyExitConfig, stage: int | None) -> tuple[list[str], list[s
     """Inputs and outputs of a stage (None = the full-depth encoder), as config.pbtxt tensor entries."""
     hidden_in = _tensor(names.HIDDEN_IN, "TYPE_FP32", [-1, cfg.hidden_size])
     hidden = _tensor(names.HIDDEN, "TYPE_FP32", [-1, cfg.hidden_size])
-    logits = _tensor(names.LOGITS, "TYPE_FP32", [cfg.num_labels])
+    logits = _tensor(names.LOGITS, "TYPE_FP32", [cfg.num_labels], labels=True)
     first = stage is None or stage == 1
     last = stage is None or stage == cfg.num_stages
     return ([IDS, MASK] if first else [hidden_in, MASK]), ([logits] if last else [hidden, logits])
+
+
+def warmup(cfg: EarlyExitConfig, stage: int | None) -> str:
+    """`model_warmup` of a stage (None = the full encoder): one all-padding sample per token width the tokenizer can
+    form, at batch 1 and at WARMUP_BATCH, so Triton runs every shape once while the model loads, before the server
+    reports ready (a first call per shape pays session and allocator set-up)."""
+    first = stage is None or stage == 1
+    widths = sorted({bucket_length(w, cfg.max_seq_len) for w in SEQ_BUCKETS})
+    samples = []
+    for batch in (1, WARMUP_BATCH):
+        for width in widths:
+            if first:
+                x = f'key: "{names.INPUT_IDS}" value: {{ data_type: TYPE_INT64 dims: [ {width} ] zero_data: true }}'
+            else:
+                dims = f"{width}, {cfg.hidden_size}"
+                x = f'key: "{names.HIDDEN_IN}" value: {{ data_type: TYPE_FP32 dims: [ {dims} ] zero_data: true }}'
+            m = f'key: "{names.ATTENTION_MASK}" value: {{ data_type: TYPE_INT64 dims: [ {width} ] zero_data: true }}'
+            samples.append(f'  {{ name: "b{batch}_w{width}" batch_size: {batch} inputs {{ {x} }} inputs {{ {m} }} }}')
+    return "model_warmup [\n" + ",\n".join(samples) + "\n]"
 
 
 def standard_cpu(opts: RepositoryOptions) -> dict[str, int]:
@@ -263,6 +292,7 @@ def encoder_config(
                 # and then sleeps 500 ms (`WaitForPayloadSlotAvailable`): on a rarely used stage, a critical tail.
                 *([] if express else [fifo_batching(opts.max_queue_delay_us)]),
                 *tail,
+                warmup(cfg, stage),
             ]
         )
         + "\n"
@@ -421,6 +451,12 @@ def _write(model_dir: Path, config: str) -> Path:
     return model_dir / "1"
 
 
+def _write_labels(model_dir: Path, label_names: Sequence[str], num_labels: int) -> None:
+    """LABELS_FILE in the model folder: one class name per line, in label order (the index when unnamed)."""
+    lines = [label_names[i] if i < len(label_names) else str(i) for i in range(num_labels)]
+    (model_dir / LABELS_FILE).write_text("\n".join(lines) + "\n")
+
+
 def _link_or_copy(src: Path, dst: Path) -> None:
     """Hard-link big files when possible (same filesystem), else copy: repositories stay cheap to rebuild."""
     dst.unlink(missing_ok=True)
@@ -448,6 +484,7 @@ def load_plan(export_dir: Path, cfg: EarlyExitConfig, opts: RepositoryOptions = 
         express_models=tuple(f"{s}_express" for s in stages) if opts.lanes.express_lane else (),
         express_max_timeout_us=LATENCY_CLASSES["critical"].queue_timeout_us,
         device="gpu" if opts.device == "gpu" and opts.gpu_hidden else "cpu",
+        label_names=tuple(raw.get("label_names", ())),
     )
 
 
@@ -488,6 +525,7 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
         name: str, cfg: EarlyExitConfig, stage: int | None, onnx: Path, *, standard: bool = False, express: bool = False
     ) -> None:
         version = _write(out / name, encoder_config(name, cfg, stage, options, standard=standard, express=express))
+        _write_labels(out / name, label_names[cfg.name], cfg.num_labels)
         if options.target == "local" and options.runtime == "torch":
             shutil.copy2(MODELS_SRC / "torch_runner" / "model.py", version / "model.py")
             _link_or_copy(export_dir / cfg.name / "weights.safetensors", version / "weights.safetensors")
@@ -497,6 +535,9 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
             _link_or_copy(onnx, version / "model.onnx")
         models.append(name)
 
+    label_names = {
+        s: json.loads((export_dir / s / "thresholds.json").read_text()).get("label_names", []) for s in sizes
+    }
     tokens = {names.INPUT_IDS: "ids", names.ATTENTION_MASK: "mask"}
     stamped = {**tokens, names.ENTERED_NS: "entered"}
 
@@ -520,9 +561,10 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
                 cfg.full_model_name,
                 [tokenize(size, stamp=False), (f"{size}_full_encoder", tokens, {names.LOGITS: names.LOGITS})],
                 [TEXT_IN],
-                [_tensor(names.LOGITS, "TYPE_FP32", [cfg.num_labels])],
+                [_tensor(names.LOGITS, "TYPE_FP32", [cfg.num_labels], labels=True)],
             ),
         )
+        _write_labels(out / cfg.full_model_name, label_names[size], cfg.num_labels)
         models.append(cfg.full_model_name)
         version = python_model(f"cascade_{size}", cascade_config(cfg, options), "cascade")
         (version / "plan.json").write_text(load_plan(export_dir, cfg, options).to_json())

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptive_core import names
-from adaptive_core.cascade import CascadeState, StageLatency
+from adaptive_core.cascade import CascadeState, StageLatency, label_name_tensor
 from adaptive_core.complexity_features import extract_features
 from adaptive_core.confidence import get_policy, softmax
 from adaptive_core.router_plan import RouterPlan
@@ -118,7 +118,9 @@ class Router:
         options.intra_op_num_threads = 1
         estimator = str(self.plan_path.parent / plan.estimator_file)
         self.estimator = ort.InferenceSession(estimator, options, providers=["CPUExecutionProvider"])
+        self.estimator.run(None, {"features": extract_features(["warm up the estimator"])})  # first run sets it up
         self.policies = [get_policy(t.cascade.confidence if t.cascade else "max_prob") for t in plan.targets]
+        self.label_names = next((t.cascade.label_names for t in plan.targets if t.cascade is not None), ())
         self.plan = plan
         self.plan_mtime = os.stat(self.plan_path).st_mtime_ns
         self.next_check = time.monotonic() + self.reload_interval_s
@@ -180,6 +182,7 @@ class Router:
             names.EXIT_LAYER: routed.exit_layer.reshape(n, 1),
             names.MODEL_SIZE: np.array([[s.encode()] for s in sizes[routed.target]], dtype=np.object_),
             names.DEADLINE_CUT: routed.cut.reshape(n, 1),
+            names.LABEL_NAME: label_name_tensor(routed.label, self.label_names),
             names.COMPLEXITY: plan.complexity(probs).reshape(n, 1),
             names.ESCALATIONS: routed.escalations.reshape(n, 1),
         }

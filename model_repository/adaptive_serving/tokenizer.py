@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptive_core.text import bucket_length
+from adaptive_core.text import SEQ_BUCKETS, bucket_length
 
 # Characters per kept token in the first prefix tokenized (`TextTokenizer._encode`). The evaluation texts needed at
 # most 1,417 characters for 254 word pieces (5.6 per piece), so 6 fills the prefix at the first try for all of them.
@@ -61,3 +61,10 @@ class TextTokenizer:
             ids[row, : len(enc.ids)] = enc.ids
             mask[row, : len(enc.ids)] = 1
         return ids, mask
+
+    def warm(self) -> None:
+        """Tokenize a text that fills each bucket width once (at start-up, so no request pays the first calls)."""
+        for width in SEQ_BUCKETS:
+            if width > self.max_len:
+                break
+            self(["warm " * width, "a"])

@@ -9,7 +9,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from adaptive_core import names
-from adaptive_core.cascade import CascadePlan, CascadeState, StageLatency
+from adaptive_core.cascade import CascadePlan, CascadeState, StageLatency, label_name_tensor
 from adaptive_core.confidence import get_policy
 from adaptive_serving.bls import StageError, run_cascade, started_at
 from adaptive_serving.gate import Gate
@@ -59,5 +59,6 @@ class TritonPythonModel(GateModel):
                 pb_utils.Tensor(names.EXIT_LAYER, layers.reshape(n, 1)),
                 pb_utils.Tensor(names.MODEL_SIZE, np.array([[self.plan.size.encode()]] * n, dtype=np.object_)),
                 pb_utils.Tensor(names.DEADLINE_CUT, state.deadline_cut.reshape(n, 1)),
+                pb_utils.Tensor(names.LABEL_NAME, label_name_tensor(state.label, self.plan.label_names)),
             ]
         )

@@ -19,6 +19,7 @@ class TritonPythonModel:
     def initialize(self, args):
         params, version_dir = model_params(args, ("tokenizer_file", "max_seq_len", "max_text_bytes"))
         self.tokenize = TextTokenizer(version_dir / params["tokenizer_file"], int(params["max_seq_len"]))
+        self.tokenize.warm()  # before the model reports ready
         self.max_text_bytes = int(params["max_text_bytes"])
         self.model_name = args["model_name"]
 
