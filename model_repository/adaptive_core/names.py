@@ -24,6 +24,10 @@ HIDDEN_IN = "hidden_in"
 # first step. The gate models count a request's deadline from it, so time spent before them is not budgeted twice.
 ENTERED_NS = "entered_ns"
 
+# Optional gate-model input, set only by the configs' `model_warmup` sample: the request warms the model's paths while
+# it loads (`adaptive_serving.gate_model`) and never fails the load.
+WARMUP = "warmup"
+
 # Router outputs (the `adaptive` entry when a router is built).
 COMPLEXITY = "complexity"
 ESCALATIONS = "escalations"

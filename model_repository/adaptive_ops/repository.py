@@ -34,6 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from adaptive_core import names
 from adaptive_core.cascade import DEADLINE_MARGIN, CascadePlan
 from adaptive_core.config import (
@@ -179,6 +181,45 @@ MASK = _tensor(names.ATTENTION_MASK, "TYPE_INT64", [-1])
 # The gate models' optional input: when the request entered the server's entry (the tokenizer's stamp). Optional, so
 # the router and cascades still serve callers that send tokens directly (their deadline then counts from the gate).
 ENTERED_IN = _tensor(names.ENTERED_NS, "TYPE_INT64", [1], optional=True)
+# The gate models' other optional input: set only by their warm-up sample (`gate_warmup`).
+WARMUP_IN = _tensor(names.WARMUP, "TYPE_BOOL", [1], optional=True)
+# The warm-up request of the tokenizers and gate models: its tensors are files under <model>/warmup/ (`write_warmup`).
+WARMUP_TEXT = "Warm up every path of the model before the server reports ready."
+
+
+def warmup_tokens(tokenizer_json: Path, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """The warm-up text's (1, width) input_ids and attention_mask, from the entry tokenizer."""
+    from adaptive_serving.tokenizer import TextTokenizer
+
+    return TextTokenizer(tokenizer_json, max_len)([WARMUP_TEXT])
+
+
+def write_warmup(model_dir: Path, ids: np.ndarray, mask: np.ndarray) -> None:
+    """The warm-up sample's input files (Triton's `input_data_file`, raw little-endian tensors; BYTES elements with
+    a 4-byte length prefix): the text, its tokens (`warmup_tokens`), and the warm-up flag."""
+    folder = model_dir / "warmup"
+    folder.mkdir(exist_ok=True)
+    text = WARMUP_TEXT.encode()
+    (folder / "text").write_bytes(len(text).to_bytes(4, "little") + text)
+    (folder / "ids").write_bytes(ids.astype("<i8").tobytes())
+    (folder / "mask").write_bytes(mask.astype("<i8").tobytes())
+    (folder / "flag").write_bytes(b"\x01")
+
+
+def gate_warmup(width: int, *, text: bool) -> str:
+    """`model_warmup` of a gate model (cascade, router): one request marked `warmup` (see `write_warmup`)."""
+
+    def tensor(name: str, dtype: str, dims: str, file: str) -> str:
+        return f'inputs {{ key: "{name}" value: {{ data_type: {dtype} dims: [ {dims} ] input_data_file: "{file}" }} }}'
+
+    inputs = [
+        tensor(names.INPUT_IDS, "TYPE_INT64", str(width), "ids"),
+        tensor(names.ATTENTION_MASK, "TYPE_INT64", str(width), "mask"),
+        tensor(names.WARMUP, "TYPE_BOOL", "1", "flag"),
+    ]
+    if text:
+        inputs.append(tensor(names.TEXT, "TYPE_STRING", "1", "text"))
+    return f'model_warmup [ {{ name: "warmup" batch_size: 1 {" ".join(inputs)} }} ]'
 
 
 def fifo_batching(delay_us: int) -> str:
@@ -206,6 +247,8 @@ def tokenizer_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
                 # No dynamic batcher (its missed wake-ups stall the entry for 500 ms; class order is the gate's job),
                 # and two instances, so a long text does not hold up the next request.
                 _instances(opts.tokenizer_instances),
+                'model_warmup [ { name: "warmup" batch_size: 1 inputs { key: "text" value: { data_type: TYPE_STRING '
+                'dims: [ 1 ] input_data_file: "text" } } } ]',
                 _params(tokenizer_file="tokenizer.json", max_seq_len=cfg.max_seq_len, max_text_bytes=MAX_TEXT_BYTES),
             ]
         )
@@ -311,7 +354,7 @@ def gate_params(opts: RepositoryOptions) -> dict[str, object]:
     }
 
 
-def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
+def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions, warm_width: int = 16) -> str:
     outputs = [_tensor(n, OUTPUT_TYPES[n], [1]) for n in CASCADE_OUTPUTS]
     return (
         "\n".join(
@@ -319,19 +362,22 @@ def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
                 f'name: "cascade_{cfg.name}"',
                 'backend: "python"',
                 f"max_batch_size: {MAX_BATCH_SIZE}",
-                f"input [ {IDS}, {MASK}, {ENTERED_IN} ]",
+                f"input [ {IDS}, {MASK}, {ENTERED_IN}, {WARMUP_IN} ]",
                 f"output [ {', '.join(outputs)} ]",
                 # No dynamic batcher: `execute` only hands requests to the gate, which orders classes and enforces their
                 # timeouts; 2.51's batcher can miss an instance's wake-up and hold a request 500 ms (see the tokenizer).
                 _instances(opts.gate_instances),
                 _params(plan_file="plan.json", sep_id=102, **gate_params(opts)),
+                gate_warmup(warm_width, text=False),
             ]
         )
         + "\n"
     )
 
 
-def router_configs(opts: RepositoryOptions, audit_model: str, audit_input: str = "text") -> dict[str, str]:
+def router_configs(
+    opts: RepositoryOptions, audit_model: str, audit_input: str = "text", warm_width: int = 16
+) -> dict[str, str]:
     """Config of each router model (both run `models/router/model.py`): `router`, the gate, and `router_standard`
     when the standard lane's requests run apart (`RepositoryOptions.standard_router`). `audit_model` labels sampled
     outcomes, reading the text or ("tokens") the router's own tokens."""
@@ -343,7 +389,7 @@ def router_configs(opts: RepositoryOptions, audit_model: str, audit_input: str =
                     f'name: "{name}"',
                     'backend: "python"',
                     f"max_batch_size: {MAX_BATCH_SIZE}",
-                    f"input [ {', '.join([TEXT_IN, IDS, MASK, ENTERED_IN])} ]",
+                    f"input [ {', '.join([TEXT_IN, IDS, MASK, ENTERED_IN, WARMUP_IN])} ]",
                     f"output [ {', '.join(_tensor(n, OUTPUT_TYPES[n], [1]) for n in names.ROUTER_OUTPUTS)} ]",
                     _instances(opts.gate_instances),  # no dynamic batcher, as for the cascade
                     _params(
@@ -353,6 +399,7 @@ def router_configs(opts: RepositoryOptions, audit_model: str, audit_input: str =
                         outcomes_file=opts.outcomes_file,
                         **params,
                     ),
+                    gate_warmup(warm_width, text=True),
                 ]
             )
             + "\n"
@@ -513,10 +560,13 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
         shutil.rmtree(out)
     out.mkdir(parents=True)
     tokenizer_json = export_dir / "tokenizer" / "tokenizer.json"
+    warm_ids, warm_mask = warmup_tokens(tokenizer_json, max(cfg.max_seq_len for cfg in sizes.values()))
+    warm_width = warm_ids.shape[1]
     models: list[str] = []
 
     def python_model(name: str, config: str, source: str) -> Path:
         version = _write(out / name, config)
+        write_warmup(out / name, warm_ids, warm_mask)
         shutil.copy2(MODELS_SRC / source / "model.py", version / "model.py")
         models.append(name)
         return version
@@ -566,7 +616,7 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
         )
         _write_labels(out / cfg.full_model_name, label_names[size], cfg.num_labels)
         models.append(cfg.full_model_name)
-        version = python_model(f"cascade_{size}", cascade_config(cfg, options), "cascade")
+        version = python_model(f"cascade_{size}", cascade_config(cfg, options, warm_width), "cascade")
         (version / "plan.json").write_text(load_plan(export_dir, cfg, options).to_json())
         _write(
             out / f"{size}_exit",
@@ -585,9 +635,9 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
         audit = plan.targets[-1].name
         # The audit size's full encoder can read the router's tokens when the entry tokenizes for that size.
         configs = (
-            router_configs(options, f"{audit}_full_encoder", "tokens")
+            router_configs(options, f"{audit}_full_encoder", "tokens", warm_width)
             if audit == entry.name
-            else router_configs(options, f"{audit}_full")
+            else router_configs(options, f"{audit}_full", warm_width=warm_width)
         )
         for name, config in configs.items():
             python_model(name, config, "router")

@@ -3,6 +3,11 @@
 The gate runs an admitted request's handler (`run`) on its own event loop and answers through the request's response
 sender (`adaptive_serving.gate`), so `execute` returns at once with no responses, as Triton 2.51 allows for a
 non-decoupled model that sends exactly one final response per request.
+
+Warm-up: Triton 2.51 allows BLS only inside `execute`, so a model cannot call its stages from `initialize`. The
+repository gives each gate model a `model_warmup` sample instead, which Triton sends while the model loads (before the
+server reports ready); it carries the `warmup` input, and `warm` runs it through both lanes. A stage that has not
+loaded yet only skips its part: a warm-up never fails the load.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
+from adaptive_core import names
 from adaptive_serving.gate import Admission, Gate
 from adaptive_serving.model_args import lower_cpu_priority, model_params
 
@@ -35,7 +41,24 @@ class GateModel:
 
     def execute(self, requests: list) -> None:
         for request in requests:
-            self.gate.submit(request, self.run)
+            self.gate.submit(request, self._answer)
+
+    async def _answer(self, request: object, admission: Admission) -> object:
+        import triton_python_backend_utils as pb_utils
+
+        if pb_utils.get_input_tensor_by_name(request, names.WARMUP) is None:
+            return await self.run(request, admission)
+        return await self.warm(request, admission)
+
+    async def warm(self, request: object, admission: Admission) -> object:
+        """Answer a warm-up request: run it in the express and the standard lane; never an error response."""
+        import triton_python_backend_utils as pb_utils
+
+        for express in (True, False):
+            response = await self.run(request, Admission(admission.arrived, express))
+            if response.has_error():
+                pb_utils.Logger.log_warn(f"{self.model_name}: warm-up skipped a part: {response.error().message()}")
+        return pb_utils.InferenceResponse([])
 
     async def run(self, request: object, admission: Admission) -> object:
         """The response (`pb_utils.InferenceResponse`) to one admitted request."""
