@@ -206,4 +206,4 @@ def test_batching_helpers_against_server(tiny_server: TritonServer) -> None:
     assert [r.label for r, c in zip(b, classes) if c == "batch"] == [
         e for e, c in zip(expected, classes) if c == "batch"
     ]
-    assert "complexity-aware throughput" in batching.markdown(report)
+    assert "complexity-aware throughput" in batching_bench.markdown(report)

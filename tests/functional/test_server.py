@@ -199,7 +199,7 @@ def test_server_stops_when_its_launcher_is_killed(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "adaptive_ops.server",
+            "adaptive_ops.serve",
             "--repo",
             str(SAMPLE_REPOSITORY),
             "--http-port",
