@@ -7,7 +7,7 @@ METRICS_PORT ?= 8002
 export PYTHONUNBUFFERED := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help setup lint test test-unit export repository serve demo bench-exit bench-classes bench-route clean
+.PHONY: help setup lint test test-unit export repository serve demo bench-exit bench-classes bench-route bench-coldstart clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ bench-classes: repository ## capacity, then a 2x-capacity mixed-class open-loop 
 
 bench-route: repository ## routing policies: FLOPs (simulated) and measured cost, accuracy, router overhead (results/bench-route)
 	$(PY) -m adaptive_bench route --repo $(REPO) --export build/export --out results/bench-route
+
+bench-coldstart: setup build/export/manifest.json ## first requests after a fresh start vs the rest, with and without warm-up (results/coldstart)
+	$(PY) -m adaptive_bench.coldstart --export build/export --out results/coldstart
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build

@@ -109,6 +109,8 @@ class RepositoryOptions:
             Off by default: with 2.51's Python backend that path was far slower than host memory (docs/triton-2.51.md).
         batch_queue_cap: > 0 bounds the batch class's waiting room at the gate (requests past it are rejected at
             once); 0 = unbounded, the batch class absorbs any overload as waiting time.
+        warmup: give stages, tokenizers and gate models `model_warmup` samples, so Triton runs them while the models
+            load, before the server reports ready (off: the first requests pay the first calls).
         lanes: the express and standard lanes (`adaptive_core.lanes.LaneOptions`).
     """
 
@@ -130,6 +132,7 @@ class RepositoryOptions:
     dtype: str = field(default="float32", metadata={"choices": TORCH_DTYPES})
     gpu_hidden: bool = False
     batch_queue_cap: int = 0
+    warmup: bool = True
     lanes: LaneOptions = field(default_factory=LaneOptions)
 
     def __post_init__(self) -> None:
@@ -206,6 +209,13 @@ def write_warmup(model_dir: Path, ids: np.ndarray, mask: np.ndarray) -> None:
     (folder / "flag").write_bytes(b"\x01")
 
 
+# The tokenizers' `model_warmup`: the warm-up text (`write_warmup`).
+TEXT_WARMUP = (
+    'model_warmup [ { name: "warmup" batch_size: 1 inputs { key: "text" value: { data_type: TYPE_STRING dims: [ 1 ] '
+    'input_data_file: "text" } } } ]'
+)
+
+
 def gate_warmup(width: int, *, text: bool) -> str:
     """`model_warmup` of a gate model (cascade, router): one request marked `warmup` (see `write_warmup`)."""
 
@@ -247,8 +257,7 @@ def tokenizer_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
                 # No dynamic batcher (its missed wake-ups stall the entry for 500 ms; class order is the gate's job),
                 # and two instances, so a long text does not hold up the next request.
                 _instances(opts.tokenizer_instances),
-                'model_warmup [ { name: "warmup" batch_size: 1 inputs { key: "text" value: { data_type: TYPE_STRING '
-                'dims: [ 1 ] input_data_file: "text" } } } ]',
+                *([TEXT_WARMUP] if opts.warmup else []),
                 _params(tokenizer_file="tokenizer.json", max_seq_len=cfg.max_seq_len, max_text_bytes=MAX_TEXT_BYTES),
             ]
         )
@@ -335,7 +344,7 @@ def encoder_config(
                 # and then sleeps 500 ms (`WaitForPayloadSlotAvailable`): on a rarely used stage, a critical tail.
                 *([] if express else [fifo_batching(opts.max_queue_delay_us)]),
                 *tail,
-                warmup(cfg, stage),
+                *([warmup(cfg, stage)] if opts.warmup else []),
             ]
         )
         + "\n"
@@ -368,7 +377,7 @@ def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions, warm_width: in
                 # timeouts; 2.51's batcher can miss an instance's wake-up and hold a request 500 ms (see the tokenizer).
                 _instances(opts.gate_instances),
                 _params(plan_file="plan.json", sep_id=102, **gate_params(opts)),
-                gate_warmup(warm_width, text=False),
+                *([gate_warmup(warm_width, text=False)] if opts.warmup else []),
             ]
         )
         + "\n"
@@ -399,7 +408,7 @@ def router_configs(
                         outcomes_file=opts.outcomes_file,
                         **params,
                     ),
-                    gate_warmup(warm_width, text=True),
+                    *([gate_warmup(warm_width, text=True)] if opts.warmup else []),
                 ]
             )
             + "\n"
@@ -566,7 +575,8 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
 
     def python_model(name: str, config: str, source: str) -> Path:
         version = _write(out / name, config)
-        write_warmup(out / name, warm_ids, warm_mask)
+        if options.warmup:
+            write_warmup(out / name, warm_ids, warm_mask)
         shutil.copy2(MODELS_SRC / source / "model.py", version / "model.py")
         models.append(name)
         return version
