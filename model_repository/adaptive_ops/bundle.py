@@ -254,7 +254,9 @@ for cfg in "$HERE"/models/*/config.pbtxt; do
         sed -i -E "s|$key|\\1$HERE/outcomes/router.jsonl\\"|" "$cfg"
     fi
 done
-exec "$HERE/triton/bin/tritonserver" --model-repository="$HERE/models" --backend-directory="$HERE/triton/backends" \\
+# The supervisor restarts tritonserver when it dies, within a budget (adaptive_ops.supervisor).
+exec "$VENV/bin/python3" -m adaptive_ops.supervisor --metrics-file "$HERE/state/supervisor.prom" -- \\
+    "$HERE/triton/bin/tritonserver" --model-repository="$HERE/models" --backend-directory="$HERE/triton/backends" \\
     --http-address="$HOST" --http-port="$HTTP_PORT" --grpc-address="$HOST" --grpc-port="$GRPC_PORT" \\
     --metrics-address="$HOST" --metrics-port="$METRICS_PORT" --allow-metrics=true \\
     --model-control-mode=none --exit-on-error=true --strict-readiness=true "$@"

@@ -1,4 +1,6 @@
-"""`adaptive-serve` (`make serve`): run a model repository on a local tritonserver until Ctrl-C, with the stub watchdog.
+"""`adaptive-serve` (`make serve`): run a model repository on a local tritonserver until Ctrl-C, with the stub
+watchdog (a dead Python stub) and the supervisor (a dead tritonserver, restarted within a budget:
+`adaptive_ops.supervisor`).
 
 python -m adaptive_ops.serve --repo build/model_repository          # serve until Ctrl-C
 python -m adaptive_ops.serve --repo tests/... --http-port 18000 --check
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from adaptive_core.config import SERVER
 from adaptive_ops.server import ServerError, TritonServer, tail
+from adaptive_ops.supervisor import RestartCounter, RestartPolicy, Supervisor
 from adaptive_ops.watchdog import StubWatchdog, describe
 
 
@@ -31,6 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--log", type=Path, default=None, help="server log file (default: a temp file)")
     run.add_argument("--log-verbose", type=int, default=0)
     run.add_argument("--check", action="store_true", help="start, report ready, stop (a smoke test)")
+    sup = parser.add_argument_group("supervision (tritonserver restarted when it exits on its own)")
+    sup.add_argument("--max-restarts", type=int, default=RestartPolicy.max_restarts, help="restarts per window")
+    sup.add_argument("--restart-window-s", type=float, default=RestartPolicy.window_s)
+    sup.add_argument("--restart-backoff-s", type=float, default=RestartPolicy.backoff_s, help="first wait, doubling")
+    sup.add_argument("--restart-metrics-file", type=Path, default=None, help="Prometheus text file of restarts")
     run.add_argument(
         "--no-watchdog",
         action="store_true",
@@ -70,16 +78,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     watchdog = StubWatchdog(server, on_recovery=lambda r: print(describe(r), flush=True))
     if not args.no_watchdog:
         watchdog.start()
+    policy = RestartPolicy(args.max_restarts, args.restart_window_s, args.restart_backoff_s)
+    supervisor = Supervisor(
+        server, policy, RestartCounter(args.restart_metrics_file), log=lambda s: print(s, flush=True)
+    )
     try:
-        # A watchdog restart leaves the server stopped for a moment: only a server that stays down ends the loop.
-        while not stop["now"] and (server.is_running() or watchdog.restarting):
+        # A watchdog restart leaves the server stopped for a moment: the supervisor only acts on a server that died.
+        while not stop["now"] and (watchdog.restarting or supervisor.check()):
             time.sleep(0.5)
     finally:
         watchdog.stop()
-        alive = server.is_running()
         server.stop()
-    if not alive and not stop["now"]:
-        print(f"error: tritonserver exited on its own; log tail:\n{tail(server.log_path, 40)}", file=sys.stderr)
+    if supervisor.gave_up and not stop["now"]:
+        print(f"error: tritonserver keeps exiting; log tail:\n{tail(server.log_path, 40)}", file=sys.stderr)
         return 1
     return 0
 

@@ -276,6 +276,12 @@ class TritonServer:
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit status of a server process that exited on its own (negative: the signal that killed it); None
+        while it runs or after `stop`."""
+        return None if self._proc is None else self._proc.poll()
+
     def stop(self, grace_s: float = SERVER.stop_grace_s) -> None:
         """SIGTERM the server, SIGKILL after `grace_s`, and make sure no stub process survives."""
         if self._proc is None:

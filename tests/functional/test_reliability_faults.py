@@ -4,6 +4,7 @@ restarted (the typed client's retries bring every request to an answer)."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from conftest import make_server
 
 from adaptive_bench.reliability import faults, report
 from adaptive_bench.reliability.target import FaultTargets, fault_targets
+from adaptive_ops import supervisor
 from adaptive_ops.repository import RepositoryOptions, build_repository
 from adaptive_ops.server import TritonServer
 from adaptive_ops.watchdog import StubWatchdog
@@ -89,3 +91,15 @@ def test_restart_under_load_answers_every_request(plain_server: TritonServer, tm
     assert all(result["verdicts"].values()), (result["verdicts"], result["failure_messages"])
     assert result["answered"] == result["sent"] and result["requests_across_the_restart"] > 0
     assert report.plot_faults({"restart": result}, tmp_path / "faults.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGSEGV, signal.SIGABRT])
+def test_crashed_server_is_restarted_by_the_supervisor(
+    plain_server: TritonServer, sig: signal.Signals, tmp_path: Path
+) -> None:
+    pid = plain_server.pid
+    result = faults.crash(plain_server, sig, workers=3, before_s=1.0, after_s=1.0)
+    assert all(result["verdicts"].values()), (result["verdicts"], result["failure_messages"])
+    assert result["answered"] == result["sent"] and result["requests_across_the_restart"] > 0
+    assert plain_server.pid != pid and result["restarts_counted"] == {supervisor.exit_reason(-sig): 1}
+    assert report.plot_faults({f"crash_{sig.name}": result}, tmp_path / "faults.png").stat().st_size > 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -95,6 +96,11 @@ def _run(args: argparse.Namespace) -> int:
             results["kill_stub"] = faults.kill_stub(server, targets.tokenizer)
             print("fault: server restarted under load ...", flush=True)
             results["restart"] = faults.restart(server)
+            for sig in (signal.SIGSEGV, signal.SIGABRT):
+                print(
+                    f"fault: tritonserver killed by {sig.name} under load; the supervisor restarts it ...", flush=True
+                )
+                results[f"crash_{sig.name}"] = faults.crash(server, sig)
     if not args.skip_faults:
         print(f"fault: {targets.stage} unloaded and reloaded under load (explicit model control) ...", flush=True)
         with TritonServer.on_free_ports(

@@ -11,11 +11,15 @@ times every request. A request with no outcome after `hang_s` is lost. What each
                  answers again; kill to first answer is the recovery time.
   restart        the server is stopped (SIGTERM) and started again on the same ports: the typed client's retry
                  rule (retry only what the server never answered) brings every request to an answer.
+  crash          tritonserver gets SIGSEGV or SIGABRT: the supervisor restarts it, and the typed client's retries
+                 bring every request to an answer; kill to first answer is the time to serving again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 import urllib.request
 from collections import Counter
@@ -30,11 +34,14 @@ from adaptive_bench.requests import RequestKwargs, infer
 from adaptive_core.config import LATENCY_CLASSES
 from adaptive_ops.repository import ENTRY_MODEL
 from adaptive_ops.server import TritonServer
+from adaptive_ops.supervisor import RestartCounter, RestartPolicy, Supervisor
 from adaptive_ops.watchdog import StubWatchdog, stub_models
 
 # Requests with no outcome after this long count as lost (far above any timeout the runs use).
 HANG_S = 60.0
 BIN_S = 0.5  # timeline resolution
+# The crash drill's restart policy: the first restart after half a second.
+CRASH_POLICY = RestartPolicy(backoff_s=0.5)
 
 
 def timeline(events: list[tuple[float, float, str]], t0: float) -> list[tuple[float, int, int]]:
@@ -276,6 +283,60 @@ def restart(
     backoff_s: float = 0.2,
 ) -> dict[str, object]:
     """Stop and start the server under load from typed clients with retries (see the module docstring)."""
+
+    def fault() -> dict[str, float]:
+        t_stop = time.monotonic()
+        server.stop()
+        t_start = time.monotonic()
+        server.start()
+        return {"stop": t_stop, "start": t_start, "ready": time.monotonic()}
+
+    return _typed_load_across("restart", server, fault, workers, before_s, after_s, max_retries, backoff_s)
+
+
+def crash(
+    server: TritonServer,
+    sig: signal.Signals = signal.SIGSEGV,
+    *,
+    workers: int = 4,
+    before_s: float = 2.0,
+    after_s: float = 3.0,
+    max_retries: int = 12,
+    backoff_s: float = 0.2,
+    policy: RestartPolicy = CRASH_POLICY,
+) -> dict[str, object]:
+    """`sig` (SIGSEGV, SIGABRT) to tritonserver under load from typed clients with retries; the supervisor
+    (`adaptive_ops.supervisor`) sees it die and starts it again; every request must come to an answer."""
+    counter = RestartCounter()
+    supervisor = Supervisor(server, policy, counter, log=lambda line: None)
+
+    def fault() -> dict[str, float]:
+        t_kill = time.monotonic()
+        os.kill(server.pid, sig)
+        while server.is_running() and time.monotonic() < t_kill + HANG_S:
+            time.sleep(0.01)
+        t_dead = time.monotonic()
+        supervisor.check()
+        return {"stop": t_kill, "start": t_dead, "ready": time.monotonic()}
+
+    result = _typed_load_across(f"crash_{sig.name}", server, fault, workers, before_s, after_s, max_retries, backoff_s)
+    result["restarts_counted"] = dict(counter.counts)
+    result["verdicts"]["supervisor_restarted_it"] = counter.total == 1 and server.is_ready()
+    return result
+
+
+def _typed_load_across(
+    name: str,
+    server: TritonServer,
+    fault: Callable[[], dict[str, float]],
+    workers: int,
+    before_s: float,
+    after_s: float,
+    max_retries: int,
+    backoff_s: float,
+) -> dict[str, object]:
+    """Closed-loop typed clients with retries across `fault()` (which takes the server down and brings it back and
+    returns the times "stop", "start" and "ready"); every request must end answered."""
     from adaptive_client.client import AdaptiveClientError, AsyncAdaptiveClient
 
     log: list[tuple[float, float, str]] = []  # sent, latency s, outcome
@@ -300,17 +361,16 @@ def restart(
 
         tasks = [asyncio.create_task(worker(k)) for k in range(workers)]
         await asyncio.sleep(before_s)
-        t_stop = time.monotonic()
-        await asyncio.to_thread(server.stop)
-        t_start = time.monotonic()
-        await asyncio.to_thread(server.start)
-        t_ready = time.monotonic()
-        while not any(s >= t_stop and o == "ok" for s, _, o in log) and time.monotonic() < t_ready + HANG_S:
+        events = await asyncio.to_thread(fault)
+        while (
+            not any(s >= events["stop"] and o == "ok" for s, _, o in log)
+            and time.monotonic() < events["ready"] + HANG_S
+        ):
             await asyncio.sleep(0.1)
         await asyncio.sleep(after_s)
         stop.set()
         await asyncio.gather(*tasks)
-        return {"stop": t_stop, "start": t_start, "ready": t_ready}
+        return events
 
     t0 = time.monotonic()
     events = asyncio.run(run())
@@ -318,7 +378,7 @@ def restart(
     first_ok = min((s + lat for s, lat, o in log if o == "ok" and s + lat >= events["start"]), default=None)
     failed = [e for e in log if e[2] != "ok"]
     result = {
-        "fault": "restart",
+        "fault": name,
         "events_s": {k: round(v - t0, 3) for k, v in events.items()},
         "sent": len(log),
         "answered": sum(e[2] == "ok" for e in log),

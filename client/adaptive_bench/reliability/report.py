@@ -97,6 +97,20 @@ def rows(results: dict[str, dict[str, object]]) -> list[tuple[str, ...]]:
                 _passed(k["verdicts"]),
             )
         )
+    for key in ("crash_SIGSEGV", "crash_SIGABRT"):
+        if key in results:
+            r = results[key]
+            out.append(
+                (
+                    f"tritonserver {key.removeprefix('crash_')}, supervisor restart (client retries)",
+                    _fmt(r["sent"]),
+                    "0",
+                    _fmt(r["sent"] - r["answered"] - r["failed"]),
+                    _fmt(r["failed"]),
+                    _recovery(r),
+                    _passed(r["verdicts"]),
+                )
+            )
     if "restart" in results:
         r = results["restart"]
         out.append(
@@ -176,6 +190,14 @@ def notes(results: dict[str, dict[str, object]]) -> list[str]:
             "the typed client's retry backoff doubles without a cap, so clients resume up to one backoff after "
             "the server is ready"
         )
+    for key in ("crash_SIGSEGV", "crash_SIGABRT"):
+        if key in results:
+            r = results[key]
+            out.append(
+                f"{key.removeprefix('crash_')}: tritonserver died {r['stop_took_s']:.2f} s after the signal, served "
+                f"again {r['server_recovery_s']:.1f} s after it (supervisor restart); clients' first answer after "
+                f"{_fmt(r['recovery_s'], 1)} s; {r['answered']} of {r['sent']} requests answered"
+            )
     return out
 
 
@@ -213,7 +235,8 @@ def soak_table(result: dict[str, object]) -> tuple[str, str]:
 
 def plot_faults(results: dict[str, dict[str, object]], path: Path) -> Path | None:
     """Answered and failed requests per half second in each fault run, with the fault's events marked."""
-    runs = [results[k] for k in ("unload_reload", "kill_stub", "restart") if k in results]
+    keys = ("unload_reload", "kill_stub", "restart", "crash_SIGSEGV", "crash_SIGABRT")
+    runs = [results[k] for k in keys if k in results]
     if not runs:
         return None
     import matplotlib
