@@ -149,8 +149,8 @@ class StageLatency:
     Keyed by stage model, so each lane has its own: an express stage answers in milliseconds while the same
     stage in the standard lane waits behind batch work, and one shared estimate made critical requests judge
     their next stage by the standard lane's queue. Keyed by width too (the bucket-padded token columns of the
-    call): a stage's compute grows about 10x from 16 to 256 tokens, and one estimate per model judged a short
-    text's next stage by the long texts' time.
+    call): a stage's compute grows steeply with width (attention is quadratic in it), and one estimate per model
+    judged a short text's next stage by the long texts' time.
 
     A call fits when its mean plus `margin` mean deviations fits (as TCP sizes its retransmit timer): the mean
     alone let the slower half of the calls overrun, and on a saturated CPU a call's time spreads to several
@@ -199,7 +199,7 @@ class StageLatency:
 def deadline_start(arrived: float, entered_ns: np.ndarray | None) -> float:
     """When a request's deadline starts (`time.monotonic()` seconds): when it entered the server (`entered_ns`, the
     tokenizer's stamp), else when it reached the gate (`arrived`). Under load the time before the gate (gRPC, ensemble,
-    tokenizer) reached 16-38 ms of a critical request's 50 ms at p99; counting from the gate budgeted it twice. A
+    tokenizer) is a large share of a critical request's budget; counting from the gate would budget it twice. A
     stamp later than `arrived` is ignored: a caller cannot extend its deadline."""
     if entered_ns is None or entered_ns.size == 0:
         return arrived
