@@ -354,6 +354,9 @@ def run_profile(cfg: ProfileConfig) -> dict[str, object]:
     """
     import torch
 
+    from adaptive_bench.provenance import provenance
+
+    origin = provenance("python -m adaptive_profiling", cfg.argv)  # before the run writes anything
     if cfg.dtype not in DTYPE_BYTES:
         raise ValueError(f"dtype must be one of {sorted(DTYPE_BYTES)}, got {cfg.dtype!r}")
     manifest = read_manifest(cfg.export_dir)
@@ -415,6 +418,7 @@ def run_profile(cfg: ProfileConfig) -> dict[str, object]:
         files.add("tritonserver.log")
     files = sorted(files)
     result["files"] = files
+    result["provenance"] = origin
     (out / JSON_NAME).write_text(json.dumps(result, indent=1, default=str) + "\n")
     (out / REPORT_NAME).write_text(markdown(result))
     return result
