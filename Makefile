@@ -97,3 +97,9 @@ reliability: repository ## bad inputs (500+), 3x-capacity overload 60 s, faults 
 
 soak: repository ## $(SOAK_TIME) at 70% of capacity: server RSS growth and latency drift per window (results/reliability/soak.*); not in CI
 	$(PY) -m adaptive_bench.reliability soak --repo $(REPO) --export build/export --out results/reliability --time $(SOAK_TIME)
+
+# --- docs (adaptive_bench.docs) ---
+.PHONY: docs
+
+docs: setup ## rewrite every generated number block of README.md and docs/ from results/ (--check: test_docs.py)
+	$(PY) -m adaptive_bench.docs
