@@ -126,7 +126,7 @@ def _missing(rel: str, make: str) -> str:
     return f"No run recorded: `{rel}` does not exist (`{make}` writes it)."
 
 
-def _demote(markdown: str, levels: int = 2) -> str:
+def _demote(markdown: str, levels: int = 1) -> str:
     """Drop the results page's own `# title` and push its other headings `levels` deeper (under the page's)."""
     lines = markdown.strip("\n").splitlines()
     if lines and lines[0].startswith("# "):
