@@ -67,9 +67,14 @@ class Source:
 
 
 def _git_last_change(root: Path, rel: str) -> tuple[str, str] | None:
+    """(short commit, commit date) of the commit that last changed `rel`; None outside git or for an untracked file.
+
+    The hash is asked for at 7 characters: git's automatic length grows with the object count of a clone, and the
+    docs must read the same in every clone.
+    """
     try:
         out = subprocess.run(
-            ["git", "-C", str(root), "log", "-1", "--format=%h %cs", "--", rel],
+            ["git", "-C", str(root), "log", "-1", "--abbrev=7", "--format=%h %cs", "--", rel],
             capture_output=True,
             text=True,
             timeout=20,
