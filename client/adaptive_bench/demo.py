@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -134,6 +135,7 @@ def _summary(samples, result: dict[str, object]) -> dict[str, object]:
         "baseline": BASELINE,
         "throughput_ratio": adaptive["samples_per_s"] / baseline["samples_per_s"],
         "accuracy_diff_points": 100 * (adaptive["accuracy"] - baseline["accuracy"]),
+        "load_average": result.get("load_average"),
     }
 
 
@@ -172,6 +174,12 @@ def report(summary: dict[str, object]) -> str:
         f"{summary['accuracy_diff_points']:+.2f} points "
         f"({summary['texts']} texts of the test evaluation mix, same server, same run)",
     ]
+    load = summary.get("load_average")
+    if load:  # other work on the host moves both numbers, the baseline (run second) most when it comes and goes
+        lines.append(
+            f"host load average (1 min): {load['start']:.1f} at the start, {load['end']:.1f} at the end, "
+            f"on {load['cpus']} CPUs"
+        )
     return "\n".join(lines)
 
 
@@ -209,7 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(closed-loop workers), then on {BASELINE}",
             flush=True,
         )
+        load_start = os.getloadavg()[0]
         result = asyncio.run(_workload(server.grpc_url, samples.texts))
+        result["load_average"] = {"start": load_start, "end": os.getloadavg()[0], "cpus": os.cpu_count()}
     finally:
         server.stop()
     summary = _summary(samples, result)
