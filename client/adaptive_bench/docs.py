@@ -408,9 +408,11 @@ def _summary_rows(results: Results) -> list[tuple[str, str, Source | None]]:
         rows.append((what, headline(src.data) if src else "not run yet", src))  # type: ignore[arg-type]
 
     def demo(d: dict) -> str:
+        load = d.get("load_average")
+        busy = f"; host load average {load['start']:.1f} on {load['cpus']} CPUs" if load else ""
         return (
             f"`adaptive` {d['throughput_ratio']:.2f}x the throughput of `{d['baseline']}`, accuracy "
-            f"{d['accuracy_diff_points']:+.2f} points ({d['texts']} texts, three classes at once)"
+            f"{d['accuracy_diff_points']:+.2f} points ({d['texts']} texts, three classes at once{busy})"
         )
 
     def bench_exit(d: dict) -> str:
