@@ -44,7 +44,7 @@ bench-exit: repository ## adaptive vs <size>_full: throughput, latency, accuracy
 	$(PY) -m adaptive_bench exit --repo $(REPO) --export build/export --out results/bench-exit --also large_exit
 
 bench-classes: repository ## capacity, then a 2x-capacity mixed-class open-loop load (results/bench-classes)
-	# The load generator shares the cores: the server runs at nice 5 so the generator is not starved (README).
+	# The load generator shares the cores: the server runs at nice 5 so the generator is not starved (docs/benchmarks.md).
 	ADAPTIVE_SERVER_NICE=$${ADAPTIVE_SERVER_NICE:-5} $(PY) -m adaptive_bench classes --repo $(REPO) --export build/export --out results/bench-classes
 
 bench-route: repository ## routing policies: FLOPs (simulated) and measured cost, accuracy, router overhead (results/bench-route)
@@ -100,3 +100,9 @@ reliability: repository ## bad inputs (500+), 3x-capacity overload 60 s, faults 
 
 soak: repository ## $(SOAK_TIME) at 70% of capacity: server RSS growth and latency drift per window (results/reliability/soak.*); not in CI
 	$(PY) -m adaptive_bench.reliability soak --repo $(REPO) --export build/export --out results/reliability --time $(SOAK_TIME)
+
+# --- docs (adaptive_bench.docs) ---
+.PHONY: docs
+
+docs: setup ## rewrite every generated number block of README.md and docs/ from results/ (--check: test_docs.py)
+	$(PY) -m adaptive_bench.docs

@@ -177,8 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import contextlib
 
     from adaptive_bench.data import load_eval_samples
+    from adaptive_bench.provenance import provenance
     from adaptive_client.client import AdaptiveClientError
     from adaptive_ops.server import ServerError, TritonServer
+
+    origin = provenance("python -m adaptive_bench.batching", argv)
 
     if (args.url is None) == (args.repo is None):
         print("error: give exactly one of --url and --repo", file=sys.stderr)
@@ -212,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mix_size": samples.mix_size,
         "dataset_hash": samples.dataset_hash,
     }
+    report["provenance"] = origin
     (args.out / "batching.json").write_text(json.dumps(report, indent=2))
     table = markdown(report)
     (args.out / "batching.md").write_text(table)

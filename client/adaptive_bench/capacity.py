@@ -1,10 +1,10 @@
 """Closed-loop capacity measured until it is stable, the way perf_analyzer measures a point.
 
-One 5 s window per concurrency is one noisy sample (on the 2-core VM one concurrency's window moved within
-88-209 samples/s across runs), the best of a few such samples runs high, and the classes benchmark sends 2x the
-best. Here each concurrency runs without pause while throughput is counted in back-to-back windows (by answer
-time, so no window pays for a drain); the point is the mean of the last `stable_windows` once they agree within
-`tolerance` of their mean (perf_analyzer's stability rule, on throughput only), or of the last ones when
+One 5 s window per concurrency is one noisy sample (on the 2-core VM one concurrency's window moved by more than 2x
+across runs: docs/lab-notes/2026-11-29-bench-classes.md), the best of a few such samples runs high, and the classes
+benchmark sends 2x the best. Here each concurrency runs without pause while throughput is counted in back-to-back
+windows (by answer time, so no window pays for a drain); the point is the mean of the last `stable_windows` once they
+agree within `tolerance` of their mean (perf_analyzer's stability rule, on throughput only), or of the last ones when
 `max_windows` pass first (flagged unstable).
 """
 

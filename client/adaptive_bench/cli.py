@@ -67,7 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Heavy imports after parsing, so --help is instant.
     from adaptive_bench import classes_bench, exit_bench, route_bench
     from adaptive_bench.data import load_eval_samples
+    from adaptive_bench.provenance import provenance
     from adaptive_ops.server import ServerError, TritonServer
+
+    origin = provenance("python -m adaptive_bench", argv)
 
     out: Path = args.out or DEFAULT_OUT[args.benchmark]
     out.mkdir(parents=True, exist_ok=True)
@@ -149,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seconds": time.time() - started,
         "argv": list(argv if argv is not None else sys.argv[1:]),
     }
+    results["provenance"] = origin
     (out / "results.json").write_text(json.dumps(results, indent=1, default=_jsonable))
     (out / "results.md").write_text(module.markdown(results))
     module.plot(results, out / PLOT_NAME[args.benchmark])

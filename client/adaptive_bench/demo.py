@@ -6,13 +6,16 @@
    closed loop, over the evaluation mix of the test split,
 4. runs the same texts through `large_full` (full depth, no exits),
 5. prints per-class latency, routing shares and escalations, exit shares, accuracy of both, cost against
-   always-large and the speed-up; stops the server.
+   always-large and the speed-up, and writes them with the run's provenance to `results/demo/demo.json`;
+   stops the server.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import sys
 import time
 from collections import Counter
@@ -73,12 +76,11 @@ async def _workload(url: str, texts: Sequence[str]) -> dict[str, object]:
     }
 
 
-def _report(samples, result: dict[str, object]) -> str:
+def _summary(samples, result: dict[str, object]) -> dict[str, object]:
+    """The numbers the demo prints, as JSON-ready data (`results/demo/demo.json`)."""
     from adaptive_bench.load import percentiles_ms
 
-    lines = [
-        f"{'class':<10} {'requests':>8} {'answered':>8} {'rejected':>8} {'p50 ms':>8} {'p99 ms':>8} {'cut short':>9}"
-    ]
+    classes = {}
     correct = answered = 0
     stages: Counter[int] = Counter()
     sizes: Counter[str] = Counter()
@@ -87,11 +89,14 @@ def _report(samples, result: dict[str, object]) -> str:
     for (name, run), idx in zip(result["runs"].items(), result["slices"]):
         ok = [o for o in run.outcomes if o.ok]
         lat = percentiles_ms([o.latency_ms for o in ok])
-        cut = sum(int(o.deadline_cut.sum()) for o in ok)
-        lines.append(
-            f"{name:<10} {len(run.outcomes):>8} {len(ok):>8} {len(run.outcomes) - len(ok):>8} "
-            f"{lat['p50_ms'] or 0:>8.1f} {lat['p99_ms'] or 0:>8.1f} {cut:>9}"
-        )
+        classes[name] = {
+            "requests": len(run.outcomes),
+            "answered": len(ok),
+            "rejected": len(run.outcomes) - len(ok),
+            "p50_ms": lat["p50_ms"],
+            "p99_ms": lat["p99_ms"],
+            "deadline_cut": sum(int(o.deadline_cut.sum()) for o in ok),
+        }
         for j, o in zip(run.items, run.outcomes):
             if not o.ok:
                 continue
@@ -105,34 +110,76 @@ def _report(samples, result: dict[str, object]) -> str:
     base = result["baseline"]
     base_ok = [(j, o) for j, o in zip(base.items, base.outcomes) if o.ok]
     base_correct = sum(int(o.labels[0] == samples.labels[j]) for j, o in base_ok)
-    n = len(samples)
-    adaptive_tput = answered / result["adaptive_wall_s"]
-    base_tput = len(base_ok) / base.wall_s
+    adaptive = {
+        "answered": answered,
+        "accuracy": correct / max(answered, 1),
+        "samples_per_s": answered / result["adaptive_wall_s"],
+    }
+    baseline = {
+        "answered": len(base_ok),
+        "accuracy": base_correct / max(len(base_ok), 1),
+        "samples_per_s": len(base_ok) / base.wall_s,
+    }
+    return {
+        "texts": len(samples),
+        "class_workers": dict(CLASS_WORKERS),
+        "classes": classes,
+        "size_shares": {k: v / max(answered, 1) for k, v in sorted(sizes.items())},
+        "escalated_share": escalated / max(answered, 1),
+        "stage_shares": {str(s): stages[s] / max(answered, 1) for s in sorted(stages)},
+        "stage_shares_by_view": {
+            str(view): {str(s): c / sum(counts.values()) for s, c in sorted(counts.items())}
+            for view, counts in sorted(by_view.items())
+        },
+        "models": {"adaptive": adaptive, BASELINE: baseline},
+        "baseline": BASELINE,
+        "throughput_ratio": adaptive["samples_per_s"] / baseline["samples_per_s"],
+        "accuracy_diff_points": 100 * (adaptive["accuracy"] - baseline["accuracy"]),
+        "load_average": result.get("load_average"),
+    }
+
+
+def report(summary: dict[str, object]) -> str:
+    """What the demo prints: per-class latency, routing and exit shares, accuracy, cost and speed-up."""
+    lines = [
+        f"{'class':<10} {'requests':>8} {'answered':>8} {'rejected':>8} {'p50 ms':>8} {'p99 ms':>8} {'cut short':>9}"
+    ]
+    for name, c in summary["classes"].items():
+        lines.append(
+            f"{name:<10} {c['requests']:>8} {c['answered']:>8} {c['rejected']:>8} "
+            f"{c['p50_ms'] or 0:>8.1f} {c['p99_ms'] or 0:>8.1f} {c['deadline_cut']:>9}"
+        )
     lines += [
         "",
         "answered by size: "
-        + ", ".join(f"{k} {v / max(answered, 1):.0%}" for k, v in sorted(sizes.items()))
-        + f"; escalated to a larger size: {escalated / max(answered, 1):.1%}",
+        + ", ".join(f"{k} {v:.0%}" for k, v in summary["size_shares"].items())
+        + f"; escalated to a larger size: {summary['escalated_share']:.1%}",
         "exit shares (stage of the size that answered): "
-        + ", ".join(f"stage {s}: {stages[s] / max(answered, 1):.0%}" for s in sorted(stages)),
+        + ", ".join(f"stage {s}: {v:.0%}" for s, v in summary["stage_shares"].items()),
     ]
-    for view in sorted(by_view):
-        counts = by_view[view]
-        total = sum(counts.values())
-        label = "full article" if view < 0 else f"first {view} words"
-        lines.append(f"  {label:<16} " + ", ".join(f"stage {s}: {counts[s] / total:.0%}" for s in sorted(counts)))
+    for view, shares in summary["stage_shares_by_view"].items():
+        label = "full article" if int(view) < 0 else f"first {view} words"
+        lines.append(f"  {label:<16} " + ", ".join(f"stage {s}: {v:.0%}" for s, v in shares.items()))
+    base = summary["baseline"]
+    a, b = summary["models"]["adaptive"], summary["models"][base]
     lines += [
         "",
         f"{'model':<12} {'answered':>8} {'accuracy':>9} {'samples/s':>10}",
-        f"{'adaptive':<12} {answered:>8} {correct / max(answered, 1):>9.4f} {adaptive_tput:>10.1f}",
-        f"{BASELINE:<12} {len(base_ok):>8} {base_correct / max(len(base_ok), 1):>9.4f} {base_tput:>10.1f}",
+        f"{'adaptive':<12} {a['answered']:>8} {a['accuracy']:>9.4f} {a['samples_per_s']:>10.1f}",
+        f"{base:<12} {b['answered']:>8} {b['accuracy']:>9.4f} {b['samples_per_s']:>10.1f}",
         "",
-        f"cost against always-large: {1e3 / adaptive_tput:.1f} ms of server time per text for adaptive, "
-        f"{1e3 / base_tput:.1f} ms for {BASELINE}",
-        f"speed-up of adaptive over {BASELINE}: {adaptive_tput / base_tput:.2f}x throughput, accuracy "
-        f"{100 * (correct / max(answered, 1) - base_correct / max(len(base_ok), 1)):+.2f} points "
-        f"({n} texts of the test evaluation mix, same server, same run)",
+        f"cost against always-large: {1e3 / a['samples_per_s']:.1f} ms of server time per text for adaptive, "
+        f"{1e3 / b['samples_per_s']:.1f} ms for {base}",
+        f"speed-up of adaptive over {base}: {summary['throughput_ratio']:.2f}x throughput, accuracy "
+        f"{summary['accuracy_diff_points']:+.2f} points "
+        f"({summary['texts']} texts of the test evaluation mix, same server, same run)",
     ]
+    load = summary.get("load_average")
+    if load:  # other work on the host moves both numbers, the baseline (run second) most when it comes and goes
+        lines.append(
+            f"host load average (1 min): {load['start']:.1f} at the start, {load['end']:.1f} at the end, "
+            f"on {load['cpus']} CPUs"
+        )
     return "\n".join(lines)
 
 
@@ -141,9 +188,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--export", type=Path, default=PATHS.export_dir)
     parser.add_argument("--repo", type=Path, default=PATHS.repository)
     parser.add_argument("--samples", type=int, default=600, help="texts of the evaluation mix to send")
+    parser.add_argument("--out", type=Path, default=PATHS.results / "demo", help="where demo.json goes")
     args = parser.parse_args(argv)
 
     from adaptive_bench.data import load_eval_samples
+    from adaptive_bench.provenance import provenance
+
+    origin = provenance("python -m adaptive_bench.demo", argv)
 
     if not (args.export / "manifest.json").exists():
         from adaptive_export.cli import main as export_main
@@ -166,11 +217,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(closed-loop workers), then on {BASELINE}",
             flush=True,
         )
+        load_start = os.getloadavg()[0]
         result = asyncio.run(_workload(server.grpc_url, samples.texts))
+        result["load_average"] = {"start": load_start, "end": os.getloadavg()[0], "cpus": os.cpu_count()}
     finally:
         server.stop()
+    summary = _summary(samples, result)
+    text = report(summary)
     print()
-    print(_report(samples, result))
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "demo.json").write_text(json.dumps({**summary, "report": text, "provenance": origin}, indent=1) + "\n")
+    print(f"\nwrote {args.out / 'demo.json'}")
     return 0
 
 

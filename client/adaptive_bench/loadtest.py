@@ -10,6 +10,7 @@ code, which is 1 when a class misses its p99 SLA (see locustfile.py).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -29,14 +30,19 @@ def run_locust(
     texts_file: Path | None = None,
     model: str = "adaptive",
     timeout_s: float = 900.0,
+    origin: dict[str, object] | None = None,
 ) -> int:
     """Run locust headless against `url` (grpc://host:port); returns its exit code.
+
+    `origin` (the caller's provenance) goes into `verdicts.json`; without it the locustfile records its own.
 
     Raises:
         subprocess.TimeoutExpired: locust ran past `timeout_s`.
     """
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, ADAPTIVE_VERDICT_JSON=str(out / "verdicts.json"), ADAPTIVE_MODEL=model)
+    if origin is not None:
+        env["ADAPTIVE_PROVENANCE"] = json.dumps(origin)
     if texts_file:
         env["ADAPTIVE_TEXTS_FILE"] = str(texts_file)
     cmd = [
@@ -81,8 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (args.url is None) == (args.repo is None):
         print("error: give exactly one of --url and --repo", file=sys.stderr)
         return 2
+    from adaptive_bench.provenance import provenance
     from adaptive_ops.server import ServerError, TritonServer
 
+    origin = provenance("python -m adaptive_bench.loadtest", argv)
     args.out.mkdir(parents=True, exist_ok=True)
     texts_file = None
     if args.export is not None:
@@ -91,7 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         texts_file = args.out / "texts.txt"
         texts = load_eval_samples(args.export, limit=args.samples).texts
         texts_file.write_text("\n".join(" ".join(t.split()) for t in texts) + "\n")  # one text per line
-    settings = {"run_time": args.time, "users": args.users, "spawn_rate": args.spawn_rate, "texts_file": texts_file}
+    settings = {
+        "run_time": args.time,
+        "users": args.users,
+        "spawn_rate": args.spawn_rate,
+        "texts_file": texts_file,
+        "origin": origin,
+    }
     if args.url:
         return run_locust(args.url, args.out, **settings)  # type: ignore[arg-type]
     try:

@@ -6,7 +6,8 @@ Users are weighted (critical 1 : sensitive 2 : batch 3); each holds a sync `trit
 gevent-friendly below) and reports each request through `environment.events.request`, named after its class, so
 locust's stats are per class. On quit, each class's p99 (all requests, shed ones included) is compared with
 `LATENCY_CLASSES[...].sla_p99_ms`; the verdicts set `environment.process_exit_code` (1 when one fails, else 0).
-Verdicts are printed and, when `ADAPTIVE_VERDICT_JSON` names a path, written there. Texts come from
+Verdicts are printed and, when `ADAPTIVE_VERDICT_JSON` names a path, written there with the run's provenance
+(`ADAPTIVE_PROVENANCE`, JSON, from `python -m adaptive_bench.loadtest`; else this locust process's own). Texts come from
 `ADAPTIVE_TEXTS_FILE` (one per line; `python -m adaptive_bench.loadtest` writes it from the evaluation mix), else a
 few built-in ones.
 """
@@ -28,6 +29,7 @@ import tritonclient.grpc as grpcclient  # noqa: E402
 from locust import User, between, events, task  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
+from adaptive_bench.provenance import provenance  # noqa: E402
 from adaptive_client.client import split_url  # noqa: E402
 from adaptive_core import names  # noqa: E402
 from adaptive_core.config import LATENCY_CLASSES  # noqa: E402
@@ -134,7 +136,9 @@ def _on_quitting(environment: object, **_: object) -> None:
             flush=True,
         )
     if os.environ.get("ADAPTIVE_VERDICT_JSON"):
-        Path(os.environ["ADAPTIVE_VERDICT_JSON"]).write_text(json.dumps(result, indent=2))
+        origin = os.environ.get("ADAPTIVE_PROVENANCE")
+        written = {**result, "provenance": json.loads(origin) if origin else provenance("locust")}
+        Path(os.environ["ADAPTIVE_VERDICT_JSON"]).write_text(json.dumps(written, indent=2))
     # The SLA verdicts decide the exit code, both ways: locust's own default (1 on any failed request) would
     # fail a run for a typed rejection, which is shedding working as designed.
     environment.process_exit_code = 0 if result and all(v["pass"] for v in result.values()) else 1  # type: ignore[attr-defined]

@@ -287,8 +287,12 @@ def verify_priority_log(log_path: Path, classes: Sequence[str], model: str = "ad
     return report
 
 
-def _verification_phase(grpc_url: str, texts: Sequence[str], out: Path, log_path: Path) -> dict[str, object]:
+def _verification_phase(
+    grpc_url: str, texts: Sequence[str], out: Path, log_path: Path, origin: dict[str, object] | None = None
+) -> dict[str, object]:
     """One short perf_analyzer per class with verbose server logging on, then logging off; checks the log.
+
+    The counts go to `priority_check.json` with `origin` (the run's provenance) beside them.
 
     Raises:
         PerfAnalyzerError: a class's priority (or timeout) did not reach the server.
@@ -304,7 +308,7 @@ def _verification_phase(grpc_url: str, texts: Sequence[str], out: Path, log_path
     finally:
         client.update_log_settings({"log_verbose_level": 0})
     check = verify_priority_log(log_path, list(LATENCY_CLASSES))
-    (out / "priority_check.json").write_text(json.dumps(check, indent=2))
+    (out / "priority_check.json").write_text(json.dumps({**check, "provenance": origin}, indent=2))
     return check
 
 
@@ -348,8 +352,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import contextlib
 
     from adaptive_bench.data import load_eval_samples
+    from adaptive_bench.provenance import provenance
     from adaptive_core.config import SIZES, TINY
     from adaptive_ops.server import ServerError, TritonServer
+
+    origin = provenance("python -m adaptive_bench.perf", argv)
 
     texts = load_eval_samples(args.export, limit=args.rows).texts
     args.out.mkdir(parents=True, exist_ok=True)
@@ -379,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 written = {}
                 if args.repo:
-                    written["priority_check"] = _verification_phase(url, texts, args.out, log_path)
+                    written["priority_check"] = _verification_phase(url, texts, args.out, log_path, origin)
                 written["csv"] = run_classes(
                     url,
                     texts,
@@ -391,7 +398,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ServerError, PerfAnalyzerError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(written, indent=2))
+    # What this run wrote, and where it came from: perf_analyzer's CSVs cannot carry it themselves.
+    summary = {"command": args.command, "written": written, "provenance": origin}
+    (args.out / f"{args.command}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print(json.dumps(written, indent=2, default=str))
     failed = [k for k, v in dict(written.get("csv", {})).items() if str(v).startswith("error")]  # type: ignore
     return 1 if failed else 0
 

@@ -28,7 +28,7 @@ from adaptive_client.client import AsyncAdaptiveClient, CascadeResult, RejectedE
 from adaptive_core.config import LATENCY_CLASSES, MAX_BATCH_SIZE
 
 # (upper bound on words, batch size): short texts are cheap per row, so big batches amortise the per-request
-# overhead; long texts are truncated at the size's token budget (256 for large) and cost ~10x a headline per row,
+# overhead; long texts are truncated at the size's token budget (256 for large) and cost many headlines per row,
 # so small batches keep one request's latency bounded. Bounds follow the evaluation views (8, 32, 128, full).
 COMPLEXITY_BUCKETS: tuple[tuple[float, int], ...] = ((16, 64), (48, 32), (160, 16), (float("inf"), 8))
 LATENCY_BATCH_SIZES: dict[str, int] = {"critical": 1, "sensitive": 8, "batch": 32}

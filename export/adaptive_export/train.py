@@ -56,7 +56,7 @@ class HeadTraining:
 
 HEAD_TRAINING = HeadTraining()
 
-# Tokens per forward batch (B * T): 8192 keeps a 2-core forward around a second and memory small.
+# Tokens per forward batch (B * T): 8192 keeps a forward on 2 CPU cores short and memory small.
 TOKEN_BUDGET = 8192
 
 

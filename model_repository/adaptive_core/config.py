@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Repository root: model_repository/adaptive_serving/config.py -> three levels up.
+# Repository root: model_repository/adaptive_core/config.py -> three levels up.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BUILD_DIR = PROJECT_ROOT / "build"
 

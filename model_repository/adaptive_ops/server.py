@@ -236,7 +236,7 @@ class TritonServer:
         # A process group of its own lets us signal the server and its stubs together. Not a new session: Linux
         # autogroups schedule each session as one unit against the others, so a server in its own session would
         # take turns with its clients as a whole, its SCHED_IDLE lane included, and its niceness would mean nothing
-        # to them (a client's gRPC thread waited 82 ms behind the server's idle-class stage threads). The
+        # to them (a client's gRPC thread was seen waiting behind the server's idle-class stage threads). The
         # parent-death signal stops the server when this process is killed before it could call stop(); Linux sends
         # it when the starting *thread* ends, so it is only asked for from the main thread.
         on_main_thread = threading.current_thread() is threading.main_thread()
@@ -309,7 +309,7 @@ class TritonServer:
         psutil.wait_procs(family, timeout=5)
         # The gate models' board goes with the last of them; a killed stub leaves it, so it is removed here too.
         board_path(proc.pid).unlink(missing_ok=True)
-        # A killed server leaves its stubs' regions in /dev/shm (about 1 MB each, 64 MB in all in a default container).
+        # A killed server leaves its stubs' regions in /dev/shm, and a default container's /dev/shm is 64 MB in all.
         for region in regions:
             region.unlink(missing_ok=True)
         self._log.close()
@@ -361,11 +361,12 @@ def _spawn(command: list[str], *, dying_with_parent: bool) -> tuple[list[str], d
     """`Popen` arguments that start `command` in a process group of its own, with SIGTERM on its parent's death
     when asked.
 
-    Without a `preexec_fn` where Python allows it (3.11+: `process_group`; `setpriv --pdeathsig`): a `preexec_fn`
-    makes Python fork instead of vfork, and fork runs the caller's fork handlers in the child. When the caller holds
-    a gRPC client (tests, benchmarks), grpcio's handler restarts its poller thread there, which aborted the child on
-    an epoll fd that `Popen` closes before exec ("Epoll1Poller ... epoll_wait error: Bad file descriptor", exit -6,
-    once in a CI run). Without `setpriv` (or off Linux) there is no parent-death signal on 3.11+.
+    Without a `preexec_fn` where Python allows it (3.11+: `process_group`; `setpriv --pdeathsig`): a `preexec_fn` makes
+    Python fork instead of vfork, and fork runs the caller's fork handlers in the child. When the caller holds a gRPC
+    client (tests, benchmarks), grpcio's handler restarts its poller thread there, which aborted the child on an epoll
+    fd that `Popen` closes before exec ("Epoll1Poller ... epoll_wait error: Bad file descriptor", exit -6;
+    docs/lab-notes/2026-11-28-server-launcher.md). Without `setpriv` (or off Linux) there is no parent-death signal on
+    3.11+.
     """
     if sys.version_info < (3, 11):
         return command, {"preexec_fn": _own_group_dying_with_parent if dying_with_parent else os.setpgrp}

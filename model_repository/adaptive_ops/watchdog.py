@@ -2,13 +2,13 @@
 
 Triton 2.51's Python backend (python_backend r24.10) neither restarts a stub process that died (killed, OOM,
 segfault) nor marks its model unready: the server keeps answering ready while every request to that model fails
-after about 1 s with "Stub process '<instance>' is not healthy." (measured here; upstream added an unready report
-in python_backend #423, Dec 2025, and still no restart). Triton never reaps such a stub, so it stays a zombie child
+with "Stub process '<instance>' is not healthy." (upstream added an unready report in python_backend #423, Dec 2025,
+and still no restart; docs/triton-2.51.md). Triton never reaps such a stub, so it stays a zombie child
 of the server, which is how the watchdog tells it from a stub that Triton stopped on purpose (an unloaded model's
 stub exits and is reaped).
 
 Recovery:
-  - explicit model control: unload and load that model again (a new stub; about 1.6 s for the tiny model);
+  - explicit model control: unload and load that model again (a new stub);
   - otherwise (the default, model control off): restart the server on the same ports; clients' retry rules
     (`adaptive_client.client`) cover the gap.
 

@@ -1,10 +1,10 @@
 """Hand-over of standard-lane requests from the router to `router_standard` over a local socket, not BLS.
 
-Why: under overload on 2 cores the work at normal CPU priority nearly filled both cores (5.5 CPU ms per request
-sent at 340 req/s), and a BLS call is costly there: tritonserver builds a child request, moves its tensors
-through shared memory, schedules it and sends its response back, and the router's stub carries the call on an
-executor thread. The router handed 8 of every 10 requests to `router_standard` that way. Over a Unix socket the
-hand-over is a message each way, read by `router_standard` in its own (low-priority) process.
+Why: under overload on 2 cores the work at normal CPU priority nearly filled both cores, and a BLS call is costly
+there: tritonserver builds a child request, moves its tensors through shared memory, schedules it and sends its
+response back, and the router's stub carries the call on an executor thread, all at normal priority, for every
+request that is not critical. Over a Unix socket the hand-over is a message each way, read by `router_standard` in
+its own (low-priority) process. The measurements: docs/lab-notes/2026-11-29-bench-classes.md (item 13).
 
 Each `router_standard` instance listens on an abstract Unix socket (no file to clean up) named after the user,
 the server process (the stubs' parent) and the first free index; each router instance connects to all of them

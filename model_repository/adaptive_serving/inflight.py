@@ -1,11 +1,11 @@
 """Requests in flight across a server's gate models (router and cascade instances), read in microseconds.
 
-Why: a standard-lane stage's dynamic batcher holds each call up to `max_queue_delay_us`, waiting for company.
-When the request is the only one in the server no company can come, and the wait is pure loss: at concurrency 1
-it was 2.1 ms of every stage call, in a 9.4 ms request. A gate model that knows its request is alone sends the
-stage calls down the express lane, which has no batcher. The gate instances live in separate stub processes, so
-each one publishes its own count in a slot of a small shared file (`/dev/shm` when there is one) and reads the
-sum of all slots. One writer per slot needs no lock; a slot is claimed once, under `flock`, at startup.
+Why: a standard-lane stage's dynamic batcher holds each call up to `max_queue_delay_us`, waiting for company. When the
+request is the only one in the server no company can come, and the wait is pure loss: at concurrency 1 it was a large
+share of every request (docs/lab-notes/2026-11-28-bench-exit.md). A gate model that knows its request is alone sends the
+stage calls down the express lane, which has no batcher. The gate instances live in separate stub processes, so each one
+publishes its own count in a slot of a small shared file (`/dev/shm` when there is one) and reads the sum of all slots.
+One writer per slot needs no lock; a slot is claimed once, under `flock`, at startup.
 
 The file is named after the server process (the stubs' parent), so two servers never share one. Any failure to
 set it up leaves the model without a board: it then never calls a request alone, which is the old behaviour.

@@ -31,10 +31,10 @@ class ModelMetrics:
     Instances of a model share the same series (Triton keys them by name and labels), so counts add up across
     instances. Series of every known class, size and stage are created at start, so they read 0 before traffic.
 
-    Updates are handed to a sender thread: each `pb_utils` metric call is a round trip to the server process
-    (0.7 ms a request, 7 ms at p99, measured in the router under overload), which on the event loop would stall
-    every request in flight. The thread sums counter updates between sends, and the round trips release the
-    GIL, so a scrape lags the answers by a few milliseconds at most.
+    Updates are handed to a sender thread: each `pb_utils` metric call is a round trip to the server process, which on
+    the event loop would stall every request in flight (measured: docs/lab-notes/2026-11-27-bench-classes.md). The
+    thread sums counter updates between sends, and the round trips release the GIL, so a scrape lags the answers by a
+    few milliseconds at most.
 
     Args:
         model: the Triton model name (the `model` label).

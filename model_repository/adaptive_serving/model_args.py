@@ -54,7 +54,7 @@ def stub_health_thread() -> int | None:
     It must keep its priority. It sets a health flag every 300 ms, and Triton 2.51's backend declares the stub dead
     when the flag stays unset for 1 s while it waits for the stub's answer. During a load it then waits forever for
     the stub to exit, which it never does: the server never becomes ready. Under SCHED_IDLE, on cores busy loading
-    the other models, the thread missed that second (2 of 8 starts of the test router repository hung so).
+    the other models, the thread missed that second (docs/lab-notes/2026-11-29-startup-hang.md).
     """
     main, started = os.getpid(), {}
     for tid in map(int, os.listdir("/proc/self/task")):

@@ -35,8 +35,9 @@ class TextTokenizer:
     def _encode(self, text: str) -> object:
         """The truncated encoding of `text`, tokenizing only as much of it as the kept tokens need.
 
-        The tokenizer reads the whole text before it truncates, at about 0.3 us per character here: a 5,000-character
-        text cost 1.8 ms for the same 256 tokens a 1,200-character prefix gives. A prefix that ends at a space gives
+        The tokenizer reads the whole text before it truncates, so a long text costs time in proportion to its length
+        for tokens that are thrown away (docs/lab-notes/2026-11-29-bench-classes.md, item 13). A prefix that ends at a
+        space gives
         the same first tokens as the whole text (the normalizer works per character and the pre-tokenizer splits
         words at whitespace), so once a prefix fills `max_len` the rest cannot change the result. The prefix starts
         at PREFIX_CHARS_PER_TOKEN characters per kept token and doubles until it fills `max_len` or is the text.

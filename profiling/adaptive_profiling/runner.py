@@ -259,8 +259,9 @@ def _server(cfg: ProfileConfig, sizes: dict, out: Path) -> dict[str, object]:
             server = TritonServer.on_free_ports(Path(cfg.repo), log_path=out / "tritonserver.log").start()
             break
         except ServerError as e:
-            # Seen once on the full repository: tritonserver 2.51 died with SIGSEGV while loading models in
-            # parallel, and the next start was fine. One retry; a second failure is reported.
+            # tritonserver 2.51 can die with SIGSEGV while loading the full repository's models in parallel, and
+            # the next start is fine (docs/lab-notes/2026-12-07-numbers-from-code.md). One retry; a second failure
+            # is reported.
             if attempt == 2:
                 raise RuntimeError(f"tritonserver on {cfg.repo} failed twice: {e}") from e
             print(f"server: start failed ({str(e).splitlines()[0]}); retrying once", file=sys.stderr, flush=True)
@@ -354,6 +355,9 @@ def run_profile(cfg: ProfileConfig) -> dict[str, object]:
     """
     import torch
 
+    from adaptive_bench.provenance import provenance
+
+    origin = provenance("python -m adaptive_profiling", cfg.argv)  # before the run writes anything
     if cfg.dtype not in DTYPE_BYTES:
         raise ValueError(f"dtype must be one of {sorted(DTYPE_BYTES)}, got {cfg.dtype!r}")
     manifest = read_manifest(cfg.export_dir)
@@ -415,6 +419,7 @@ def run_profile(cfg: ProfileConfig) -> dict[str, object]:
         files.add("tritonserver.log")
     files = sorted(files)
     result["files"] = files
+    result["provenance"] = origin
     (out / JSON_NAME).write_text(json.dumps(result, indent=1, default=str) + "\n")
     (out / REPORT_NAME).write_text(markdown(result))
     return result

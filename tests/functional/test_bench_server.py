@@ -45,6 +45,7 @@ def test_bench_exit_quick(tiny_repo: Path, tiny_export: Path, tmp_path: Path) ->
     )
     r = json.loads((out / "results.json").read_text())
     assert r["models"] == ["adaptive", "tiny_full"] and r["reference"] == "tiny_full"
+    assert r["provenance"]["command"][:4] == ["python", "-m", "adaptive_bench", "exit"]
     for model in r["models"]:
         for c in ("1", "4"):
             run = r["runs"][model][c]

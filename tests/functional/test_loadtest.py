@@ -92,6 +92,8 @@ def test_locust_headless_short_run(tiny_server: TritonServer, tmp_path: Path) ->
     assert {"critical", "sensitive", "batch"} <= set(stats)
     assert int(stats["Aggregated"]["Request Count"]) > 0
     verdicts = json.loads((tmp_path / "verdicts.json").read_text())
+    origin = verdicts.pop("provenance")  # run_locust without a caller's provenance: the locust process's own
+    assert origin["command"][0] == "locust" and origin["machine"]["cpu_count"]
     assert set(verdicts) == {"critical", "sensitive", "batch"}
     assert code == (0 if all(v["pass"] for v in verdicts.values()) else 1)
     assert (tmp_path / "report.html").exists()

@@ -20,7 +20,7 @@ def test_perf_analyzer_help_runs() -> None:
 
 def test_perf_analyzer_measures_sample_model(sample_server: TritonServer, tmp_path: Path) -> None:
     # Stability is not what this test checks (a busy 2-core CI box, and 2.51's priority batcher stalls
-    # ~500 ms now and then, see README "Known limits"): accept any windows, then check the CSV.
+    # ~500 ms now and then, see docs/triton-2.51.md): accept any windows, then check the CSV.
     data = write_input_data(tmp_path / "input.json", [{"text": ["a short text"]}, {"text": ["another one"]}])
     rows = run_perf_analyzer(
         "sample_ensemble",

@@ -199,6 +199,7 @@ def test_whole_report_on_the_tiny_export(tiny_export: Path, tiny_server, tmp_pat
     assert main(argv) == 0
     report = (out / "report.md").read_text()
     result = json.loads((out / "profile.json").read_text())
+    assert result["provenance"]["command"] == ["python", "-m", "adaptive_profiling", *argv]
     listed = _listed_files(report)
     assert sorted(listed) == result["files"]
     for name in listed:

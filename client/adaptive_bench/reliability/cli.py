@@ -126,7 +126,9 @@ def _run(args: argparse.Namespace) -> int:
             *(f"- {n}" for n in notes),
         ]
     )
-    json_path, md_path = report.write(args.out, "reliability", {"repo": str(args.repo), **results}, markdown)
+    json_path, md_path = report.write(
+        args.out, "reliability", {"repo": str(args.repo), **results, "provenance": args.provenance}, markdown
+    )
     plot = report.plot_faults(results, args.out / "faults.png")
     print(f"\nwrote {json_path}, {md_path}" + (f", {plot}" if plot else ""))
     failed = [r[0] for r in table if not (r[-1].startswith("yes") or r[-1].startswith("still crashes"))]
@@ -156,7 +158,7 @@ def _soak(args: argparse.Namespace) -> int:
     json_path, md_path = report.write(
         args.out,
         "soak",
-        {"repo": str(args.repo), **result},
+        {"repo": str(args.repo), **result, "provenance": args.provenance},
         f"# make soak{label}\n\nRepository `{args.repo}`.\n\n{markdown}",
     )
     plot = soak.plot(result, args.out / "soak.png")
@@ -166,7 +168,10 @@ def _soak(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from adaptive_bench.provenance import provenance
     from adaptive_ops.server import ServerError  # after parsing: --help stays instant
+
+    args.provenance = provenance("python -m adaptive_bench.reliability", argv)
 
     if not (args.repo / "adaptive" / "config.pbtxt").is_file():
         print(
