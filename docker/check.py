@@ -172,6 +172,30 @@ def _compose_errors(root: Path) -> Iterator[str]:
     dockerfile = (root / "Dockerfile").read_text()
     if not re.search(rf"^FROM {re.escape(TRITON_IMAGE)}\s*$", dockerfile, re.M):
         yield f"Dockerfile: the image must build FROM {TRITON_IMAGE} (the local server's tritonserver 2.51.0)"
+    yield from _build_context_errors(root)
+
+
+def _build_context_errors(root: Path) -> Iterator[str]:
+    """Every folder a Dockerfile COPYs from the repository must be let through by .dockerignore (which ignores all
+    but what it names): a package missing there fails `docker build`, which no test here can run."""
+    ignore = root.parent / ".dockerignore"
+    allowed = {line[1:].strip().rstrip("/") for line in ignore.read_text().splitlines() if line.startswith("!")}
+    for dockerfile in sorted(root.glob("Dockerfile*")):
+        for line in dockerfile.read_text().splitlines():
+            parts = line.split()
+            if not parts or parts[0] != "COPY" or any(p.startswith("--from") for p in parts):
+                continue
+            for src in parts[1:-1]:
+                if src.startswith("$") or src.startswith("--"):
+                    continue
+                if not any(src == a or src.startswith(a + "/") or _glob_match(src, a) for a in allowed):
+                    yield f"{dockerfile.name}: COPY {src} is not let through by .dockerignore"
+
+
+def _glob_match(src: str, pattern: str) -> bool:
+    import fnmatch
+
+    return fnmatch.fnmatch(src, pattern)
 
 
 def _k8s_errors(root: Path) -> Iterator[str]:
