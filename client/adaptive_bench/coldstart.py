@@ -142,8 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=256, help="evaluation-mix texts to cycle through")
     parser.add_argument("--quick", action="store_true", help="100 requests per class (tests, smoke runs)")
     args = parser.parse_args(argv)
+    from adaptive_bench.provenance import provenance
     from adaptive_ops.server import ServerError
 
+    origin = provenance("python -m adaptive_bench.coldstart", argv)
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         results = run(
@@ -152,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ServerError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    results["run"] = {"export": str(args.export.resolve()), "quick": args.quick, "argv": list(argv or sys.argv[1:])}
+    results["run"] = {"export": str(args.export.resolve()), "quick": args.quick}
+    results["provenance"] = origin
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     (args.out / "results.md").write_text(markdown(results))
     plot(results, args.out / "first_vs_rest.png")

@@ -190,6 +190,12 @@ def block_batching(results: Results) -> str:
     )
 
 
+def block_coldstart(results: Results) -> str:
+    from adaptive_bench import coldstart
+
+    return _module_block(results, "results/coldstart/results.json", "make bench-coldstart", coldstart.markdown)
+
+
 def _classes_headline(d: dict) -> dict[str, float]:
     crit, unloaded = d["classes"]["critical"], d["unloaded"]["critical"]
     return {
@@ -449,6 +455,16 @@ def _summary_rows(results: Results) -> list[tuple[str, str, Source | None]]:
             f"{lat['naive']['critical']['p99_done_ms']:.0f} ms naive"
         )
 
+    def coldstart(d: dict) -> str:
+        warm = d["variants"]["warm"]["classes"]
+        worst = max(max(r["p50_ratio"], r["p99_ratio"]) for r in warm.values())
+        cuts = sum(r["first_cuts"] for r in warm.values())
+        return (
+            f"first {d['first']} requests per class after a fresh start within {worst:.2f}x of the next "
+            f"{d['requests']} (target <= {d['ratio_target']:g}x), {cuts} cut short; warm-up adds "
+            f"{d['added_startup_s']:.1f} s to the time to ready"
+        )
+
     def reliability(d: dict) -> str:
         from adaptive_bench.reliability import report
 
@@ -479,6 +495,7 @@ def _summary_rows(results: Results) -> list[tuple[str, str, Source | None]]:
     add("[bench-classes](docs/benchmarks.md#make-bench-classes)", "results/bench-classes/results.json", bench_classes)
     add("[bench-route](docs/benchmarks.md#make-bench-route)", "results/bench-route/results.json", bench_route)
     add("[batching](docs/benchmarks.md#batching-helpers)", "results/batching/batching.json", batching)
+    add("[coldstart](docs/operations.md#make-bench-coldstart)", "results/coldstart/results.json", coldstart)
     add("[reliability](docs/reliability.md#make-reliability)", "results/reliability/reliability.json", reliability)
     add("[soak](docs/reliability.md#make-soak)", "results/reliability/soak.json", soak)
     add("[load](docs/perf-tools.md#make-load)", "results/load/verdicts.json", load)
@@ -516,6 +533,7 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "load": block_load,
     "profile": block_profile,
     "reliability": block_reliability,
+    "coldstart": block_coldstart,
     "soak": block_soak,
 }
 
