@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import binom
 
-from .confidence import check_threshold, get_policy
+from adaptive_core.confidence import check_threshold, get_policy
 
 # lam grid: 1 - lam log-spaced from GRID_MIN_GAP to 1 (plus lam = 1). Log spacing because trained heads are
 # confident: with a linear 0.005 step, max_prob thresholds jump from 1.0 to 0.995 and skip every useful value.

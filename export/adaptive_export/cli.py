@@ -34,9 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from adaptive_core.confidence import CONFIDENCE
 from adaptive_core.config import CALIBRATION, DATA, PATHS, SIZES, TINY, EarlyExitConfig
-
-from .confidence import CONFIDENCE
 
 TINY_ARTICLES_PER_LABEL = 16  # 80 articles: enough for every split to hold every label
 ROUTING_DEFAULT_LOSS = 0.005  # = routing.ROUTING.max_accuracy_loss (not imported: it pulls numpy into --help)
