@@ -60,14 +60,25 @@ def sample_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonSe
         yield server
 
 
-@pytest.fixture(scope="session")
-def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny configuration exported once per session (random weights, a few seconds)."""
+def export_tiny(out: Path, size: str = "tiny") -> Path:
+    """`adaptive_export build --tiny <size>` into `out`: the toy keyword task, a backbone trained on it for a few
+    seconds, calibrated thresholds that let the easy texts leave at stage 1 (about 20 s of CPU)."""
     from adaptive_export.cli import main as export_main
 
-    out = tmp_path_factory.mktemp("tiny_export")
-    assert export_main(["build", "--tiny", "--out", str(out), "--no-tensorrt"]) == 0
+    assert export_main(["build", "--tiny", size, "--out", str(out), "--no-tensorrt"]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny configuration (two stages) exported once per session."""
+    return export_tiny(tmp_path_factory.mktemp("tiny_export"))
+
+
+@pytest.fixture(scope="session")
+def tiny3_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The three-stage tiny configuration (TINY3: an exit after each of 3 layers) exported once per session."""
+    return export_tiny(tmp_path_factory.mktemp("tiny3_export"), "tiny3")
 
 
 def serve_tiny(tiny_export: Path, tmp: Path) -> Iterator[TritonServer]:
