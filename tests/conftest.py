@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -44,6 +45,21 @@ def scrape_settled(server: TritonServer, timeout_s: float = 10.0) -> dict:
             break
         custom = again
     return samples
+
+
+def set_params(repo: Path, model: str, **params: object) -> None:
+    """Append config parameters to `repo/model/config.pbtxt` (e.g. a stage's `inject_delay_ms`, `inject_error`)."""
+    config = repo / model / "config.pbtxt"
+    extra = "".join(f'\nparameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in params.items())
+    config.write_text(config.read_text() + extra)
+
+
+def set_thresholds(repo: Path, thresholds: list[float], size: str = "tiny") -> None:
+    """Replace the exit thresholds in the plan of `repo`'s `cascade_<size>`."""
+    plan = repo / f"cascade_{size}" / "1" / "plan.json"
+    raw = json.loads(plan.read_text())
+    raw["thresholds"] = thresholds
+    plan.write_text(json.dumps(raw))
 
 
 def make_server(repo: Path, tmp: Path, **kwargs: object) -> TritonServer:
