@@ -8,9 +8,10 @@ import shutil
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
@@ -60,6 +61,57 @@ def set_thresholds(repo: Path, thresholds: list[float], size: str = "tiny") -> N
     raw = json.loads(plan.read_text())
     raw["thresholds"] = thresholds
     plan.write_text(json.dumps(raw))
+
+
+def local_exit_logits(export: Path, size: str, texts: Sequence[str]) -> np.ndarray:
+    """Every exit's logits for `texts`, (K, N, C), from the exported stage files run directly with onnxruntime (each
+    stage on the previous one's hidden states): the reference a served cascade must agree with."""
+    from adaptive_core import names
+    from adaptive_serving.onnx_stage import OnnxStage
+    from adaptive_serving.tokenizer import TextTokenizer
+
+    exported = json.loads((export / size / "thresholds.json").read_text())
+    tokenize = TextTokenizer(export / "tokenizer" / "tokenizer.json", max_len=exported["config"]["max_seq_len"])
+    ids, mask = tokenize(list(texts))
+    feed = {names.INPUT_IDS: ids, names.ATTENTION_MASK: mask}
+    logits = []
+    for stage in range(1, len(exported["exit_layers"]) + 1):
+        out = OnnxStage(export / size / f"stage{stage}.onnx").run(feed)
+        logits.append(out[names.LOGITS])
+        feed = {names.HIDDEN_IN: out.get(names.HIDDEN), names.ATTENTION_MASK: mask}
+    return np.stack(logits)
+
+
+def split_thresholds(conf: np.ndarray, margin: float = 1e-3) -> list[float]:
+    """Thresholds for the early exits of confidences `conf` (K, N) that send some texts out at every stage: each one
+    sits in the widest gap near the middle of the confidences still in play at its exit, at least `margin` from
+    any of them (so float rounding between runtimes cannot flip a decision).
+
+    Raises:
+        ValueError: an exit has fewer than two texts left to split, or no gap wider than 2 * margin.
+    """
+    left = np.ones(conf.shape[1], bool)
+    out = []
+    for k in range(conf.shape[0] - 1):
+        s = np.sort(conf[k][left])
+        if len(s) < 2:
+            raise ValueError(f"exit {k + 1}: {len(s)} texts left, cannot split them")
+        mid = len(s) // 2
+        candidates = range(max(0, mid - 3), min(len(s) - 1, mid + 3))
+        i = max(candidates, key=lambda j: s[j + 1] - s[j])
+        if s[i + 1] - s[i] <= 2 * margin:
+            raise ValueError(f"exit {k + 1}: no gap wider than {2 * margin} near the middle of {s}")
+        out.append(float((s[i] + s[i + 1]) / 2))
+        left &= conf[k] < out[-1]
+    return out
+
+
+def expected_exits(conf: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    """1-based exit stage per text: the first early exit whose confidence clears its threshold, else the last."""
+    stage = np.full(conf.shape[1], conf.shape[0])
+    for k in reversed(range(len(thresholds))):
+        stage = np.where(conf[k] >= thresholds[k], k + 1, stage)
+    return stage
 
 
 def make_server(repo: Path, tmp: Path, **kwargs: object) -> TritonServer:

@@ -30,13 +30,13 @@ from adaptive_serving.encoder import EarlyExitEncoder
 from .data import Corpus, Tokenizer, make_views, pad_batch, split_indices
 from .train import HeadTraining
 
-LABEL_NAMES = ("business", "entertainment", "politics", "sport", "tech")  # BBC News, sorted as `load_bbc` numbers it
+LABEL_NAMES = ("business", "entertainment", "politics", "sports", "tech")  # BBC News, sorted as `load_bbc` numbers it
 # Single WordPiece tokens of the BERT uncased vocabulary: one keyword is one token.
 KEYWORDS: dict[str, tuple[str, ...]] = {
     "business": ("shares", "profits", "bank", "market", "economy", "investors"),
     "entertainment": ("film", "band", "album", "music", "actor", "singer"),
     "politics": ("ministers", "election", "party", "vote", "minister", "labour"),
-    "sport": ("striker", "match", "cup", "scored", "team", "coach"),
+    "sports": ("striker", "match", "cup", "scored", "team", "coach"),
     "tech": ("phone", "software", "computer", "internet", "users", "mobile"),
 }
 FILLER = (

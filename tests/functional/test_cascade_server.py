@@ -3,6 +3,7 @@ survivors, class priority, deadline cuts, stage failures and input errors."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from conftest import make_server, scrape_settled, set_params, set_thresholds
+from conftest import make_server, scrape_settled
 from tritonclient.utils import InferenceServerException
 
 from adaptive_bench.reliability.target import SAMPLE_TEXTS
@@ -40,6 +41,19 @@ def _infer(url: str, texts: np.ndarray, model: str = "adaptive", **kwargs: objec
     inp = grpcclient.InferInput(names.TEXT, list(texts.shape), "BYTES")
     inp.set_data_from_numpy(texts)
     return grpcclient.InferenceServerClient(url).infer(model, [inp], **kwargs)
+
+
+def _set_params(repo: Path, model: str, **params: object) -> None:
+    config = repo / model / "config.pbtxt"
+    extra = "".join(f'\nparameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in params.items())
+    config.write_text(config.read_text() + extra)
+
+
+def _set_thresholds(repo: Path, thresholds: list[float]) -> None:
+    plan = repo / "cascade_tiny" / "1" / "plan.json"
+    raw = json.loads(plan.read_text())
+    raw["thresholds"] = thresholds
+    plan.write_text(json.dumps(raw))
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +100,7 @@ def serve(tmp_path: Path) -> Iterator[callable]:
 def test_every_sample_leaves_at_its_first_confident_exit(tiny_repo: Path, serve, local_outputs) -> None:
     conf1 = max_prob(local_outputs["logits1"])
     threshold = _split_threshold(conf1)
-    set_thresholds(tiny_repo, [threshold])
+    _set_thresholds(tiny_repo, [threshold])
     server = serve(tiny_repo)
     result = _infer(server.grpc_url, _texts(TEXTS), priority=1, timeout=5_000_000)
     early = conf1 >= threshold
@@ -113,8 +127,8 @@ def _stage_counts(url: str, model: str) -> tuple[int, int]:
 def test_survivors_of_concurrent_requests_are_rebatched(tiny_export: Path, tiny_repo: Path, serve) -> None:
     # Standard lane only: the first request, alone for a moment, would take the express lane.
     build_repository(tiny_export, tiny_repo, RepositoryOptions(entry_size="tiny", solo_express=False))
-    set_thresholds(tiny_repo, [1.0])  # nobody leaves at stage 1: every sample reaches stage 2
-    set_params(tiny_repo, "tiny_stage2", inject_delay_ms=100)  # stage 2 busy: survivors queue up behind it
+    _set_thresholds(tiny_repo, [1.0])  # nobody leaves at stage 1: every sample reaches stage 2
+    _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=100)  # stage 2 busy: survivors queue up behind it
     server = serve(tiny_repo)
     before = _stage_counts(server.grpc_url, "tiny_stage2")
     threads = [threading.Thread(target=_infer, args=(server.grpc_url, _texts([t]))) for t in TEXTS]
@@ -172,8 +186,8 @@ def _slowed_gate(
             entry_size="tiny", gate_instances=1, gate_slots=slots, gate_reserve=reserve, solo_express=False
         ),
     )
-    set_thresholds(tiny_repo, [1.0])
-    set_params(tiny_repo, "tiny_stage2", inject_delay_ms=stage2_delay_ms)
+    _set_thresholds(tiny_repo, [1.0])
+    _set_params(tiny_repo, "tiny_stage2", inject_delay_ms=stage2_delay_ms)
     return serve(tiny_repo)
 
 
@@ -325,9 +339,9 @@ def test_a_slow_standard_lane_does_not_cut_critical_requests_short(tiny_export: 
 def test_failing_stage_fails_only_its_requests(tiny_repo: Path, serve, local_outputs) -> None:
     conf1 = max_prob(local_outputs["logits1"])
     threshold = _split_threshold(conf1)
-    set_thresholds(tiny_repo, [threshold])
+    _set_thresholds(tiny_repo, [threshold])
     for lane in ("tiny_stage2", "tiny_stage2_express"):  # a request alone takes the express lane
-        set_params(tiny_repo, lane, inject_error="planted stage failure")
+        _set_params(tiny_repo, lane, inject_error="planted stage failure")
     server = serve(tiny_repo)
     early = [t for t, c in zip(TEXTS, conf1) if c >= threshold]
     late = [t for t, c in zip(TEXTS, conf1) if c < threshold]
@@ -412,8 +426,8 @@ def test_critical_deadline_takes_the_express_lane(tiny_server: TritonServer) -> 
 def test_a_request_alone_skips_the_standard_batcher_and_one_with_company_does_not(tiny_repo: Path, serve) -> None:
     """The first batch request is alone in the server and runs on the express stage (slowed to hold it there); one
     sent while it runs has company, so it goes to the standard lane, where survivors of concurrent requests meet."""
-    set_thresholds(tiny_repo, [0.0])  # everyone leaves at stage 1: one stage call per text
-    set_params(tiny_repo, "tiny_stage1_express", inject_delay_ms=400)
+    _set_thresholds(tiny_repo, [0.0])  # everyone leaves at stage 1: one stage call per text
+    _set_params(tiny_repo, "tiny_stage1_express", inject_delay_ms=400)
     server = serve(tiny_repo)
     client = grpcclient.InferenceServerClient(server.grpc_url)
     before = {m: _stage_counts(server.grpc_url, m)[0] for m in ("tiny_stage1_express", "tiny_stage1")}

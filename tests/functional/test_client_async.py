@@ -91,12 +91,11 @@ def test_a_request_shed_for_real_arrives_as_rejected_and_is_not_retried(tiny_exp
     once with "admission queue full". The typed client, allowed 3 retries, raises RejectedError after one attempt
     over gRPC and HTTP, and the benchmarks' outcome counts it as a rejection, not an error."""
     repo = tmp_path / "repo"
-    options = RepositoryOptions(
-        entry_size="tiny", gate_instances=1, gate_slots=1, gate_reserve=0, solo_express=False, batch_queue_cap=1
-    )
+    options = RepositoryOptions(entry_size="tiny", gate_instances=1, gate_slots=1, gate_reserve=0, batch_queue_cap=1)
     build_repository(tiny_export, repo, options)
     set_thresholds(repo, [1.0])  # every text goes on to the slow stage 2
-    set_params(repo, "tiny_stage2", inject_delay_ms=1500)
+    for lane in ("tiny_stage2", "tiny_stage2_express"):  # the first request, alone, takes the express lane
+        set_params(repo, lane, inject_delay_ms=1500)
     with make_server(repo, tmp_path) as server:
         answered: list[object] = []
 
