@@ -287,7 +287,7 @@ def verify_priority_log(log_path: Path, classes: Sequence[str], model: str = "ad
     return report
 
 
-def _verification_phase(grpc_url: str, texts: Sequence[str], out: Path, log_path: Path) -> dict[str, object]:
+def verification_phase(grpc_url: str, texts: Sequence[str], out: Path, log_path: Path) -> dict[str, object]:
     """One short perf_analyzer per class with verbose server logging on, then logging off; checks the log.
 
     Raises:
@@ -379,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 written = {}
                 if args.repo:
-                    written["priority_check"] = _verification_phase(url, texts, args.out, log_path)
+                    written["priority_check"] = verification_phase(url, texts, args.out, log_path)
                 written["csv"] = run_classes(
                     url,
                     texts,
