@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
@@ -46,6 +48,72 @@ def scrape_settled(server: TritonServer, timeout_s: float = 10.0) -> dict:
     return samples
 
 
+def set_params(repo: Path, model: str, **params: object) -> None:
+    """Append config parameters to `repo/model/config.pbtxt` (e.g. a stage's `inject_delay_ms`, `inject_error`)."""
+    config = repo / model / "config.pbtxt"
+    extra = "".join(f'\nparameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in params.items())
+    config.write_text(config.read_text() + extra)
+
+
+def set_thresholds(repo: Path, thresholds: list[float], size: str = "tiny") -> None:
+    """Replace the exit thresholds in the plan of `repo`'s `cascade_<size>`."""
+    plan = repo / f"cascade_{size}" / "1" / "plan.json"
+    raw = json.loads(plan.read_text())
+    raw["thresholds"] = thresholds
+    plan.write_text(json.dumps(raw))
+
+
+def local_exit_logits(export: Path, size: str, texts: Sequence[str]) -> np.ndarray:
+    """Every exit's logits for `texts`, (K, N, C), from the exported stage files run directly with onnxruntime (each
+    stage on the previous one's hidden states): the reference a served cascade must agree with."""
+    from adaptive_core import names
+    from adaptive_serving.onnx_stage import OnnxStage
+    from adaptive_serving.tokenizer import TextTokenizer
+
+    exported = json.loads((export / size / "thresholds.json").read_text())
+    tokenize = TextTokenizer(export / "tokenizer" / "tokenizer.json", max_len=exported["config"]["max_seq_len"])
+    ids, mask = tokenize(list(texts))
+    feed = {names.INPUT_IDS: ids, names.ATTENTION_MASK: mask}
+    logits = []
+    for stage in range(1, len(exported["exit_layers"]) + 1):
+        out = OnnxStage(export / size / f"stage{stage}.onnx").run(feed)
+        logits.append(out[names.LOGITS])
+        feed = {names.HIDDEN_IN: out.get(names.HIDDEN), names.ATTENTION_MASK: mask}
+    return np.stack(logits)
+
+
+def split_thresholds(conf: np.ndarray, margin: float = 1e-3) -> list[float]:
+    """Thresholds for the early exits of confidences `conf` (K, N) that send some texts out at every stage: each one
+    sits in the widest gap near the middle of the confidences still in play at its exit, at least `margin` from
+    any of them (so float rounding between runtimes cannot flip a decision).
+
+    Raises:
+        ValueError: an exit has fewer than two texts left to split, or no gap wider than 2 * margin.
+    """
+    left = np.ones(conf.shape[1], bool)
+    out = []
+    for k in range(conf.shape[0] - 1):
+        s = np.sort(conf[k][left])
+        if len(s) < 2:
+            raise ValueError(f"exit {k + 1}: {len(s)} texts left, cannot split them")
+        mid = len(s) // 2
+        candidates = range(max(0, mid - 3), min(len(s) - 1, mid + 3))
+        i = max(candidates, key=lambda j: s[j + 1] - s[j])
+        if s[i + 1] - s[i] <= 2 * margin:
+            raise ValueError(f"exit {k + 1}: no gap wider than {2 * margin} near the middle of {s}")
+        out.append(float((s[i] + s[i + 1]) / 2))
+        left &= conf[k] < out[-1]
+    return out
+
+
+def expected_exits(conf: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    """1-based exit stage per text: the first early exit whose confidence clears its threshold, else the last."""
+    stage = np.full(conf.shape[1], conf.shape[0])
+    for k in reversed(range(len(thresholds))):
+        stage = np.where(conf[k] >= thresholds[k], k + 1, stage)
+    return stage
+
+
 def make_server(repo: Path, tmp: Path, **kwargs: object) -> TritonServer:
     return TritonServer.on_free_ports(repo, log_path=tmp / f"tritonserver-{uuid.uuid4().hex[:8]}.log", **kwargs)
 
@@ -60,14 +128,25 @@ def sample_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonSe
         yield server
 
 
-@pytest.fixture(scope="session")
-def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny configuration exported once per session (random weights, a few seconds)."""
+def export_tiny(out: Path, size: str = "tiny") -> Path:
+    """`adaptive_export build --tiny <size>` into `out`: the toy keyword task, a backbone trained on it for a few
+    seconds, calibrated thresholds that let the easy texts leave at stage 1 (about 20 s of CPU)."""
     from adaptive_export.cli import main as export_main
 
-    out = tmp_path_factory.mktemp("tiny_export")
-    assert export_main(["build", "--tiny", "--out", str(out), "--no-tensorrt"]) == 0
+    assert export_main(["build", "--tiny", size, "--out", str(out), "--no-tensorrt"]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny configuration (two stages) exported once per session."""
+    return export_tiny(tmp_path_factory.mktemp("tiny_export"))
+
+
+@pytest.fixture(scope="session")
+def tiny3_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The three-stage tiny configuration (TINY3: an exit after each of 3 layers) exported once per session."""
+    return export_tiny(tmp_path_factory.mktemp("tiny3_export"), "tiny3")
 
 
 def serve_tiny(tiny_export: Path, tmp: Path) -> Iterator[TritonServer]:

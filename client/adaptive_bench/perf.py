@@ -287,7 +287,7 @@ def verify_priority_log(log_path: Path, classes: Sequence[str], model: str = "ad
     return report
 
 
-def _verification_phase(
+def verification_phase(
     grpc_url: str, texts: Sequence[str], out: Path, log_path: Path, origin: dict[str, object] | None = None
 ) -> dict[str, object]:
     """One short perf_analyzer per class with verbose server logging on, then logging off; checks the log.
@@ -386,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 written = {}
                 if args.repo:
-                    written["priority_check"] = _verification_phase(url, texts, args.out, log_path, origin)
+                    written["priority_check"] = verification_phase(url, texts, args.out, log_path, origin)
                 written["csv"] = run_classes(
                     url,
                     texts,

@@ -10,11 +10,11 @@ import numpy as np
 
 from adaptive_core import names
 from adaptive_core.config import LatencyClass
+from adaptive_core.shedding import SHED_REASONS, shed_reason
 
 # Outputs read back per model kind: the entry answers a label, the full baselines answer logits.
 ADAPTIVE_OUTPUTS = (names.LABEL, names.EXIT_STAGE, names.DEADLINE_CUT, names.MODEL_SIZE)
 FULL_OUTPUTS = (names.LOGITS,)
-QUEUE_TIMEOUT_MESSAGE = "Request timeout expired"  # what Triton 2.51 says when a queue policy rejects
 
 
 @dataclass
@@ -29,7 +29,8 @@ class Outcome:
         model_size: size that answered, per text (entry model only).
         escalations: times each text was escalated to a larger size (router entry only).
         error_status: gRPC status name of the error (e.g. "UNAVAILABLE"); None when answered.
-        error_reason: "queue_timeout" for a queue-policy rejection, else "other"; None when answered.
+        error_reason: "queue_timeout" or "queue_full" when the server shed the request (`adaptive_core.shedding`),
+            else "other"; None when answered.
         error_message: the server's message.
     """
 
@@ -46,6 +47,11 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.error_status is None
+
+    @property
+    def rejected(self) -> bool:
+        """The server shed the request on purpose (a typed rejection, not an error)."""
+        return self.error_reason in SHED_REASONS
 
 
 @dataclass
@@ -80,8 +86,9 @@ def text_input(texts: Sequence[str]) -> object:
 
 
 def classify_error(status: str, message: str) -> str:
-    """'queue_timeout' when Triton's queue policy rejected the request, else 'other'."""
-    return "queue_timeout" if QUEUE_TIMEOUT_MESSAGE.lower() in message.lower() else "other"
+    """'queue_timeout' or 'queue_full' when the server shed the request (Triton's queue policy or the admission
+    gate), else 'other'."""
+    return shed_reason(message) or "other"
 
 
 def status_name(status: object) -> str:

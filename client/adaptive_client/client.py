@@ -11,7 +11,8 @@ become the small hierarchy below (`raise ... from e`), so callers can tell bad i
 
 Retries: only `ServerUnavailableError` (connection refused, the server restarting: the request was never
 admitted) is retried, with exponential backoff `backoff_s * 2**attempt`. Invalid input is the caller's bug and a
-queue-timeout rejection is the server shedding load on purpose; retrying either would only add load.
+rejection (a queue timeout, or a full queue: `adaptive_core.shedding`) is the server shedding load on purpose;
+retrying either would only add load.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 
 from adaptive_core import names
 from adaptive_core.config import latency_class as lookup_class
+from adaptive_core.shedding import shed_reason
 
 
 class AdaptiveClientError(RuntimeError):
@@ -37,7 +39,7 @@ class InvalidInputError(AdaptiveClientError):
 
 
 class RejectedError(AdaptiveClientError):
-    """The server shed the request (UNAVAILABLE: queue timeout expired or queue full)."""
+    """The server shed the request (UNAVAILABLE: a queue timeout expired or a queue was full). Never retried."""
 
 
 class ServerUnavailableError(AdaptiveClientError):
@@ -112,7 +114,7 @@ def _translate(e: Exception) -> AdaptiveClientError:
         return ServerUnavailableError(message)
     if "invalid_arg" in text or "400" in status:
         return InvalidInputError(message)
-    if "timeout expired" in text or "exceeds maximum queue size" in text:
+    if shed_reason(text) is not None:
         return RejectedError(message)
     if any(
         k in text

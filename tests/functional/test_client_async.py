@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_ports
+from conftest import free_ports, make_server, scrape_settled, set_params, set_thresholds
 
 from adaptive_bench import batching as batching_bench
+from adaptive_bench.requests import Outcome, RequestKwargs, infer
 from adaptive_client import batching
 from adaptive_client.cli import CLASSES, main
 from adaptive_client.client import (
@@ -23,9 +24,10 @@ from adaptive_client.client import (
     InvalidInputError,
     RejectedError,
     ServerUnavailableError,
-    retry_sync,
 )
 from adaptive_core.config import LATENCY_CLASSES
+from adaptive_core.metrics import metric_sum
+from adaptive_ops.repository import RepositoryOptions, build_repository
 from adaptive_ops.server import TritonServer
 
 
@@ -82,16 +84,54 @@ def test_invalid_input_fails_fast_without_retry(tiny_server: TritonServer, schem
     assert asyncio.run(go()) == 1
 
 
-def test_rejected_is_not_retried() -> None:
-    calls = [0]
+@pytest.mark.server
+def test_a_request_shed_for_real_arrives_as_rejected_and_is_not_retried(tiny_export: Path, tmp_path: Path) -> None:
+    """One gate with one batch slot and a batch waiting room of one (`batch_queue_cap=1`), every text through a stage
+    2 slowed to 1.5 s: a batch request holds the slot, a second waits, and each further batch request is refused at
+    once with "admission queue full". The typed client, allowed 3 retries, raises RejectedError after one attempt
+    over gRPC and HTTP, and the benchmarks' outcome counts it as a rejection, not an error."""
+    repo = tmp_path / "repo"
+    options = RepositoryOptions(entry_size="tiny", gate_instances=1, gate_slots=1, gate_reserve=0, batch_queue_cap=1)
+    build_repository(tiny_export, repo, options)
+    set_thresholds(repo, [1.0])  # every text goes on to the slow stage 2
+    for lane in ("tiny_stage2", "tiny_stage2_express"):  # the first request, alone, takes the express lane
+        set_params(repo, lane, inject_delay_ms=1500)
+    with make_server(repo, tmp_path) as server:
+        answered: list[object] = []
 
-    def shed() -> None:
-        calls[0] += 1
-        raise RejectedError("Request timeout expired")
+        def hold() -> None:
+            with AdaptiveClient(server.grpc_url) as client:
+                answered.append(client.classify(["Shares fell"], latency_class="batch"))
 
-    with pytest.raises(RejectedError):
-        retry_sync(shed, max_retries=3, backoff_s=0.0)
-    assert calls[0] == 1
+        holders = [threading.Thread(target=hold) for _ in range(2)]
+        for thread in holders:  # the first takes the slot, the second the waiting room
+            thread.start()
+            time.sleep(0.3)
+        for scheme in ("grpc", "http"):
+            with AdaptiveClient(_url(server, scheme), max_retries=3, backoff_s=0.5) as client:
+                client.output_names()
+                calls = _count_calls(client)
+                with pytest.raises(RejectedError, match="admission queue full"):
+                    client.classify(["The striker scored twice"], latency_class="batch")
+            assert calls[0] == 1, scheme
+
+        async def bench_outcome() -> Outcome:
+            from tritonclient.grpc import aio
+
+            client = aio.InferenceServerClient(server.grpc_url)
+            try:
+                return await infer(client, "adaptive", ["Oil prices rose"], RequestKwargs.for_class(batch))
+            finally:
+                await client.close()
+
+        batch = LATENCY_CLASSES["batch"]
+        outcome = asyncio.run(bench_outcome())
+        assert (outcome.error_status, outcome.error_reason, outcome.rejected) == ("UNAVAILABLE", "queue_full", True)
+        for thread in holders:
+            thread.join(timeout=30)
+        assert len(answered) == 2  # the two admitted requests were answered
+        samples = scrape_settled(server)
+        assert metric_sum(samples, "adaptive_gate_rejected_total", model="cascade_tiny", **{"class": "batch"}) == 3
 
 
 @pytest.mark.server

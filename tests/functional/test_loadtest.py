@@ -10,6 +10,7 @@ import pytest
 
 from adaptive_bench import perf, plots
 from adaptive_bench.loadtest import run_locust
+from adaptive_core.config import LATENCY_CLASSES
 from adaptive_ops.server import TritonServer
 
 LOG_LINE = (
@@ -58,10 +59,16 @@ def test_perf_sweep_entry_and_stage(tiny_server: TritonServer, tiny_export: Path
 
 @pytest.mark.server
 def test_perf_classes_closed_loop_all_classes(tiny_server: TritonServer, tmp_path: Path) -> None:
+    texts = ["Shares fell on Monday", "The striker scored twice"]
+    # First what `make perf-classes` does before measuring: one perf_analyzer per class with the server's verbose
+    # log on, then each class's priority and queue timeout must be in the log of the entry's requests.
+    check = perf.verification_phase(tiny_server.grpc_url, texts, tmp_path, tiny_server.log_path)
+    assert all(check[name] > 0 for name in LATENCY_CLASSES), check
+    assert json.loads((tmp_path / "priority_check.json").read_text()) == check
     # One perf_analyzer per class at once; each class's CSV parses and the class plot draws from them.
     written = perf.run_classes(
         tiny_server.grpc_url,
-        ["Shares fell on Monday", "The striker scored twice"],
+        texts,
         tmp_path,
         concurrency=(1,),
         measurement_interval_ms=1000,
@@ -77,23 +84,35 @@ def test_perf_classes_closed_loop_all_classes(tiny_server: TritonServer, tmp_pat
     assert png.stat().st_size > 1000
 
 
-@pytest.mark.server
-def test_locust_headless_short_run(tiny_server: TritonServer, tmp_path: Path) -> None:
-    code = run_locust(
-        f"grpc://{tiny_server.grpc_url}",
-        tmp_path,
-        run_time="5s",
-        users=6,
-        spawn_rate=6,  # 6 = one critical user at 1:2:3
-        timeout_s=60,
-    )
-    with (tmp_path / "load_stats.csv").open() as f:
+def _locust_run(url: str, out: Path) -> tuple[int, dict[str, dict]]:
+    """One 5 s locust run; its exit code and verdicts, each checked to be its class's SLA against locust's p99."""
+    code = run_locust(url, out, run_time="5s", users=6, spawn_rate=6, timeout_s=60)  # 6 = one critical user at 1:2:3
+    with (out / "load_stats.csv").open() as f:
         stats = {row["Name"]: row for row in csv.DictReader(f)}
     assert {"critical", "sensitive", "batch"} <= set(stats)
     assert int(stats["Aggregated"]["Request Count"]) > 0
-    verdicts = json.loads((tmp_path / "verdicts.json").read_text())
+    assert (out / "report.html").exists()
+    verdicts = json.loads((out / "verdicts.json").read_text())
     origin = verdicts.pop("provenance")  # run_locust without a caller's provenance: the locust process's own
     assert origin["command"][0] == "locust" and origin["machine"]["cpu_count"]
     assert set(verdicts) == {"critical", "sensitive", "batch"}
-    assert code == (0 if all(v["pass"] for v in verdicts.values()) else 1)
-    assert (tmp_path / "report.html").exists()
+    for name, v in verdicts.items():
+        assert v["sla_p99_ms"] == LATENCY_CLASSES[name].sla_p99_ms and v["requests"] > 0, (name, v)
+        assert v["pass"] == (v["p99_ms"] <= v["sla_p99_ms"]), (name, v)
+    assert code == (0 if all(v["pass"] for v in verdicts.values()) else 1)  # the verdicts decide the exit code
+    return code, verdicts
+
+
+@pytest.mark.server
+def test_locust_headless_short_run(tiny_server: TritonServer, tmp_path: Path) -> None:
+    """The tiny model meets every class's SLA under this light load (critical: p99 250 ms), so a run that misses
+    one fails the test. Its critical class has about ten requests, so its p99 is their slowest one: on a CPU shared
+    with other work one stalled request can miss (270 ms seen once at load 8), and one more run is allowed; a server
+    that misses its SLA misses it twice."""
+    runs = []
+    for attempt in range(2):
+        code, verdicts = _locust_run(f"grpc://{tiny_server.grpc_url}", tmp_path / f"run{attempt}")
+        runs.append(verdicts)
+        if code == 0:
+            return
+    pytest.fail(f"an SLA was missed in both runs: {runs}")

@@ -16,6 +16,7 @@ import tritonclient.http as httpclient
 from conftest import SAMPLE_REPOSITORY, free_ports, make_server
 from tritonclient.utils import InferenceServerException
 
+from adaptive_bench.perf import priority_counts
 from adaptive_ops import serve
 from adaptive_ops import server as server_module
 from adaptive_ops.server import ServerError, TritonServer
@@ -45,10 +46,20 @@ def test_grpc_infer_with_priority_and_timeout(sample_server: TritonServer, model
     assert result.as_numpy("num_bytes").reshape(-1).tolist() == [12, 5]
 
 
+# A timeout no other request of the session sends, per model: the log line it leaves can only be this request's.
+HTTP_TIMEOUT_US = {"sample_text": 5_000_123, "sample_ensemble": 5_000_456}
+
+
 @pytest.mark.parametrize("model", ["sample_text", "sample_ensemble"])
 def test_http_infer_with_priority_and_timeout(sample_server: TritonServer, model: str) -> None:
-    result = _http_infer(sample_server.http_url, model, TEXTS, priority=2, timeout=5_000_000)
+    """Over HTTP too, the request's priority and timeout reach the server: the verbose log shows them on the
+    request the model received (and, for the ensemble, on its step)."""
+    timeout_us = HTTP_TIMEOUT_US[model]
+    result = _http_infer(sample_server.http_url, model, TEXTS, priority=2, timeout=timeout_us)
     assert result.as_numpy("num_bytes").reshape(-1).tolist() == [12, 5]
+    log = sample_server.log_path.read_text(errors="replace")
+    for logged in [model] + (["sample_text"] if model == "sample_ensemble" else []):
+        assert priority_counts(log, logged)[(2, timeout_us)] == 1, (logged, priority_counts(log, logged))
 
 
 def test_python_model_output(sample_server: TritonServer) -> None:

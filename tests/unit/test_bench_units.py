@@ -91,10 +91,38 @@ def test_request_kwargs_send_timeout_only_when_nonzero() -> None:
     assert RequestKwargs.for_class(LATENCY_CLASSES["batch"]).as_dict() == {"priority": 3}
 
 
+# What the server says when it sheds a request, each way it can (Triton 2.51's queue policy, the admission gate).
+SHED_MESSAGES = {
+    "in ensemble 'adaptive', Request timeout expired": "queue_timeout",
+    "in ensemble 'adaptive', Exceeds maximum queue size": "queue_full",
+    "in ensemble 'adaptive', cascade_tiny: request timeout expired at the admission gate (sensitive class)": (
+        "queue_timeout"
+    ),
+    "in ensemble 'adaptive', cascade_tiny: admission queue full (1 batch requests waiting at the gate)": "queue_full",
+}
+
+
 def test_errors_are_typed() -> None:
     assert status_name("StatusCode.UNAVAILABLE") == "UNAVAILABLE"
-    assert classify_error("UNAVAILABLE", "in ensemble 'adaptive', Request timeout expired") == "queue_timeout"
+    for message, reason in SHED_MESSAGES.items():
+        assert classify_error("UNAVAILABLE", message) == reason, message
+        assert Outcome(1.0, error_status="UNAVAILABLE", error_reason=reason, error_message=message).rejected
     assert classify_error("INTERNAL", "stage failed: boom") == "other"
+    assert not Outcome(1.0, error_status="INTERNAL", error_reason="other").rejected
+    assert not Outcome(1.0, labels=np.zeros(1)).rejected
+
+
+def test_client_types_every_shed_message_as_a_rejection() -> None:
+    """The typed client never retries a shed request (RejectedError), and still retries a server it cannot reach."""
+    from tritonclient.utils import InferenceServerException
+
+    from adaptive_client.client import RejectedError, ServerUnavailableError, _translate
+
+    for message in SHED_MESSAGES:
+        assert isinstance(_translate(InferenceServerException(message, "StatusCode.UNAVAILABLE")), RejectedError)
+    for message in ("failed to connect to all addresses", "Request for unknown model: 'adaptive' is not ready"):
+        error = _translate(InferenceServerException(message, "StatusCode.UNAVAILABLE"))
+        assert isinstance(error, ServerUnavailableError), message
 
 
 def test_class_picker_follows_the_mix() -> None:

@@ -108,11 +108,7 @@ async def _stream_worker(pool: ClientPool, stream: Stream, stop: asyncio.Event) 
             out = await asyncio.wait_for(
                 infer(pool.next(), stream.model, [SAMPLE_TEXTS[i % len(SAMPLE_TEXTS)]], kwargs), timeout=HANG_S
             )
-            outcome = (
-                "ok"
-                if out.ok
-                else ("rejected" if out.error_reason == "queue_timeout" else f"{out.error_status}: {out.error_message}")
-            )
+            outcome = "ok" if out.ok else ("rejected" if out.rejected else f"{out.error_status}: {out.error_message}")
         except asyncio.TimeoutError:
             outcome = "lost"
         except Exception as e:  # a connection the fault broke under the client: typed by its exception

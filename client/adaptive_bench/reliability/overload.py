@@ -93,8 +93,8 @@ def summarize(
         idx = [i for i, c in enumerate(sent) if c == name]
         got = [outcomes[i] for i in idx if i in outcomes]
         deadline_ms = QUEUED_STEPS * (kwargs[name].timeout or 0) / 1e3 + grace_s * 1e3
-        rejected = [o for o in got if not o.ok and o.error_reason == "queue_timeout"]
-        others = [o for o in got if not o.ok and o.error_reason != "queue_timeout"]
+        rejected = [o for o in got if o.rejected]
+        others = [o for o in got if not o.ok and not o.rejected]
         out[name] = {
             "sent": len(idx),
             "answered": sum(o.ok for o in got),

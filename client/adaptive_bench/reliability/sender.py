@@ -9,6 +9,7 @@ import numpy as np
 
 from adaptive_bench.reliability.cases import CASE_TIMEOUT_S, GOOD_TEXT, Case
 from adaptive_core import names
+from adaptive_core.shedding import shed_reason
 from adaptive_ops.repository import CASCADE_OUTPUTS
 from adaptive_ops.server import TritonServer
 
@@ -17,7 +18,7 @@ def _classify_error(status: str, message: str) -> str:
     text = f"{status} {message}".lower()
     if "unknown model" in text or status == "404":
         return "not_found"
-    if "timeout expired" in text or "exceeds maximum queue size" in text:
+    if shed_reason(text) is not None:
         return "rejected"
     if "deadline_exceeded" in text or "deadline exceeded" in text or "timed out" in text:
         return "lost"
