@@ -55,7 +55,7 @@ class GateModel:
         import triton_python_backend_utils as pb_utils
 
         for express in (True, False):
-            response = await self.run(request, Admission(admission.arrived, express))
+            response = await self.warm_run(request, Admission(admission.arrived, express))
             if response.has_error():
                 pb_utils.Logger.log_warn(f"{self.model_name}: warm-up skipped a part: {response.error().message()}")
         return pb_utils.InferenceResponse([])
@@ -63,6 +63,10 @@ class GateModel:
     async def run(self, request: object, admission: Admission) -> object:
         """The response (`pb_utils.InferenceResponse`) to one admitted request."""
         raise NotImplementedError
+
+    async def warm_run(self, request: object, admission: Admission) -> object:
+        """What a warm-up runs in each lane: `run`, unless the model says otherwise."""
+        return await self.run(request, admission)
 
     def close(self) -> None:
         """Release what `setup` took (the gate closes after it)."""

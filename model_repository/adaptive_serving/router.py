@@ -148,8 +148,9 @@ class Router:
         self.log.log_info(f"{self.model}: hand-over listener {index}")
         return listener
 
-    async def route(self, job: Job, admission: Admission) -> dict[str, np.ndarray]:
+    async def route(self, job: Job, admission: Admission, *, record: bool = True) -> dict[str, np.ndarray]:
         """Route and run `job`'s texts in the admitted lane; returns the outputs (`names.ROUTER_OUTPUTS`, in order).
+        `record`: log the outcomes for recalibration (not for warm-up requests).
 
         Raises:
             StageError: a stage failed.
@@ -172,7 +173,7 @@ class Router:
         self.metrics.answered(
             job.timeout_us, sizes[routed.target], routed.exit_stage, routed.cut, arrived, routed=sizes[start]
         )
-        if self.recorder is not None:
+        if self.recorder is not None and record:
             self._log_outcomes(job, probs, start, routed, admission.arrived)
         n = len(texts)
         return {

@@ -107,8 +107,11 @@ def build_router_repo(
         escalate_thresholds=(escalate, 0.0),
         audit_rate=1.0,
     )
-    for name, config in router_configs(options, "tiny_full_encoder", "tokens").items():
+    warm = repo / "cascade_tiny" / "warmup"  # the warm-up request's files, the same for every gate model
+    width = (warm / "ids").stat().st_size // 8  # int64 tokens of one text
+    for name, config in router_configs(options, "tiny_full_encoder", "tokens", warm_width=width).items():
         (repo / name / "1").mkdir(parents=True)
+        shutil.copytree(warm, repo / name / "warmup")
         (repo / name / "config.pbtxt").write_text(
             config.replace(
                 'key: "sep_id"', 'key: "reload_interval_s" value: { string_value: "0.5" } }\nparameters { key: "sep_id"'
@@ -219,11 +222,13 @@ def test_standard_lane_requests_are_routed_by_router_standard_under_sched_idle(
 ) -> None:
     # Without the solo express lane, so that a request alone in the server keeps its class's lane.
     repo = build_router_repo(tiny_export, tmp_path, solo_express=False, bls_handover=handover == "bls")
+    counted = ("router", STANDARD_ROUTER, "tiny_stage1", "tiny_stage1_express")
     with make_server(repo, tmp_path) as server, AdaptiveClient(server.grpc_url) as client:
+        before = {m: _counts(server, m) for m in counted}  # the warm-up requests count too
         answers = {
             klass: client.classify(SHORT + LONG, latency_class=klass) for klass in ("batch", "sensitive", "critical")
         }
-        stats = {m: _counts(server, m) for m in ("router", STANDARD_ROUTER, "tiny_stage1", "tiny_stage1_express")}
+        stats = {m: _counts(server, m) - before[m] for m in counted}
         stubs = stub_models(server.pid)
         # Per thread: Linux keeps the scheduling class (and niceness) of each.
         policies = {pid: _thread_policies(pid) for pid in stubs}

@@ -19,7 +19,7 @@ class TritonPythonModel(GateModel):
         self.router = Router(self.model_name, params, version_dir, pb_utils.Logger)
         self.gate = self.router.gate
 
-    async def run(self, request, admission):
+    async def run(self, request, admission, *, warmup=False):
         router = self.router
         router.maybe_reload()  # on the gate's loop, which reads the plan
         text, ids, mask = (
@@ -27,12 +27,12 @@ class TritonPythonModel(GateModel):
         )
         started = started_at(request, admission.arrived)  # the deadline counts from the entry
         try:
-            if router.standard_router and not admission.express:
+            if not warmup and router.standard_router and not admission.express:
                 outputs = await router.forward(text, ids, mask, request.timeout(), int(started * 1e9))
                 router.metrics.latency(request.timeout(), admission.arrived)
             else:
                 job = Job(text.as_numpy().reshape(-1), ids.as_numpy(), mask.as_numpy(), request.timeout(), started)
-                outputs = await router.route(job, admission)
+                outputs = await router.route(job, admission, record=not warmup)
         except ForwardError as e:
             code = getattr(pb_utils.TritonError, e.code) if isinstance(e.code, str) else e.code
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.model_name}: {e}", code))
@@ -41,6 +41,11 @@ class TritonPythonModel(GateModel):
         if isinstance(outputs, dict):
             outputs = [pb_utils.Tensor(k, np.ascontiguousarray(v)) for k, v in outputs.items()]
         return pb_utils.InferenceResponse(outputs)
+
+    async def warm_run(self, request, admission):
+        # Both lanes of this router's own path, not logged as outcomes: router_standard warms itself, and a hand-over
+        # while the server loads would only fall back to BLS, which 2.51 refuses until the server is ready.
+        return await self.run(request, admission, warmup=True)
 
     def close(self):
         self.router.close()
