@@ -178,17 +178,18 @@ class Gate:
             self.board.close()
             self.board = None
 
-    def submit(self, request: object, handler: Handler) -> None:
+    def submit(self, request: object, handler: Handler, *, counted: bool = True) -> None:
         """Take `request` (from any thread); `handler` runs on `loop` once it is admitted, and its response is sent
-        through the request's response sender. Returns at once."""
-        self.loop.call_soon_threadsafe(self._start, request, handler)
+        through the request's response sender. Returns at once. `counted`: the gate's metrics count it (not a
+        warm-up)."""
+        self.loop.call_soon_threadsafe(self._start, request, handler, counted)
 
-    def _start(self, request: object, handler: Handler) -> None:
-        task = self.loop.create_task(self._serve(request, handler))
+    def _start(self, request: object, handler: Handler, counted: bool) -> None:
+        task = self.loop.create_task(self._serve(request, handler, counted))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def run(self, timeout_us: int, work: Callable[[Admission], Awaitable[T]]) -> T:
+    async def run(self, timeout_us: int, work: Callable[[Admission], Awaitable[T]], *, counted: bool = True) -> T:
         """Admit a request with this timeout (its class comes from it), pick its lane, run `work(admission)` and
         return its result. For requests that come without a Triton request object
         (`router_standard`'s hand-overs); `submit` answers Triton requests through it.
@@ -203,7 +204,7 @@ class Gate:
             board.add(1)
         try:
             refused = await self._admit(klass, timeout_us / 1e6)
-            if self.metrics is not None:
+            if self.metrics is not None and counted:
                 self.metrics.gate_passed(klass, time.monotonic() - arrived, admitted=refused is None)
             if refused is not None:
                 raise Refused(f"{self.model}: {refused}")
@@ -215,12 +216,12 @@ class Gate:
             if board is not None:
                 board.add(-1)
 
-    async def _serve(self, request: object, handler: Handler) -> None:
+    async def _serve(self, request: object, handler: Handler, counted: bool = True) -> None:
         import triton_python_backend_utils as pb_utils
 
         sender = request.get_response_sender()
         try:
-            response = await self.run(request.timeout(), lambda admission: handler(request, admission))
+            response = await self.run(request.timeout(), lambda admission: handler(request, admission), counted=counted)
         except Refused as e:
             response = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e), pb_utils.TritonError.UNAVAILABLE))
         except Exception as e:  # a fault in one request must still answer it, and only it

@@ -40,15 +40,13 @@ class GateModel:
         raise NotImplementedError
 
     def execute(self, requests: list) -> None:
-        for request in requests:
-            self.gate.submit(request, self._answer)
-
-    async def _answer(self, request: object, admission: Admission) -> object:
         import triton_python_backend_utils as pb_utils
 
-        if pb_utils.get_input_tensor_by_name(request, names.WARMUP) is None:
-            return await self.run(request, admission)
-        return await self.warm(request, admission)
+        for request in requests:
+            if pb_utils.get_input_tensor_by_name(request, names.WARMUP) is None:
+                self.gate.submit(request, self.run)
+            else:  # not counted in the metrics
+                self.gate.submit(request, self.warm, counted=False)
 
     async def warm(self, request: object, admission: Admission) -> object:
         """Answer a warm-up request: run it in the express and the standard lane; never an error response."""
@@ -65,8 +63,8 @@ class GateModel:
         raise NotImplementedError
 
     async def warm_run(self, request: object, admission: Admission) -> object:
-        """What a warm-up runs in each lane: `run`, unless the model says otherwise."""
-        return await self.run(request, admission)
+        """What a warm-up runs in each lane (without counting it in the metrics)."""
+        raise NotImplementedError
 
     def close(self) -> None:
         """Release what `setup` took (the gate closes after it)."""

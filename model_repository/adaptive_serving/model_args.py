@@ -67,24 +67,34 @@ def stub_health_thread() -> int | None:
     return min(started, key=lambda tid: (started[tid], tid), default=None)
 
 
-@dataclass(frozen=True)
+@dataclass
 class FaultInjection:
     """Faults a stage model can be told to inject (tests and drills; off by default).
+
+    The faults start after the model's warm-up calls: Triton 2.51 kills the server (SIGSEGV) when a warm-up request
+    fails, and a stage told to fail must still load (docs/triton-2.51.md).
 
     Args:
         delay_s: sleep before each execute call (`inject_delay_ms` parameter).
         error: fail every call with this message (`inject_error` parameter); "" = never.
+        spared: the first calls that run untouched (the config's `model_warmup` samples).
     """
 
     delay_s: float = 0.0
     error: str = ""
+    spared: int = 0
 
     @classmethod
-    def from_params(cls, params: dict[str, str]) -> FaultInjection:
-        return cls(float(params.get("inject_delay_ms", "0")) / 1e3, params.get("inject_error", ""))
+    def from_params(cls, params: dict[str, str], config: dict | None = None) -> FaultInjection:
+        """The faults a model's parameters ask for; `config` (the parsed model config) gives its warm-up count."""
+        warmups = len((config or {}).get("model_warmup", []))
+        return cls(float(params.get("inject_delay_ms", "0")) / 1e3, params.get("inject_error", ""), warmups)
 
     def apply(self) -> None:
         """Sleep, then raise RuntimeError when an error is set (call inside the model's error handling)."""
+        if self.spared > 0:
+            self.spared -= 1
+            return
         if self.delay_s:
             time.sleep(self.delay_s)
         if self.error:

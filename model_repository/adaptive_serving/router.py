@@ -148,9 +148,9 @@ class Router:
         self.log.log_info(f"{self.model}: hand-over listener {index}")
         return listener
 
-    async def route(self, job: Job, admission: Admission, *, record: bool = True) -> dict[str, np.ndarray]:
+    async def route(self, job: Job, admission: Admission, *, counted: bool = True) -> dict[str, np.ndarray]:
         """Route and run `job`'s texts in the admitted lane; returns the outputs (`names.ROUTER_OUTPUTS`, in order).
-        `record`: log the outcomes for recalibration (not for warm-up requests).
+        `counted`: count it in the metrics and log its outcomes for recalibration (not a warm-up request).
 
         Raises:
             StageError: a stage failed.
@@ -170,10 +170,11 @@ class Router:
         routed = await route(plan, start, run, fits)
         sizes = np.array([t.name for t in plan.targets], dtype=np.object_)
         arrived = None if self.is_standard else admission.arrived
-        self.metrics.answered(
-            job.timeout_us, sizes[routed.target], routed.exit_stage, routed.cut, arrived, routed=sizes[start]
-        )
-        if self.recorder is not None and record:
+        if counted:
+            self.metrics.answered(
+                job.timeout_us, sizes[routed.target], routed.exit_stage, routed.cut, arrived, routed=sizes[start]
+            )
+        if self.recorder is not None and counted:
             self._log_outcomes(job, probs, start, routed, admission.arrived)
         n = len(texts)
         return {

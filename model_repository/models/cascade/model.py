@@ -27,7 +27,7 @@ class TritonPythonModel(GateModel):
         express_max = self.plan.express_max_timeout_us if self.plan.express_models else 0
         self.gate = Gate.from_params(self.model_name, params, self.metrics, express_max_timeout_us=express_max)
 
-    async def run(self, request, admission):
+    async def run(self, request, admission, *, warmup=False):
         started = started_at(request, admission.arrived)  # the deadline counts from the entry, not from this gate
         ids = pb_utils.get_input_tensor_by_name(request, names.INPUT_IDS).as_numpy()
         mask = pb_utils.get_input_tensor_by_name(request, names.ATTENTION_MASK).as_numpy()
@@ -46,9 +46,10 @@ class TritonPythonModel(GateModel):
             )
         except StageError as e:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.model_name}: {e}"))
-        self.metrics.answered(
-            request.timeout(), self.plan.size, state.exit_stage, state.deadline_cut, admission.arrived
-        )
+        if not warmup:
+            self.metrics.answered(
+                request.timeout(), self.plan.size, state.exit_stage, state.deadline_cut, admission.arrived
+            )
         n = state.label.shape[0]
         layers = np.array(self.plan.exit_layers, dtype=np.int32)[state.exit_stage - 1]
         return pb_utils.InferenceResponse(
@@ -62,3 +63,6 @@ class TritonPythonModel(GateModel):
                 pb_utils.Tensor(names.LABEL_NAME, label_name_tensor(state.label, self.plan.label_names)),
             ]
         )
+
+    async def warm_run(self, request, admission):
+        return await self.run(request, admission, warmup=True)

@@ -21,7 +21,7 @@ class TritonPythonModel:
         self.stage = OnnxStage(version_dir / params["onnx_file"], threads=int(params.get("intra_op_threads", "0")))
         config = json.loads(args["model_config"])
         self.outputs = [o["name"] for o in config["output"]]
-        self.faults = FaultInjection.from_params(params)
+        self.faults = FaultInjection.from_params(params, config)
         self.model_name = args["model_name"]
 
     def execute(self, requests):

@@ -32,7 +32,7 @@ class TritonPythonModel(GateModel):
                 router.metrics.latency(request.timeout(), admission.arrived)
             else:
                 job = Job(text.as_numpy().reshape(-1), ids.as_numpy(), mask.as_numpy(), request.timeout(), started)
-                outputs = await router.route(job, admission, record=not warmup)
+                outputs = await router.route(job, admission, counted=not warmup)
         except ForwardError as e:
             code = getattr(pb_utils.TritonError, e.code) if isinstance(e.code, str) else e.code
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.model_name}: {e}", code))
@@ -43,7 +43,7 @@ class TritonPythonModel(GateModel):
         return pb_utils.InferenceResponse(outputs)
 
     async def warm_run(self, request, admission):
-        # Both lanes of this router's own path, not logged as outcomes: router_standard warms itself, and a hand-over
+        # Both lanes of this router's own path, uncounted: router_standard warms itself, and a hand-over
         # while the server loads would only fall back to BLS, which 2.51 refuses until the server is ready.
         return await self.run(request, admission, warmup=True)
 

@@ -7,6 +7,8 @@ also waits for the stream, so the hidden output is complete when it is handed ov
 `nice`, `sched_idle` and `inject_delay_ms` / `inject_error` work as in the ONNX runner.
 """
 
+import json
+
 import torch
 import triton_python_backend_utils as pb_utils
 from torch.utils import dlpack
@@ -31,7 +33,7 @@ class TritonPythonModel:
         device = f"cuda:{args['model_instance_device_id']}" if gpu else "cpu"
         stage = None if params["stage"] == "full" else int(params["stage"])
         self.stage = TorchStage(version_dir / params["weights_file"], stage, device=device, dtype=params["dtype"])
-        self.faults = FaultInjection.from_params(params)
+        self.faults = FaultInjection.from_params(params, json.loads(args["model_config"]))
         self.model_name = args["model_name"]
         self.hidden_on_device = params.get("hidden_on_device", "yes") == "yes"
 
