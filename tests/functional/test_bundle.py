@@ -77,8 +77,13 @@ def test_unpacked_bundle_starts_answers_and_stops(router_repo: Path, tmp_path: P
             assert time.monotonic() < deadline, "bundle server not ready in 120 s"
             time.sleep(0.5)
         family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-        exe = Path(family[0].exe())
-        assert exe.is_relative_to(top), f"the server must run from the bundle, ran {exe}"
+        # start.sh execs the supervisor, which runs the bundle's tritonserver as its child and counts restarts.
+        servers = [Path(p.exe()) for p in family if p.name() == "tritonserver"]
+        assert servers and all(e.is_relative_to(top) for e in servers), (
+            f"the server must run from the bundle: {servers}"
+        )
+        assert "adaptive_ops.supervisor" in " ".join(family[0].cmdline())
+        assert "adaptive_server_up 1" in (top / "state" / "supervisor.prom").read_text()
         # The stubs see what the bundle's venv sees: the project from the bundle's wheel, not this checkout's
         # editable install (start.sh lists $PYTHON's site-packages as plain paths, whose .pth hooks do not run).
         probe = [str(top / "venv" / "bin" / "python3"), "-c", "import adaptive_serving as a; print(a.__file__)"]
