@@ -110,6 +110,9 @@ def test_bench_classes_quick(tiny_repo: Path, tiny_export: Path, tmp_path: Path)
         assert sum(c["rejected_by_status"].values()) == c["rejected"], name
     assert r["verdicts"]["none_lost"] and r["verdicts"]["sent_equals_answered_plus_rejected"]
     assert set(r["verdicts"]) >= {"critical_p99_within_factor", "no_critical_rejections", "batch_takes_shedding"}
+    # What a quick run can hold on a shared CPU (not the critical p99 factor): no critical request is shed, and the
+    # batch class is degraded at least as much as the others.
+    assert r["verdicts"]["batch_takes_shedding"] and r["verdicts"]["no_critical_rejections"], r["classes"]
     assert (out / "latency_per_class.png").stat().st_size > 0
     assert [p["load_factor"] for p in r["load_sweep"]] == [0.5, 2.0]  # the quick sweep point, then the main run
     assert r["load_sweep"][-1]["classes"] == r["classes"]
