@@ -37,8 +37,9 @@ repository: setup build/export/manifest.json ## generate build/model_repository 
 serve: setup $(if $(filter build/model_repository,$(REPO)),repository) ## serve $(REPO) on 127.0.0.1 (HTTP $(HTTP_PORT), gRPC $(GRPC_PORT), metrics $(METRICS_PORT)) until Ctrl-C
 	$(PY) -m adaptive_ops.serve --repo $(REPO) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
-demo: setup ## the main job: build, serve, run a mixed workload, print what happened
-	$(PY) -m adaptive_bench.demo
+DEMO_ARGS ?=
+demo: setup ## the main job: build, serve, run a mixed workload, print what happened (DEMO_ARGS=--quick: tiny family, 48 texts)
+	$(PY) -m adaptive_bench.demo $(DEMO_ARGS)
 
 bench-exit: repository ## adaptive vs <size>_full: throughput, latency, accuracy, per-hop cost (results/bench-exit)
 	$(PY) -m adaptive_bench exit --repo $(REPO) --export build/export --out results/bench-exit --also large_exit

@@ -8,6 +8,9 @@
 5. prints per-class latency, routing shares and escalations, exit shares, accuracy of both, cost against
    always-large and the speed-up, and writes them with the run's provenance to `results/demo/demo.json`;
    stops the server.
+
+`--quick` (tests, smoke runs): the tiny family (`build --tiny`, seconds) when the export folder has none, 48 texts.
+The baseline is the export's largest size at full depth (`large_full` for the project's family).
 """
 
 from __future__ import annotations
@@ -25,16 +28,21 @@ from pathlib import Path
 import numpy as np
 
 from adaptive_core.config import LATENCY_CLASSES, PATHS
-from adaptive_ops.repository import build_repository
+from adaptive_ops.repository import RepositoryOptions, build_repository, exported_sizes
 from adaptive_ops.server import ServerError, TritonServer
 
 # Concurrent closed-loop workers per class on `adaptive`: the mixed workload.
 CLASS_WORKERS = {"critical": 1, "sensitive": 2, "batch": 5}
-BASELINE = "large_full"
 BASELINE_WORKERS = sum(CLASS_WORKERS.values())
+SAMPLES, QUICK_SAMPLES = 600, 48
 
 
-async def _workload(url: str, texts: Sequence[str]) -> dict[str, object]:
+def largest_size(export: Path) -> str:
+    """The export's largest size: the demo's entry size, and its `<size>_full` the baseline."""
+    return max(exported_sizes(export).values(), key=lambda c: (c.num_layers, c.max_seq_len)).name
+
+
+async def _workload(url: str, texts: Sequence[str], baseline: str) -> dict[str, object]:
     """Run the classes together on `adaptive`, then the baseline alone; returns outcomes and wall times."""
     from adaptive_bench.load import ClientPool, closed_loop
     from adaptive_bench.requests import RequestKwargs
@@ -58,13 +66,13 @@ async def _workload(url: str, texts: Sequence[str]) -> dict[str, object]:
             )
         )
         adaptive_wall = time.perf_counter() - start
-        baseline = await closed_loop(
+        base = await closed_loop(
             pool,
-            BASELINE,
+            baseline,
             [[t] for t in texts],
             concurrency=BASELINE_WORKERS,
             kwargs=RequestKwargs.for_class(LATENCY_CLASSES["batch"]),
-            desc=BASELINE,
+            desc=baseline,
         )
     finally:
         await pool.close()
@@ -72,7 +80,8 @@ async def _workload(url: str, texts: Sequence[str]) -> dict[str, object]:
         "slices": slices,
         "runs": dict(zip(CLASS_WORKERS, runs)),
         "adaptive_wall_s": adaptive_wall,
-        "baseline": baseline,
+        "baseline": base,
+        "baseline_model": baseline,
     }
 
 
@@ -107,7 +116,7 @@ def _summary(samples, result: dict[str, object]) -> dict[str, object]:
             sizes[o.model_size[0].decode()] += 1
             escalated += int(o.escalations is not None and o.escalations[0] > 0)
             by_view.setdefault(int(samples.views[sample]), Counter())[int(o.exit_stage[0])] += 1
-    base = result["baseline"]
+    base, base_name = result["baseline"], result["baseline_model"]
     base_ok = [(j, o) for j, o in zip(base.items, base.outcomes) if o.ok]
     base_correct = sum(int(o.labels[0] == samples.labels[j]) for j, o in base_ok)
     adaptive = {
@@ -131,8 +140,8 @@ def _summary(samples, result: dict[str, object]) -> dict[str, object]:
             str(view): {str(s): c / sum(counts.values()) for s, c in sorted(counts.items())}
             for view, counts in sorted(by_view.items())
         },
-        "models": {"adaptive": adaptive, BASELINE: baseline},
-        "baseline": BASELINE,
+        "models": {"adaptive": adaptive, base_name: baseline},
+        "baseline": base_name,
         "throughput_ratio": adaptive["samples_per_s"] / baseline["samples_per_s"],
         "accuracy_diff_points": 100 * (adaptive["accuracy"] - baseline["accuracy"]),
         "load_average": result.get("load_average"),
@@ -187,7 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adaptive_bench.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--export", type=Path, default=PATHS.export_dir)
     parser.add_argument("--repo", type=Path, default=PATHS.repository)
-    parser.add_argument("--samples", type=int, default=600, help="texts of the evaluation mix to send")
+    parser.add_argument("--samples", type=int, default=None, help=f"texts of the evaluation mix to send ({SAMPLES})")
+    parser.add_argument("--quick", action="store_true", help=f"tiny family if none is built, {QUICK_SAMPLES} texts")
     parser.add_argument("--out", type=Path, default=PATHS.results / "demo", help="where demo.json goes")
     args = parser.parse_args(argv)
 
@@ -199,26 +209,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.export / "manifest.json").exists():
         from adaptive_export.cli import main as export_main
 
-        print(f"[1/4] building the model family into {args.export} (first run only)", flush=True)
-        if export_main(["build", "--out", str(args.export)]) != 0:
+        family = "the tiny family" if args.quick else "the model family"
+        print(f"[1/4] building {family} into {args.export} (first run only)", flush=True)
+        if export_main(["build", "--out", str(args.export), *(["--tiny"] if args.quick else [])]) != 0:
             return 1
+    size = largest_size(args.export)
+    baseline = f"{size}_full"
     print(f"[2/4] generating {args.repo}", flush=True)
-    build_repository(args.export, args.repo)
-    samples = load_eval_samples(args.export, limit=args.samples, seed=0)
+    build_repository(args.export, args.repo, RepositoryOptions(entry_size=size))
+    samples = load_eval_samples(args.export, limit=args.samples or (QUICK_SAMPLES if args.quick else SAMPLES), seed=0)
     print(f"[3/4] starting tritonserver on {args.repo}", flush=True)
     try:
-        server = TritonServer.on_free_ports(args.repo, log_path=PATHS.root / "demo-server.log").start()
+        server = TritonServer.on_free_ports(args.repo, log_path=args.repo.parent / "demo-server.log").start()
     except ServerError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     try:
         print(
             f"[4/4] mixed workload: {len(samples)} texts on adaptive with classes {CLASS_WORKERS} "
-            f"(closed-loop workers), then on {BASELINE}",
+            f"(closed-loop workers), then on {baseline}",
             flush=True,
         )
         load_start = os.getloadavg()[0]
-        result = asyncio.run(_workload(server.grpc_url, samples.texts))
+        result = asyncio.run(_workload(server.grpc_url, samples.texts, baseline))
         result["load_average"] = {"start": load_start, "end": os.getloadavg()[0], "cpus": os.cpu_count()}
     finally:
         server.stop()

@@ -5,9 +5,12 @@ Two views, both written by one run:
     size shares, the router with and without early exit), from the export's routing calibration on the test
     split (`complexity/router.json`, simulated on the real exit logits), plus the RouteLLM gap numbers;
   * measured on one server in the same run: samples/s and accuracy of `adaptive` (router + early exit),
-    `large_exit` (early exit alone) and every `<size>_full`, at one concurrency; server time per sample is the
+    `<largest>_exit` (early exit alone) and every `<size>_full`, at one concurrency; server time per sample is the
     inverse of throughput on a saturated server, so the cost ratio is the throughput ratio.
 Router overhead: the router's own decision (features + estimator) timed per single text on the mix.
+
+The reference is `large_full` for the project's family, else the largest `<size>_full` served (`--quick` on the
+tiny family: one size, so no estimator, and the routing rows are all that size).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from adaptive_bench.exit_bench import ExitBenchConfig, run_exit_bench
 from adaptive_bench.load import percentiles_ms
 
 ENTRY = "adaptive"
-REFERENCE = "large_full"
 CONCURRENCY = 4
 TARGET_COST_FACTOR = 3.0  # router + early exit must cost >= 3x less than always-large at full depth
 TARGET_ACCURACY_KEPT = 0.99
@@ -34,11 +36,14 @@ def offline_policies(export_dir: Path) -> dict[str, object]:
 
 
 def router_overhead(export_dir: Path, texts: tuple[str, ...], repeats: int = 1) -> dict[str, float | None]:
-    """Per-text time of the router's decision: feature extraction + the ONNX estimator, one text per call."""
+    """Per-text time of the router's decision: feature extraction + the ONNX estimator, one text per call (None
+    percentiles when the export has no estimator: a family of one size is not routed)."""
     import onnxruntime as ort
 
     from adaptive_core.complexity_features import extract_features
 
+    if not (Path(export_dir) / "complexity" / "estimator.onnx").exists():
+        return percentiles_ms([])
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(
@@ -58,21 +63,29 @@ def run_route_bench(
     url: str, samples: EvalSamples, export_dir: Path, concurrency: int = CONCURRENCY
 ) -> dict[str, object]:
     """Offline policy table, measured throughput/accuracy on the server at `url`, and router overhead."""
+    from adaptive_ops.repository import exported_sizes
+
+    largest = max(exported_sizes(Path(export_dir)).values(), key=lambda c: (c.num_layers, c.max_seq_len)).name
     measured = run_exit_bench(
-        url, samples, ExitBenchConfig(concurrency=(concurrency,), entry=ENTRY, extra_entries=("large_exit",))
+        url, samples, ExitBenchConfig(concurrency=(concurrency,), entry=ENTRY, extra_entries=(f"{largest}_exit",))
     )
     runs = {m: r[str(concurrency)] for m, r in measured["runs"].items()}
+    reference = measured["reference"]
     offline = offline_policies(export_dir)
     policies = offline["policies"]
     router = policies["router + early exit"]
-    large = policies["always large (full depth)"]
+    large = policies[offline["reference"]]  # always the largest size, full depth
     overhead = router_overhead(export_dir, samples.texts)
     measured_ratio = (
-        runs[ENTRY]["throughput_sps"] / runs[REFERENCE]["throughput_sps"]
-        if REFERENCE in runs and runs[REFERENCE]["throughput_sps"]
+        runs[ENTRY]["throughput_sps"] / runs[reference]["throughput_sps"]
+        if reference in runs and runs[reference]["throughput_sps"]
         else None
     )
-    accuracy_kept = (runs[ENTRY]["accuracy"] / runs[REFERENCE]["accuracy"]) if REFERENCE in runs else None
+    accuracy_kept = (
+        runs[ENTRY]["accuracy"] / runs[reference]["accuracy"]
+        if reference in runs and runs[reference]["accuracy"]
+        else None
+    )
     verdicts = {
         "flops_cost_3x_less": 1.0 / router["relative_cost"] >= TARGET_COST_FACTOR,
         "measured_cost_3x_less": measured_ratio is not None and measured_ratio >= TARGET_COST_FACTOR,
@@ -81,6 +94,7 @@ def run_route_bench(
     }
     return {
         "benchmark": "route",
+        "reference": reference,
         "concurrency": concurrency,
         "offline": offline,
         "measured": runs,
@@ -110,9 +124,9 @@ def markdown(results: dict[str, object]) -> str:
     gap = off["gap_recovery"]
     lines += [
         "",
-        f"RouteLLM-style (no escalation, q swept): small-to-large gap {gap['gap']:.4f}; large share for 50% "
-        f"of the gap {gap['large_share_for_50pct']:.3f}, for 80% {gap['large_share_for_80pct']:.3f}; "
-        f"APGR {gap['apgr']:.3f}.",
+        f"RouteLLM-style (no escalation, q swept): small-to-large gap {_num(gap['gap'], 4)}; large share for 50% "
+        f"of the gap {_num(gap['large_share_for_50pct'])}, for 80% {_num(gap['large_share_for_80pct'])}; "
+        f"APGR {_num(gap['apgr'])}.",
         "",
         f"## Measured on the server (gRPC closed loop, concurrency {results['concurrency']}, same run)",
         "",
@@ -126,20 +140,26 @@ def markdown(results: dict[str, object]) -> str:
             f"{r['p99_ms']:.1f} | {r['accuracy']:.4f} |"
         )
     o = results["router_overhead"]
+    reference = results["reference"]
+    kept = None if results["accuracy_kept"] is None else 100 * results["accuracy_kept"]
     lines += [
         "",
-        f"`adaptive` costs {results['measured_cost_ratio']:.2f}x less server time per sample than "
-        f"`{REFERENCE}` (measured) and {results['flops_cost_ratio']:.2f}x less FLOPs (simulated); it keeps "
-        f"{100 * results['accuracy_kept']:.1f}% of `{REFERENCE}`'s accuracy.",
+        f"`adaptive` costs {_num(results['measured_cost_ratio'], 2)}x less server time per sample than "
+        f"`{reference}` (measured) and {_num(results['flops_cost_ratio'], 2)}x less FLOPs (simulated); it keeps "
+        f"{_num(kept, 1)}% of `{reference}`'s accuracy.",
         "",
-        f"Router overhead (features + estimator, one text per call): p50 {o['p50_ms']:.3f} ms, "
-        f"p99 {o['p99_ms']:.3f} ms.",
+        f"Router overhead (features + estimator, one text per call): p50 {_num(o['p50_ms'])} ms, "
+        f"p99 {_num(o['p99_ms'])} ms.",
         "",
         "| verdict | pass |",
         "|---|---|",
     ]
     lines += [f"| {k} | {'yes' if v else 'NO'} |" for k, v in results["verdicts"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _num(x: float | None, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
 
 
 def plot(results: dict[str, object], path: Path) -> Path:

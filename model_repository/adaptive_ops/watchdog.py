@@ -88,11 +88,21 @@ def dead_stubs(server_pid: int) -> list[int]:
 
 
 def _post(url: str, timeout_s: float, headers: dict[str, str]) -> None:
+    """POST an empty JSON body.
+
+    Raises:
+        ServerError: the server answered an error; the message carries Triton's reason (e.g. why a load failed).
+        OSError: no answer (connection refused, timeout).
+    """
     request = urllib.request.Request(
         url, data=b"{}", headers={"Content-Type": "application/json", **headers}, method="POST"
     )
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
-        response.read()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            response.read()
+    except urllib.error.HTTPError as e:
+        reason = e.read().decode(errors="replace").strip()
+        raise ServerError(f"{url}: HTTP {e.code}: {reason[:400]}") from e
 
 
 def model_ready(http_url: str, model: str) -> bool:

@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from adaptive_bench.reliability import cases, suite
@@ -29,6 +30,82 @@ def test_bad_inputs_get_typed_answers(tiny_server: TritonServer) -> None:
     assert {"grpc", "http", "raw_http"} <= set(summary["by_protocol"])
     assert result.good.sent > 0 and result.good.answered == result.good.sent and not result.good.failed, result.good
     assert tiny_server.is_running() and tiny_server.is_ready()
+
+
+def test_every_raw_http_case_pins_its_status_and_message() -> None:
+    """No raw HTTP case accepts "any answer or error": each names the exact HTTP status and, unless it is an answer,
+    what the message must say (hand-picked and generated alike)."""
+    from hypothesis import HealthCheck, given, settings
+
+    from adaptive_bench.reliability.strategies import raw_http_cases
+
+    def pinned(case: cases.Case) -> None:
+        assert case.status.isdigit() and (case.expect == "answer") == (case.status == "200"), case.name
+        assert case.expect == "answer" or case.message, case.name
+        assert case.expect != "answer" or case.count > 0, case.name
+
+    for case in cases.hand_picked_cases():
+        if case.protocol == "raw_http":
+            pinned(case)
+
+    @settings(max_examples=300, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @given(raw_http_cases())
+    def generated(case: cases.Case) -> None:
+        pinned(case)
+
+    generated()
+
+
+def _answer_sample() -> list[cases.Case]:
+    """Cases that must be answered with every output and no deadline: the hand-picked ones (emoji, mixed scripts,
+    combining marks, a BOM, control characters, a 60 KB word, the byte cap, a full batch) and 40 generated ones."""
+    from hypothesis import HealthCheck, given, settings
+
+    from adaptive_bench.reliability.strategies import unicode_cases
+
+    sample = [c for c in cases.hand_picked_cases() if c.expect == "answer" and c.inputs and c.outputs is None]
+    generated: list[cases.Case] = []
+
+    @settings(max_examples=40, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @given(unicode_cases())
+    def collect(case: cases.Case) -> None:
+        generated.append(case)
+
+    collect()
+    return [c for c in sample + generated if not c.timeout_us and c.inputs[0].name == "text"]
+
+
+@pytest.mark.server
+def test_answers_to_odd_but_valid_texts_match_the_local_reference(tiny_server: TritonServer, tiny_export: Path) -> None:
+    """A sample of the suite's answers, checked for what they say and not only their shape: label, exit stage and
+    confidence as the exported stages compute them directly for the same texts."""
+    from conftest import expected_exits, local_exit_logits
+
+    from adaptive_bench.reliability.sender import Sender
+    from adaptive_core import names
+    from adaptive_core.confidence import max_prob
+
+    threshold = json.loads((tiny_export / "tiny" / "thresholds.json").read_text())["thresholds"]
+    sample = _answer_sample()
+    assert len(sample) >= 50, len(sample)
+    sender = Sender(tiny_server)
+    stages_seen: set[int] = set()
+    try:
+        for case in sample:
+            got, status, message, outputs, _ = sender.send(case)
+            assert got == "answer", (case.name, status, message)
+            texts = [item.decode("utf-8") for item in case.inputs[0].data.ravel()]
+            logits = local_exit_logits(tiny_export, "tiny", texts)
+            conf = np.stack([max_prob(lg) for lg in logits])
+            stage = expected_exits(conf, threshold)
+            rows = np.arange(len(texts))
+            assert outputs[names.EXIT_STAGE].ravel().tolist() == stage.tolist(), case.name
+            assert outputs[names.LABEL].ravel().tolist() == logits[stage - 1, rows].argmax(-1).tolist(), case.name
+            np.testing.assert_allclose(outputs[names.CONFIDENCE].ravel(), conf[stage - 1, rows], atol=1e-4)
+            stages_seen.update(stage.tolist())
+    finally:
+        sender.close()
+    assert stages_seen == {1, 2}, stages_seen  # both exits were checked
 
 
 def test_oracle_names_the_first_bad_element() -> None:

@@ -2,8 +2,10 @@
 
 Every case is one request whose right outcome is known before it is sent (`expect`): a valid answer, a typed
 error (INVALID_ARG naming the problem, NOT_FOUND for a model that does not exist, a refusal for an API that is
-off), or, for raw HTTP bodies, any answer or error that carries a message. `sender.py` sends and judges them,
-`suite.py` runs them (with hypothesis's cases from `strategies.py`) beside good traffic.
+off), or another error Triton types itself (a raw HTTP body it cannot parse: 500). Where the protocol has one, the
+exact status is pinned too (`status`: the HTTP code, or the gRPC status), and every raw HTTP case pins both its
+status and its message. `sender.py` sends and judges them, `suite.py` runs them (with hypothesis's cases from
+`strategies.py`) beside good traffic.
 """
 
 from __future__ import annotations
@@ -41,9 +43,12 @@ class Case:
         name: what the case is.
         protocol: "grpc", "http" (tritonclient), "raw_http" (bytes to an HTTP path) or "client" (the typed client).
         expect: "answer" (valid outputs; a queue-timeout rejection also passes when `timeout_us` is set), "invalid"
-            (INVALID_ARG), "not_found" (unknown model), "refused" (any typed error), "typed" (raw HTTP: an answer,
-            or an error with a message).
+            (INVALID_ARG), "not_found" (unknown model), "refused" (an API that is off or restricted), "typed" (an
+            error of another kind, e.g. a raw HTTP body Triton cannot parse; pin `status` and `message`).
         message: text the error message must contain (case-insensitive; "" = any).
+        status: the exact status it must get: HTTP code ("400", "500", ...) for http and raw_http, gRPC status
+            ("StatusCode.INVALID_ARGUMENT", ...) for grpc; "" = not pinned.
+        count: texts in a raw_http body that must be answered (their outputs are checked).
         model: model name in the request.
         inputs: input tensors (grpc/http).
         outputs: requested outputs (None = all).
@@ -72,6 +77,8 @@ class Case:
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),)
     latency_class: str = ""
+    status: str = ""
+    count: int = 0
 
     def __post_init__(self) -> None:
         if self.expect not in EXPECTATIONS:
@@ -186,6 +193,18 @@ def numeric_tensor(datatype: str, shape: tuple[int, ...]) -> Tensor:
     return Tensor(names.TEXT, datatype, np.zeros(shape, dtype=dtype))
 
 
+# Raw HTTP outcomes of Triton 2.51, by what is wrong with the body: (expect, HTTP status, message fragment).
+# A body Triton's HTTP frontend cannot read as an inference request is a 500 with its parser's reason; one it reads
+# but the request is wrong for the model is a 400 (INVALID_ARG), as over tritonclient.
+NOT_JSON = ("typed", "500", "failed to parse the request JSON buffer")
+NO_INPUTS = ("typed", "500", "Unable to parse 'inputs'")
+DATA_NOT_ARRAY = ("typed", "500", "Unable to parse 'data'")
+BAD_SHAPE_DIM = ("typed", "500", "Unable to parse 'shape'")
+BAD_PRIORITY = ("typed", "500", "Unable to parse 'priority'")
+HEADER_TOO_LONG = ("invalid", "400", "inference header size should be in range")
+MODEL_CONTROL_OFF = "explicit model load / unload is not allowed"
+
+
 def raw_infer_case(
     body: dict[str, object] | bytes,
     name: str,
@@ -193,9 +212,24 @@ def raw_infer_case(
     message: str = "",
     headers: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),),
     path: str = f"/v2/models/{ENTRY_MODEL}/infer",
+    *,
+    status: str = "",
+    count: int = 0,
 ) -> Case:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return Case(name, "raw_http", expect, message, path=path, body=data, headers=headers)
+    return Case(name, "raw_http", expect, message, path=path, body=data, headers=headers, status=status, count=count)
+
+
+def raw_outcome(outcome: tuple[str, str, str], body: dict[str, object] | bytes, name: str, **kwargs: object) -> Case:
+    """A raw HTTP case with its (expect, status, message) outcome pinned."""
+    expect, status, message = outcome
+    return raw_infer_case(body, name, expect, message, status=status, **kwargs)
+
+
+def raw_texts_outcome(items: Sequence[str]) -> tuple[str, str, str]:
+    """The outcome of a well-formed JSON body carrying `items` as its `text` tensor [B, 1]."""
+    expect, message = expect_for_texts([t.encode("utf-8") for t in items], None)
+    return expect, "200" if expect == "answer" else "400", message
 
 
 def hand_picked_cases() -> list[Case]:
@@ -285,8 +319,25 @@ def hand_picked_cases() -> list[Case]:
                 model="/etc/passwd",
                 inputs=(good,),
             ),
-            Case(f"version '../../1' [{protocol}]", protocol, "refused", version="../../1", inputs=(good,)),
-            Case(f"version 99 [{protocol}]", protocol, "refused", "version", version="99", inputs=(good,)),
+            # gRPC reads the version string as a number first; over HTTP it is part of the URL path, unmatched.
+            Case(
+                f"version '../../1' [{protocol}]",
+                protocol,
+                "invalid" if protocol == "grpc" else "not_found",
+                "failed to get model version" if protocol == "grpc" else "",
+                version="../../1",
+                inputs=(good,),
+                status="StatusCode.INVALID_ARGUMENT" if protocol == "grpc" else "404",
+            ),
+            Case(
+                f"version 99 [{protocol}]",
+                protocol,
+                "not_found",
+                "version 99 is not found",
+                version="99",
+                inputs=(good,),
+                status="StatusCode.NOT_FOUND" if protocol == "grpc" else "404",
+            ),
             Case(f"priority 99 (no such level: default) [{protocol}]", protocol, "answer", inputs=(good,), priority=99),
             Case(f"priority 2**63 [{protocol}]", protocol, "answer", inputs=(good,), priority=2**63),
             Case(f"queue timeout 1 us [{protocol}]", protocol, "answer", inputs=(good,), timeout_us=1),
@@ -308,17 +359,21 @@ def hand_picked_cases() -> list[Case]:
         Case(
             "unknown latency class (typed client)", "client", "invalid", "unknown latency class", latency_class="urgent"
         ),
-        raw_infer_case(b"{not json", "malformed JSON"),
-        raw_infer_case(b"", "empty body"),
+        raw_outcome(NOT_JSON, b"{not json", "malformed JSON"),
+        # Triton 2.51 reads an empty JSON body as a request whose one BYTES input is empty: the tokenizer says so.
+        raw_infer_case(b"", "empty body", "invalid", "element 0 is empty", status="400"),
         raw_infer_case(
             {"inputs": [{"name": "text", "shape": [2, 1], "datatype": "BYTES", "data": ["one"]}]},
             "shape says 2, data has 1",
             "invalid",
             "expected 2 string elements",
+            status="400",
         ),
         raw_infer_case(
             {"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": [5]}]},
             "number where a string belongs",
+            message="Unable to parse JSON bytes array",
+            status="500",
         ),
         raw_infer_case(
             {
@@ -329,6 +384,7 @@ def hand_picked_cases() -> list[Case]:
             "binary size beyond the body",
             "invalid",
             "expecting 100 additional bytes",
+            status="400",
         ),
         raw_infer_case(
             {
@@ -343,50 +399,69 @@ def hand_picked_cases() -> list[Case]:
                 ]
             },
             "shared-memory region named like a file",
-            "refused",
+            "invalid",
+            "Input must set only one of the following fields",
+            status="400",
         ),
-        raw_infer_case(
+        raw_outcome(
+            HEADER_TOO_LONG,
             {"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "parameters": {"binary_data_size": 8}}]},
             "binary header length far too large",
-            "invalid",
-            "inference header size",
             headers=(("Content-Type", "application/octet-stream"), ("Inference-Header-Content-Length", str(10**12))),
         ),
         Case(
             "load a model (model control off)",
             "raw_http",
             "refused",
+            MODEL_CONTROL_OFF,
             path=f"/v2/repository/models/{ENTRY_MODEL}/load",
             body=b"{}",
+            status="503",
         ),
         Case(
             "load a model with a planted model.py",
             "raw_http",
             "refused",
+            MODEL_CONTROL_OFF,
             path="/v2/repository/models/planted/load",
             body=json.dumps({"parameters": {"config": "{}", "file:1/model.py": "aW1wb3J0IG9z"}}).encode(),
+            status="503",
         ),
-        Case("unload the entry", "raw_http", "refused", path=f"/v2/repository/models/{ENTRY_MODEL}/unload", body=b"{}"),
+        Case(
+            "unload the entry",
+            "raw_http",
+            "refused",
+            MODEL_CONTROL_OFF,
+            path=f"/v2/repository/models/{ENTRY_MODEL}/unload",
+            body=b"{}",
+            status="503",
+        ),
         Case(
             "register /etc/passwd as shared memory",
             "raw_http",
             "refused",
+            "This API is restricted",
             path="/v2/systemsharedmemory/region/planted/register",
             body=json.dumps({"key": "/etc/passwd", "offset": 0, "byte_size": 64}).encode(),
+            status="403",
         ),
         Case(
             "move the server log",
             "raw_http",
             "refused",
+            "can not be updated through network protocol",
             path="/v2/logging",
             body=json.dumps({"log_file": "/tmp/adaptive-reliability-planted.log"}).encode(),
+            status="501",
         ),
         Case(
             "move the trace file",
             "raw_http",
             "refused",
+            "can not be updated through network protocol",
             path="/v2/trace/setting",
             body=json.dumps({"trace_file": "/tmp/adaptive-reliability-planted.trace"}).encode(),
+            status="501",
         ),
     ]
     return cases

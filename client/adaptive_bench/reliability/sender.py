@@ -146,27 +146,35 @@ class Sender:
             outputs = {
                 o.get("name"): np.asarray(o.get("data", [])) for o in doc.get("outputs", []) if isinstance(o, dict)
             }
-            return "answer", status, "", outputs, 0
+            return "answer", status, "", outputs, case.count
         message = doc.get("error", "") if isinstance(doc, dict) else ""
         got = "error" if not message else _classify_error(status, message)
-        return got, status, message or raw[:200].decode(errors="replace"), {}, 0
+        return got, status, message or raw[:200].decode(errors="replace"), {}, case.count
 
 
-def judge(case: Case, got: str, message: str, outputs: dict[str, np.ndarray | None], count: int) -> str:
-    """'' when the outcome is what `case` expects, else why not."""
+def judge(
+    case: Case, got: str, message: str, outputs: dict[str, np.ndarray | None], count: int, status: str = ""
+) -> str:
+    """'' when the outcome is what `case` expects (its exact `status` too, when pinned), else why not."""
     if got in ("lost", "crash"):
         return f"{got}: {message[:200]}"
     # A short queue timeout may expire before the tokenizer looks at the texts: a typed rejection is then right.
     if got == "rejected" and case.timeout_us and (case.expect == "answer" or case.message.startswith("element")):
         return ""
+    if case.status and status != case.status:
+        return f"expected status {case.status}, got {status} ({got}): {message[:200]}"
     if case.expect == "answer":
         if got != "answer":
             return f"expected an answer, got {got}: {message[:200]}"
-        return check_answer(outputs, count) if case.protocol in ("grpc", "http") else ""
+        return check_answer(outputs, count) if case.protocol in ("grpc", "http") or case.count else ""
     if case.expect == "typed":
         if got == "answer":
-            return "" if outputs else "200 without outputs"
-        return "" if message else f"error without a message (status {got})"
+            return "expected an error, got an answer"
+        if not message:
+            return f"error without a message (status {got})"
+        if case.message and case.message.lower() not in message.lower():
+            return f"message does not say {case.message!r}: {message[:200]}"
+        return ""
     if got == "answer":
         return f"expected {case.expect}, got an answer"
     if case.expect == "invalid" and got != "invalid":

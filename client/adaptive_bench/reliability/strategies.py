@@ -7,9 +7,10 @@ Five families, drawn evenly:
   unicode   texts that are all valid, in any script: each must be answered;
   tensors   the `text` input with another dtype, shape or name;
   inputs    missing, extra and renamed inputs;
-  raw HTTP  arbitrary bytes, arbitrary JSON and near-valid inference bodies (huge and negative shape dims,
-            wrong datatypes, binary-extension headers that lie about sizes), except the known Triton 2.51 crash
-            (`cases.known_triton_crashers`).
+  raw HTTP  bytes that are not JSON, JSON that is not a request, valid requests with one defect each (a bad
+            text, a wrong datatype or name, data that is not an array, a count or batch size off, no shape, a
+            negative dim, a bad priority, an unknown output) and binary-extension bodies whose sizes lie: one thing
+            wrong per body, so each has an exact status and message.
 """
 
 from __future__ import annotations
@@ -20,11 +21,19 @@ import numpy as np
 from hypothesis import strategies as st
 
 from adaptive_bench.reliability.cases import (
+    BAD_PRIORITY,
+    BAD_SHAPE_DIM,
+    DATA_NOT_ARRAY,
     GOOD_TEXT,
+    HEADER_TOO_LONG,
+    NO_INPUTS,
+    NOT_JSON,
     Case,
     Tensor,
     numeric_tensor,
     raw_infer_case,
+    raw_outcome,
+    raw_texts_outcome,
     text_case,
     texts_tensor,
 )
@@ -142,48 +151,116 @@ _json = st.recursive(
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
     max_leaves=8,
 )
+# Request members Triton reads besides "inputs": an arbitrary JSON object holding none of them lacks "inputs" first.
+_REQUEST_KEYS = ("id", "inputs", "outputs", "parameters")
+# Bytes no JSON parser accepts as the start of a value (JSON starts with one of `{["-0123456789tfn` after space).
+_NOT_JSON_START = bytes(sorted(set(range(33, 256)) - set(b'{["-0123456789tfn')))
+
+
+def _valid_texts() -> st.SearchStrategy[list[str]]:
+    """1 to 4 texts the entry answers (any script; not blank, no NUL)."""
+    text = st.text(min_size=1, max_size=40).filter(lambda t: bool(t.strip()) and "\x00" not in t)
+    return st.lists(text, min_size=1, max_size=4)
+
+
+def _text_tensor(texts: list[str]) -> dict[str, object]:
+    return {"name": names.TEXT, "shape": [len(texts), 1], "datatype": "BYTES", "data": texts}
 
 
 @st.composite
 def raw_http_cases(draw: st.DrawFn) -> Case:
-    kind = draw(st.sampled_from(("bytes", "json", "near_valid", "near_valid", "binary")))
+    """Raw HTTP bodies, each with one known thing wrong (or nothing), so its exact status and message are known:
+    bytes that are not JSON, JSON that is not a request, a valid request with one defect, a binary-extension body
+    whose sizes lie. Huge shape dims are never declared for a fixed-size datatype (`cases.known_triton_crashers`)."""
+    kind = draw(st.sampled_from(("bytes", "json", "near_valid", "near_valid", "near_valid", "binary")))
     if kind == "bytes":
-        return raw_infer_case(draw(st.binary(max_size=300)), "raw bytes body")
+        head = draw(st.sampled_from(_NOT_JSON_START))
+        return raw_outcome(NOT_JSON, bytes([head]) + draw(st.binary(max_size=200)), "raw bytes body")
     if kind == "json":
-        return raw_infer_case(json.dumps(draw(_json)).encode(), "arbitrary JSON body")
-    datatype = draw(st.sampled_from(("BYTES", "BYTES", "INT32", "FP32", "STRING", "")))
-    # Huge dims only for BYTES: Triton 2.51 allocates a JSON tensor of any other datatype from its declared shape
-    # before any check, and a huge one aborts the server (cases.known_triton_crashers; fixed upstream in 2025).
-    dims = st.one_of(st.integers(-2, 70), st.integers(0, 2**64 + 1)) if datatype == "BYTES" else st.integers(-2, 70)
-    tensor = {
-        "name": draw(st.sampled_from((names.TEXT, names.TEXT, "x", ""))),
-        "shape": draw(st.lists(dims, max_size=3)),
-        "datatype": datatype,
-    }
+        value = draw(_json.filter(lambda v: not (isinstance(v, dict) and set(v) & set(_REQUEST_KEYS))))
+        return raw_outcome(NO_INPUTS, json.dumps(value).encode(), "JSON body that is not a request")
+    texts = draw(_valid_texts())
     if kind == "binary":
-        size = draw(st.integers(0, 64))
-        tensor["parameters"] = {"binary_data_size": draw(st.one_of(st.just(size), st.integers(-1, 2**40)))}
-        header = json.dumps({"inputs": [tensor]}).encode()
-        claimed = draw(st.one_of(st.just(len(header)), st.integers(-5, 2**40)))
-        blob = draw(st.binary(min_size=size, max_size=size))
-        return raw_infer_case(
-            header + blob,
-            "binary-extension body",
-            headers=(("Content-Type", "application/octet-stream"), ("Inference-Header-Content-Length", str(claimed))),
-        )
-    tensor["data"] = draw(st.one_of(_json, st.lists(st.text(max_size=20), max_size=4)))
+        return _binary_case(draw, texts)
+    tensor = _text_tensor(texts)
     body: dict[str, object] = {"inputs": [tensor]}
-    if draw(st.booleans()):
-        body["parameters"] = draw(
-            st.dictionaries(
-                st.sampled_from(("priority", "timeout", "binary_data_output", "sequence_id", "plan_file")),
-                _json,
-                max_size=2,
+    defect = draw(
+        st.sampled_from(
+            (
+                "none",
+                "bad_text",
+                "datatype",
+                "name",
+                "data_not_array",
+                "count",
+                "too_many",
+                "no_shape",
+                "negative_dim",
+                "priority",
+                "output",
             )
         )
-    if draw(st.booleans()):
-        body["outputs"] = [{"name": n} for n in draw(st.lists(st.sampled_from((names.LABEL, "nope")), max_size=2))]
-    return raw_infer_case(body, "near-valid JSON body")
+    )
+    name = f"JSON request, {defect}"
+    if defect == "none":
+        return raw_outcome(raw_texts_outcome(texts), body, name, count=len(texts))
+    if defect == "bad_text":
+        texts[draw(st.integers(0, len(texts) - 1))] = draw(st.sampled_from(("", " \t", "a\x00b", "\u3000")))
+        return raw_outcome(raw_texts_outcome(texts), {"inputs": [_text_tensor(texts)]}, name)
+    if defect == "datatype":
+        tensor["datatype"] = draw(st.sampled_from(("", "STRING", "TEXT")))
+        return raw_infer_case(body, name, "invalid", "invalid datatype for input text", status="400")
+    if defect == "name":
+        tensor["name"] = draw(st.sampled_from(("x", "TEXT", "txt")))
+        return raw_infer_case(body, name, "invalid", f"unexpected inference input '{tensor['name']}'", status="400")
+    if defect == "data_not_array":
+        tensor["data"] = draw(
+            st.one_of(st.text(max_size=20), st.integers(), st.dictionaries(st.text(max_size=4), _json))
+        )
+        return raw_outcome(DATA_NOT_ARRAY, body, name)
+    if defect == "count":
+        declared = len(texts) + draw(st.integers(1, 8))
+        tensor["shape"] = [declared, 1]
+        return raw_infer_case(body, name, "invalid", f"expected {declared} string elements", status="400")
+    if defect == "too_many":
+        many = [GOOD_TEXT.decode()] * draw(st.integers(MAX_BATCH_SIZE + 1, MAX_BATCH_SIZE + 6))
+        body = {"inputs": [_text_tensor(many)]}
+        return raw_infer_case(body, name, "invalid", f"batch-size must be <= {MAX_BATCH_SIZE}", status="400")
+    if defect == "no_shape":
+        tensor["shape"] = []
+        return raw_infer_case(body, name, "invalid", "has no shape but model requires batch dimension", status="400")
+    if defect == "negative_dim":
+        tensor["shape"] = [len(texts), draw(st.integers(-(2**31), -1))]
+        return raw_outcome(BAD_SHAPE_DIM, body, name)
+    if defect == "priority":
+        body["parameters"] = {"priority": draw(st.one_of(st.integers(-(2**31), -1), st.text(max_size=6), st.floats()))}
+        return raw_outcome(BAD_PRIORITY, body, name)
+    body["outputs"] = [{"name": "nope"}]
+    return raw_infer_case(body, name, "invalid", "unexpected inference output 'nope'", status="400")
+
+
+def _binary_case(draw: st.DrawFn, texts: list[str]) -> Case:
+    """The binary tensor extension: a JSON header, then the `text` tensor as length-prefixed strings."""
+    blob = b"".join(len(t.encode()).to_bytes(4, "little") + t.encode() for t in texts)
+    defect = draw(st.sampled_from(("none", "header_length", "data_size")))
+    size = len(blob) + (draw(st.integers(1, 2**20)) if defect == "data_size" else 0)
+    tensor = {
+        "name": names.TEXT,
+        "shape": [len(texts), 1],
+        "datatype": "BYTES",
+        "parameters": {"binary_data_size": size},
+    }
+    header = json.dumps({"inputs": [tensor]}).encode()
+    claimed = len(header) + len(blob) + draw(st.integers(1, 2**40)) if defect == "header_length" else len(header)
+    headers = (("Content-Type", "application/octet-stream"), ("Inference-Header-Content-Length", str(claimed)))
+    name = f"binary-extension body, {defect}"
+    if defect == "none":
+        return raw_outcome(raw_texts_outcome(texts), header + blob, name, headers=headers, count=len(texts))
+    if defect == "header_length":
+        return raw_outcome(HEADER_TOO_LONG, header + blob, name, headers=headers)
+    # (the count of bytes Triton says it expects is not the declared size minus the blob's; only the words are pinned)
+    message = "unexpected size for input 'text', expecting"
+    return raw_infer_case(header + blob, name, "invalid", message, headers=headers, status="400")
 
 
 def cases() -> st.SearchStrategy[Case]:

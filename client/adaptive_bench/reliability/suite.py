@@ -119,7 +119,7 @@ class _Runner:
         if not self.server.is_running():
             self.suite.crashes += 1
             got = "crash"
-        why = judge(case, got, message, outputs, count)
+        why = judge(case, got, message, outputs, count, status)
         result = CaseResult(case.name, case.protocol, case.expect, got, status, message[:300], not why, why, latency_ms)
         self.suite.results.append(result)
         return result
