@@ -21,9 +21,10 @@ import torch
 
 from adaptive_core.cascade import CascadePlan, CascadeState
 from adaptive_core.confidence import get_policy
+from adaptive_core.config import TORCH_DTYPES
 from adaptive_core.text import truncate
 
-DTYPES = {name: getattr(torch, name) for name in ("float32", "bfloat16", "float16")}
+DTYPES = {name: getattr(torch, name) for name in TORCH_DTYPES}
 
 
 class InprocCascade:
