@@ -5,6 +5,8 @@
 #   bash scripts/gpu_run.sh exit     # carry .gpu-kit/server + .gpu-kit/np1 (same warm host): serve on the GPU, bench-exit and bench-route
 #   bash scripts/gpu_run.sh classes  # same warm host: bench-classes and the profile with the server-side part
 #                                    # (PROFILE=0 skips the profile; without the exit step, carry what exit carries)
+#   COMMIT=<sha> bash scripts/gpu_run.sh inproc  # carry .gpu-kit/server + .gpu-kit/np1 (same warm host): the
+#                                    # in-process cascade (--inproc-cascade) against large_full, one server
 #   bash scripts/gpu_run.sh classes-cpu  # same warm host (carry what exit carries): bench-classes on a 2-core CPU
 #                                    # server (RUNTIME=onnx|torch stages on the CPU, server pinned to cores 0-1), once with the load
 #                                    # generator on the other cores (DEDICATED=0 skips it) and SHARED_RUNS times (1) sharing
@@ -14,7 +16,7 @@
 # tokenizers and onnxruntime, and no package index.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-STEP=${1:?setup, exit, classes or classes-cpu}
+STEP=${1:?setup, exit, inproc, classes or classes-cpu}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT" .gpu/results
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
@@ -64,6 +66,15 @@ if [ "$STEP" = exit ]; then
         --batch-size 8 --concurrency 1 4 16 2>&1 | tail -20
     timeout 90 python3 -m adaptive_bench route --repo .gpu/repo --export .gpu/export --out $R/bench-route \
         2>&1 | tail -20
+elif [ "$STEP" = inproc ]; then
+    python3 scripts/gpu_kit.py unpack --kit .gpu-kit --out .gpu --only server || exit 1
+    FLAGS="--runtime torch --device gpu --dtype $DTYPE --inproc-cascade"
+    python3 -m adaptive_ops.repository --export .gpu/export --out .gpu/repo-inproc $FLAGS || exit 1
+    mkdir -p $R/inproc
+    # progress bars (stderr) to a log; the tables (stdout) to the reply
+    timeout 480 python3 scripts/gpu_inproc.py --repo .gpu/repo-inproc --export .gpu/export --out $R/inproc \
+        --commit "${COMMIT:-unknown}" --samples "${SAMPLES:-800}" --repository-flags "$FLAGS" \
+        2> $R/inproc/stderr.log || { echo "gpu_inproc failed: $?"; tail -c 4000 $R/inproc/stderr.log; }
 elif [ "$STEP" = classes-cpu ]; then
     python3 scripts/gpu_kit.py unpack --kit .gpu-kit --out .gpu --only server || exit 1
     if [ "${RUNTIME:-onnx}" = onnx ]; then  # the ONNX stages as `make export` writes them, from the carried weights

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from adaptive_core.confidence import should_exit
+
 # Mean deviations added to a stage call's mean time when judging whether it fits a deadline (`StageLatency`).
 DEADLINE_MARGIN = 2.0
 
@@ -115,7 +117,7 @@ class CascadeState:
         """
         assert logits.shape[0] == self.alive.size, f"logits for {logits.shape[0]} rows, {self.alive.size} alive"
         conf = self.confidence(logits)
-        leave = np.ones(self.alive.size, dtype=bool) if threshold is None else conf >= threshold
+        leave = np.ones(self.alive.size, dtype=bool) if threshold is None else should_exit(conf, threshold)
         rows = self.alive[leave]
         self.label[rows] = logits[leave].argmax(axis=-1)
         self.score[rows] = conf[leave]

@@ -10,11 +10,15 @@ Models (one source of truth, two targets):
   <size>_full_encoder       full depth, no exits (same two targets)
   <size>_full               ensemble: tokenizer_<size> -> <size>_full_encoder (the baseline)
   cascade_<size>            Python BLS over the size's stages
-  <size>_exit               ensemble: tokenizer_<size> -> cascade_<size> (early exit on one size, no routing)
+  cascade_<size>_inproc     with `--inproc-cascade` (local target): every stage of the size in one Python model, in
+                            torch, behind a dynamic batcher with priority levels; no BLS hop per exit
+  <size>_exit               ensemble: tokenizer_<size> -> cascade_<size> (early exit on one size, no routing), or
+                            -> cascade_<size>_inproc with `--inproc-cascade`
   router                    Python BLS: complexity estimate -> start size -> cascade -> escalate (when the export
                             has a trained estimator, `complexity/router.json`); the admission gate
   router_standard           the router's work for requests in the standard lane, at the standard lane's CPU priority
-  adaptive                  ensemble: tokenizer_<entry size> -> router, or -> cascade_<entry size> without one
+  adaptive                  ensemble: tokenizer_<entry size> -> router, or -> cascade_<entry size> without one, or
+                            -> cascade_<entry size>_inproc with `--inproc-cascade` (no router)
 
 Latency classes: the router (or cascade) holds the admission gate (`adaptive_serving.gate`), which caps the requests
 in flight per class and keeps room for the urgent classes. BLS child requests cannot carry a priority, so past the
@@ -112,6 +116,10 @@ class RepositoryOptions:
         warmup: give stages, tokenizers and gate models `model_warmup` samples, so Triton runs them while the models
             load, before the server reports ready (off: the first requests pay the first calls).
         lanes: the express and standard lanes (`adaptive_core.lanes.LaneOptions`).
+        inproc_cascade: add `cascade_<size>_inproc` (local target; torch, on `device` in `dtype`) and wire
+            `<size>_exit` and `adaptive` to it: all stages in one process, no BLS hop per exit, the latency classes
+            ordered by its batcher's priority levels. The BLS chain stays in the repository; the router is not built
+            (it chains stages over BLS).
     """
 
     target: str = field(default="local", metadata={"choices": TARGETS})
@@ -134,6 +142,7 @@ class RepositoryOptions:
     batch_queue_cap: int = 0
     warmup: bool = True
     lanes: LaneOptions = field(default_factory=LaneOptions)
+    inproc_cascade: bool = False
 
     def __post_init__(self) -> None:
         class_caps(self.gate_slots, self.gate_reserve)  # raises on a bad pair
@@ -161,6 +170,8 @@ class RepositoryOptions:
             )
         if self.dtype not in TORCH_DTYPES:
             raise ValueError(f"dtype must be one of {TORCH_DTYPES}, got {self.dtype!r}")
+        if self.inproc_cascade and self.target != "local":
+            raise ValueError("inproc_cascade needs the local target (a Python model running torch)")
 
 
 def _tensor(name: str, dtype: str, dims: Sequence[int], *, optional: bool = False, labels: bool = False) -> str:
@@ -378,6 +389,45 @@ def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions, warm_width: in
                 _instances(opts.gate_instances),
                 _params(plan_file="plan.json", sep_id=102, **gate_params(opts)),
                 *([gate_warmup(warm_width, text=False)] if opts.warmup else []),
+            ]
+        )
+        + "\n"
+    )
+
+
+def priority_batching(delay_us: int) -> str:
+    """Dynamic batching with one priority level per latency class (the client sends the class's priority); requests
+    without one count as the least urgent class. Queues honour a caller's timeout, as in `fifo_batching`."""
+    levels = max(c.priority for c in LATENCY_CLASSES.values())
+    policy = f"timeout_action: REJECT default_timeout_microseconds: {NO_TIMEOUT_US} allow_timeout_override: true"
+    return (
+        f"dynamic_batching {{\n  max_queue_delay_microseconds: {delay_us}\n  priority_levels: {levels}\n"
+        f"  default_priority_level: {levels}\n  default_queue_policy {{ {policy} }}\n}}"
+    )
+
+
+def inproc_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
+    """`cascade_<size>_inproc`: the size's stages in one torch model (`models/cascade_inproc`)."""
+    outputs = [_tensor(n, OUTPUT_TYPES[n], [1]) for n in CASCADE_OUTPUTS]
+    return (
+        "\n".join(
+            [
+                f'name: "cascade_{cfg.name}_inproc"',
+                'backend: "python"',
+                f"max_batch_size: {MAX_BATCH_SIZE}",
+                f"input [ {IDS}, {MASK} ]",
+                f"output [ {', '.join(outputs)} ]",
+                priority_batching(opts.max_queue_delay_us),
+                _instances(opts.stage_instances, "KIND_GPU" if opts.device == "gpu" else "KIND_CPU"),
+                _params(
+                    plan_file="plan.json",
+                    weights_file="weights.safetensors",
+                    sep_id=102,
+                    dtype=opts.dtype,
+                    intra_op_threads=opts.intra_op_threads,
+                    fused_attention="yes",
+                ),
+                *([warmup(cfg, 1)] if opts.warmup else []),  # stage 1's inputs are the model's
             ]
         )
         + "\n"
@@ -628,11 +678,20 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
         models.append(cfg.full_model_name)
         version = python_model(f"cascade_{size}", cascade_config(cfg, options, warm_width), "cascade")
         (version / "plan.json").write_text(load_plan(export_dir, cfg, options).to_json())
+        exit_step = (f"cascade_{size}", stamped, {n: n for n in CASCADE_OUTPUTS})
+        if options.inproc_cascade:
+            inproc = f"cascade_{size}_inproc"
+            version = _write(out / inproc, inproc_config(cfg, options))
+            shutil.copy2(MODELS_SRC / "cascade_inproc" / "model.py", version / "model.py")
+            _link_or_copy(export_dir / size / "weights.safetensors", version / "weights.safetensors")
+            (version / "plan.json").write_text(load_plan(export_dir, cfg, options).to_json())
+            models.append(inproc)
+            exit_step = (inproc, tokens, {n: n for n in CASCADE_OUTPUTS})
         _write(
             out / f"{size}_exit",
             ensemble_config(
                 f"{size}_exit",
-                [tokenize(size), (f"cascade_{size}", stamped, {n: n for n in CASCADE_OUTPUTS})],
+                [tokenize(size, stamp=not options.inproc_cascade), exit_step],
                 [TEXT_IN],
                 [_tensor(n, OUTPUT_TYPES[n], [1]) for n in CASCADE_OUTPUTS],
             ),
@@ -640,8 +699,13 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
         models.append(f"{size}_exit")
 
     entry = sizes[options.entry_size]
-    plan = load_router_plan(export_dir, sizes, options) if options.router else None
-    if plan is not None:
+    plan = load_router_plan(export_dir, sizes, options) if options.router and not options.inproc_cascade else None
+    entry_stamp = True
+    if options.inproc_cascade:
+        outputs = list(CASCADE_OUTPUTS)
+        last = (f"cascade_{entry.name}_inproc", tokens, {n: n for n in outputs})
+        entry_stamp = False
+    elif plan is not None:
         audit = plan.targets[-1].name
         # The audit size's full encoder can read the router's tokens when the entry tokenizes for that size.
         configs = (
@@ -663,7 +727,10 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
     _write(
         out / ENTRY_MODEL,
         ensemble_config(
-            ENTRY_MODEL, [tokenize(entry.name), last], [TEXT_IN], [_tensor(n, OUTPUT_TYPES[n], [1]) for n in outputs]
+            ENTRY_MODEL,
+            [tokenize(entry.name, stamp=entry_stamp), last],
+            [TEXT_IN],
+            [_tensor(n, OUTPUT_TYPES[n], [1]) for n in outputs],
         ),
     )
     models.append(ENTRY_MODEL)

@@ -52,9 +52,13 @@ class Embeddings(nn.Module):
 
 
 class SelfAttention(nn.Module):
+    """Multi-head self-attention. `fused` (off by default, so the ONNX exports keep their plain graph) computes the
+    same thing with `F.scaled_dot_product_attention` (one fused kernel on a GPU; `use_fused_attention` sets it)."""
+
     def __init__(self, config: EarlyExitConfig) -> None:
         super().__init__()
         self.n_head = config.num_heads
+        self.fused = False
         self.query = nn.Linear(config.hidden_size, config.hidden_size)
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
@@ -65,6 +69,11 @@ class SelfAttention(nn.Module):
         q = self.query(x).view(b, t, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = self.key(x).view(b, t, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = self.value(x).view(b, t, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        if self.fused:
+            # The kernel wants the mask in the query's dtype; clamped so MASK_VALUE stays finite in float16.
+            mask = additive_mask.clamp(min=torch.finfo(q.dtype).min).to(q.dtype)  # (B, 1, 1, T)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hs), scale 1/sqrt(hs)
+            return y.transpose(1, 2).reshape(b, t, h)  # (B, T, H)
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))  # (B, nh, T, T)
         att = F.softmax(att + additive_mask, dim=-1)  # mask (B, 1, 1, T) hides padded keys
         y = att @ v  # (B, nh, T, hs)
@@ -123,6 +132,14 @@ class Encoder(nn.Module):
     def __init__(self, config: EarlyExitConfig) -> None:
         super().__init__()
         self.layer = nn.ModuleList(Layer(config) for _ in range(config.num_layers))
+
+
+def use_fused_attention(model: nn.Module, fused: bool = True) -> nn.Module:
+    """Switch every attention block of `model` to `F.scaled_dot_product_attention` (or back); returns `model`."""
+    for module in model.modules():
+        if isinstance(module, SelfAttention):
+            module.fused = fused
+    return model
 
 
 def additive_mask(attention_mask: torch.Tensor) -> torch.Tensor:

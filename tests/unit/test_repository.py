@@ -300,3 +300,41 @@ def test_router_standard_runs_the_standard_lane_at_its_cpu_priority() -> None:
     ):
         only = router_configs(off, "large_full_encoder")
         assert set(only) == {"router"} and "standard_router" not in only["router"]
+
+
+def test_inproc_cascade_flag_builds_and_wires_it(tiny_export: Path, tmp_path: Path, capsys) -> None:
+    """`--inproc-cascade` adds cascade_<size>_inproc (every stage in one torch model, behind a batcher with one
+    priority level per class), wires tiny_exit and adaptive to it, and keeps the BLS chain beside it."""
+    from adaptive_ops.repository import main
+
+    out = tmp_path / "inproc"
+    assert main(["--export", str(tiny_export), "--out", str(out), "--entry-size", "tiny", "--inproc-cascade"]) == 0
+    assert "cascade_tiny_inproc" in capsys.readouterr().out
+    for path in out.glob("*/config.pbtxt"):
+        assert _parse(path).name == path.parent.name
+    config = _parse(out / "cascade_tiny_inproc" / "config.pbtxt")
+    assert config.backend == "python" and config.max_batch_size == MAX_BATCH_SIZE
+    assert [t.name for t in config.input] == [names.INPUT_IDS, names.ATTENTION_MASK]
+    assert [t.name for t in config.output] == list(names.CASCADE_OUTPUTS)
+    levels = max(c.priority for c in LATENCY_CLASSES.values())
+    batcher = config.dynamic_batching
+    assert batcher.priority_levels == levels and batcher.default_priority_level == levels
+    assert batcher.default_queue_policy.allow_timeout_override
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    assert config.model_warmup  # the shapes run while the model loads
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    assert params["dtype"] == "float32" and params["fused_attention"] == "yes"
+    version = out / "cascade_tiny_inproc" / "1"
+    assert (version / "model.py").exists() and (version / "weights.safetensors").exists()
+    assert CascadePlan.from_file(version / "plan.json").stage_models == ("tiny_stage1", "tiny_stage2")
+    for entry in ("tiny_exit", "adaptive"):
+        steps = _parse(out / entry / "config.pbtxt").ensemble_scheduling.step
+        assert [s.model_name for s in steps] == ["tokenizer_tiny", "cascade_tiny_inproc"], entry
+    assert (out / "cascade_tiny" / "config.pbtxt").exists() and not (out / "router").exists()
+    gpu = RepositoryOptions(entry_size="tiny", inproc_cascade=True, runtime="torch", device="gpu", dtype="bfloat16")
+    build_repository(tiny_export, tmp_path / "gpu", gpu)
+    config = _parse(tmp_path / "gpu" / "cascade_tiny_inproc" / "config.pbtxt")
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert config.parameters["dtype"].string_value == "bfloat16"
+    with pytest.raises(ValueError, match="inproc_cascade needs the local target"):
+        RepositoryOptions(target="container", inproc_cascade=True)
