@@ -167,7 +167,7 @@ def report(summary: dict[str, object]) -> str:
         + ", ".join(f"stage {s}: {v:.0%}" for s, v in summary["stage_shares"].items()),
     ]
     for view, shares in summary["stage_shares_by_view"].items():
-        label = "full article" if int(view) < 0 else f"first {view} words"
+        label = "whole text" if int(view) < 0 else f"first {view} words"
         lines.append(f"  {label:<16} " + ", ".join(f"stage {s}: {v:.0%}" for s, v in shares.items()))
     base = summary["baseline"]
     a, b = summary["models"]["adaptive"], summary["models"][base]

@@ -99,7 +99,7 @@ def _size_model(cfg: EarlyExitConfig, backbone: EarlyExitEncoder) -> EarlyExitEn
 
 
 def _by_view(ex: Examples, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Full-depth accuracy per view ("full" = whole article)."""
+    """Full-depth accuracy per view ("full" = the whole text)."""
     pred = logits[-1].argmax(-1)
     return {
         ("full" if v == -1 else f"{v}w"): float((pred[ex.view == v] == labels[ex.view == v]).mean())
@@ -127,7 +127,7 @@ def build(
     Args:
         out: build directory (created).
         sizes: size name -> config; all share one backbone (only `SIZE_FIELDS` may differ).
-        corpus: labeled articles; split by `data_config`.
+        corpus: labeled texts; split by `data_config`.
         tokenizer_dir: directory with `tokenizer.json` (copied into `<out>/tokenizer`).
         backbone_dir: HF BERT-family checkpoint with the backbone weights, or None for random weights (tests).
         data_config: split, training views and evaluation mix.
@@ -153,7 +153,7 @@ def build(
     val = make_views(corpus.subset(splits["val"]), data_config.eval_views)
     test = make_views(corpus.subset(splits["test"]), data_config.eval_views)
     log(
-        f"data: {len(corpus.texts)} articles, train/val/test {len(splits['train'])}/{len(splits['val'])}/"
+        f"data: {len(corpus.texts)} texts, train/val/test {len(splits['train'])}/{len(splits['val'])}/"
         f"{len(splits['test'])} -> {len(train)}/{len(val)}/{len(test)} examples, hash {dhash[:12]}"
     )
 
