@@ -128,13 +128,33 @@ def test_adaptive_serve_restarts_the_server_when_a_stub_dies_and_stops_on_sigter
             proc.wait()
 
 
-def test_adaptive_serve_exits_1_when_the_server_dies_on_its_own(tmp_path: Path) -> None:
-    proc, _ = _launch(SAMPLE_REPOSITORY, tmp_path)
+def test_adaptive_serve_restarts_a_dead_server_and_exits_1_once_its_budget_is_spent(tmp_path: Path) -> None:
+    metrics = tmp_path / "restarts.prom"
+    proc, _ = _launch(
+        SAMPLE_REPOSITORY,
+        tmp_path,
+        "--max-restarts",
+        "1",
+        "--restart-backoff-s",
+        "0.2",
+        "--restart-metrics-file",
+        str(metrics),
+    )
     try:
         assert "tritonserver ready" in _line(proc, 120)
-        _tritonserver(proc.pid).kill()  # not a stub: nothing to recover, the loop must end
+        first = _tritonserver(proc.pid)
+        first.kill()  # not a stub: the supervisor restarts the server
+        deadline = time.monotonic() + 120
+        while True:
+            servers = [p for p in psutil.Process(proc.pid).children() if p.name() == "tritonserver"]
+            if servers and servers[0].pid != first.pid and "adaptive_server_up 1" in metrics.read_text():
+                break
+            assert time.monotonic() < deadline and proc.poll() is None, "the supervisor did not restart the server"
+            time.sleep(0.2)
+        assert 'adaptive_server_restarts_total{reason="signal 9 (SIGKILL)"} 1' in metrics.read_text()
+        servers[0].kill()  # a second exit within the window spends the budget of one restart: the loop ends
         assert proc.wait(timeout=60) == 1
-        assert "tritonserver exited on its own" in proc.stderr.read()
+        assert "tritonserver keeps exiting" in proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()
