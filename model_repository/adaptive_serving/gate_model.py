@@ -53,9 +53,13 @@ class GateModel:
         import triton_python_backend_utils as pb_utils
 
         for express in (True, False):
-            response = await self.warm_run(request, Admission(admission.arrived, express))
-            if response.has_error():
-                pb_utils.Logger.log_warn(f"{self.model_name}: warm-up skipped a part: {response.error().message()}")
+            try:
+                response = await self.warm_run(request, Admission(admission.arrived, express))
+                failed = response.error().message() if response.has_error() else ""
+            except Exception as e:  # a failed warm-up request fails the load (2.51 may even crash): never let it
+                failed = f"{type(e).__name__}: {e}"
+            if failed:
+                pb_utils.Logger.log_warn(f"{self.model_name}: warm-up skipped a part: {failed}")
         return pb_utils.InferenceResponse([])
 
     async def run(self, request: object, admission: Admission) -> object:
