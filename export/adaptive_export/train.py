@@ -125,6 +125,24 @@ class FeatureCache:
         return feats.astype(np.float32), np.asarray([len(s) for s in seqs], dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class SizeLogits:
+    """One size's exit logits and per-exit cost on each split (what the router's calibration simulates on).
+
+    Args:
+        logits: split -> (K, N, C) exit logits.
+        cost: split -> (K, N) cumulative FLOPs of exiting at each stage.
+    """
+
+    logits: dict[str, np.ndarray]
+    cost: dict[str, np.ndarray]
+
+
+def feature_cache(out: Path, model: EarlyExitEncoder, tokenizer: Tokenizer) -> FeatureCache:
+    """The persisted feature cache of one size's backbone (named by a fingerprint of its weights)."""
+    return FeatureCache(model, tokenizer, out / ".cache" / f"features-{backbone_fingerprint(model)}.pkl")
+
+
 def exit_features(feats: np.ndarray, exit_layers: tuple[int, ...]) -> np.ndarray:
     """Pick the exit layers (1-based) from per-layer features (L, N, H) -> (K, N, H)."""
     return feats[[layer - 1 for layer in exit_layers]]

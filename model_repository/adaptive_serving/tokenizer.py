@@ -9,13 +9,31 @@ import numpy as np
 
 from adaptive_core.text import bucket_length
 
+# Special tokens by vocabulary: BERT WordPiece ([SEP], [PAD]) and MPNet/RoBERTa style (</s>, <pad>).
+SEP_TOKENS = ("[SEP]", "</s>")
+PAD_TOKENS = ("[PAD]", "<pad>")
+
+
+def special_ids(tokenizer: object) -> tuple[int, int]:
+    """(sep_id, pad_id) of a `tokenizers.Tokenizer`: the first of SEP_TOKENS / PAD_TOKENS in its vocabulary.
+
+    Raises:
+        ValueError: the vocabulary has none of SEP_TOKENS.
+    """
+    sep = next((i for t in SEP_TOKENS if (i := tokenizer.token_to_id(t)) is not None), None)
+    if sep is None:
+        raise ValueError(f"the tokenizer has none of the separator tokens {SEP_TOKENS}")
+    pad = next((i for t in PAD_TOKENS if (i := tokenizer.token_to_id(t)) is not None), 0)
+    return sep, pad
+
+
 # Characters per kept token in the first prefix tokenized (`TextTokenizer._encode`). The evaluation texts needed at
 # most 1,417 characters for 254 word pieces (5.6 per piece), so 6 fills the prefix at the first try for all of them.
 PREFIX_CHARS_PER_TOKEN = 6
 
 
 class TextTokenizer:
-    """HF `tokenizers` WordPiece tokenizer (the MiniLM one) with truncation to `max_len` and bucket padding.
+    """HF `tokenizers` WordPiece tokenizer (MiniLM's or MPNet's) with truncation to `max_len` and bucket padding.
 
     Args:
         tokenizer_json: path of `tokenizer.json`.
@@ -29,8 +47,7 @@ class TextTokenizer:
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=max_len)
         self.max_len = max_len
-        self.sep_id = self.tokenizer.token_to_id("[SEP]")
-        self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
+        self.sep_id, self.pad_id = special_ids(self.tokenizer)
 
     def _encode(self, text: str) -> object:
         """The truncated encoding of `text`, tokenizing only as much of it as the kept tokens need.
