@@ -33,6 +33,9 @@ class CascadePlan:
             (the gate's rule, `Gate.express`).
         device: "gpu" when the stages hand hidden states over in GPU memory (the cascade then asks BLS for GPU
             outputs and slices them with torch); "cpu" otherwise.
+        sep_id: the size's separator token, written where truncation cuts a row (BERT [SEP] 102, MPNet </s> 2).
+        tokenizer: for a router target, the tokenizer file (beside the router's plan) whose tokens this size reads,
+            when they are not the entry's tokens; "" = the tokens the caller was given.
     """
 
     size: str
@@ -44,6 +47,8 @@ class CascadePlan:
     express_models: tuple[str, ...] = ()
     express_max_timeout_us: int = 0
     device: str = "cpu"
+    sep_id: int = 102
+    tokenizer: str = ""
 
     def __post_init__(self) -> None:
         if len(self.thresholds) != len(self.stage_models) - 1:
@@ -81,6 +86,8 @@ class CascadePlan:
             express_models=tuple(raw.get("express_models", ())),
             express_max_timeout_us=int(raw.get("express_max_timeout_us", 0)),
             device=raw.get("device", "cpu"),
+            sep_id=int(raw.get("sep_id", 102)),
+            tokenizer=raw.get("tokenizer", ""),
         )
 
     @classmethod

@@ -14,7 +14,14 @@ Models (one source of truth, two targets):
   router                    Python BLS: complexity estimate -> start size -> cascade -> escalate (when the export
                             has a trained estimator, `complexity/router.json`); the admission gate
   router_standard           the router's work for requests in the standard lane, at the standard lane's CPU priority
-  adaptive                  ensemble: tokenizer_<entry size> -> router, or -> cascade_<entry size> without one
+  adaptive                  ensemble: tokenizer_<cheapest routed size> -> router, or -> cascade_<entry size> without
+                            a router
+
+Per-size tokenization: sizes may read different vocabularies (small and medium the uncased BERT one, large MPNet's).
+The entry tokenizes once, for the cheapest routed size (where most texts are answered); a routed size whose tokenizer
+file differs from the entry's (or that reads more tokens) names its own file in the router plan
+(`CascadePlan.tokenizer`, copied beside the plan), and the router tokenizes those texts in-process for it: a few
+tens of microseconds per snippet against a BLS hop of milliseconds (docs/model-family.md).
 
 Latency classes: the router (or cascade) holds the admission gate (`adaptive_serving.gate`), which caps the requests
 in flight per class and keeps room for the urgent classes. BLS child requests cannot carry a priority, so past the
@@ -27,6 +34,7 @@ lane's batcher would only hold it for company.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -77,7 +85,8 @@ class RepositoryOptions:
     Args:
         target: "local" (Python backend + onnxruntime, runs here) or "container" (native onnxruntime backend for
             nvcr.io/nvidia/tritonserver:24.10-py3).
-        entry_size: size the `adaptive` entry cascades through.
+        entry_size: size the `adaptive` entry cascades through when there is no router (with one, the entry
+            tokenizes for the cheapest routed size).
         tokenizer_instances: instances of each tokenizer model (the entry's first step).
         gate_instances: router (or cascade) instances; each keeps its own admission gate, so the caps below are per
             instance.
@@ -184,6 +193,21 @@ def _instances(count: int, kind: str = "KIND_CPU") -> str:
     return f"instance_group [ {{ count: {count} kind: {kind} }} ]"
 
 
+def size_tokenizer(export_dir: Path, size: str) -> Path:
+    """The `tokenizer.json` a size reads: its own (`<export>/<size>/tokenizer/`), else the build's shared one."""
+    own = export_dir / size / "tokenizer" / "tokenizer.json"
+    return own if own.is_file() else export_dir / "tokenizer" / "tokenizer.json"
+
+
+def tokenizer_sep_id(tokenizer_json: Path) -> int:
+    """The separator id of a tokenizer file ([SEP] or </s>): what truncation writes at a cut."""
+    from tokenizers import Tokenizer
+
+    from adaptive_serving.tokenizer import special_ids
+
+    return special_ids(Tokenizer.from_file(str(tokenizer_json)))[0]
+
+
 def tokenizer_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
     return (
         "\n".join(
@@ -281,7 +305,7 @@ def gate_params(opts: RepositoryOptions) -> dict[str, object]:
     }
 
 
-def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
+def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions, sep_id: int = 102) -> str:
     outputs = [_tensor(n, OUTPUT_TYPES[n], [1]) for n in CASCADE_OUTPUTS]
     return (
         "\n".join(
@@ -294,17 +318,19 @@ def cascade_config(cfg: EarlyExitConfig, opts: RepositoryOptions) -> str:
                 # No dynamic batcher: `execute` only hands requests to the gate, which orders classes and enforces their
                 # timeouts; 2.51's batcher can miss an instance's wake-up and hold a request 500 ms (see the tokenizer).
                 _instances(opts.gate_instances),
-                _params(plan_file="plan.json", sep_id=102, **gate_params(opts)),
+                _params(plan_file="plan.json", sep_id=sep_id, **gate_params(opts)),
             ]
         )
         + "\n"
     )
 
 
-def router_configs(opts: RepositoryOptions, audit_model: str, audit_input: str = "text") -> dict[str, str]:
+def router_configs(
+    opts: RepositoryOptions, audit_model: str, audit_input: str = "text", sep_id: int = 102
+) -> dict[str, str]:
     """Config of each router model (both run `models/router/model.py`): `router`, the gate, and `router_standard`
     when the standard lane's requests run apart (`RepositoryOptions.standard_router`). `audit_model` labels sampled
-    outcomes, reading the text or ("tokens") the router's own tokens."""
+    outcomes, reading the text or ("tokens") the router's own tokens; `sep_id` is the entry tokenizer's."""
 
     def config(name: str, **params: object) -> str:
         return (
@@ -317,7 +343,7 @@ def router_configs(opts: RepositoryOptions, audit_model: str, audit_input: str =
                     f"output [ {', '.join(_tensor(n, OUTPUT_TYPES[n], [1]) for n in names.ROUTER_OUTPUTS)} ]",
                     _instances(opts.gate_instances),  # no dynamic batcher, as for the cascade
                     _params(
-                        sep_id=102,
+                        sep_id=sep_id,
                         audit_model=audit_model,
                         audit_input=audit_input,
                         outcomes_file=opts.outcomes_file,
@@ -356,7 +382,11 @@ def router_configs(opts: RepositoryOptions, audit_model: str, audit_input: str =
 
 
 def load_router_plan(export_dir: Path, sizes: dict[str, EarlyExitConfig], opts: RepositoryOptions) -> RouterPlan | None:
-    """The router plan from the export's calibrated `complexity/router.json` (None when there is none)."""
+    """The router plan from the export's calibrated `complexity/router.json` (None when there is none).
+
+    The entry tokenizes for the first (cheapest) target; a target whose tokenizer file differs, or that reads more
+    tokens than the entry keeps, names its own file (`tokenizer_<size>.json`, which `build_repository` copies beside
+    the plan)."""
     path = export_dir / "complexity" / "router.json"
     if not path.exists():
         return None
@@ -366,12 +396,22 @@ def load_router_plan(export_dir: Path, sizes: dict[str, EarlyExitConfig], opts: 
         return None  # one size: nothing to route between
     # Relative cost per call: FLOPs per sample of each size's full depth on the evaluation mix.
     flops = json.loads((export_dir / "manifest.json").read_text())["flops_per_sample_eval_mix"]
+    entry = order[0]
+    entry_bytes = size_tokenizer(export_dir, entry).read_bytes()
+
+    def own_tokens(s: str) -> bool:
+        return (
+            size_tokenizer(export_dir, s).read_bytes() != entry_bytes or sizes[s].max_seq_len > sizes[entry].max_seq_len
+        )
+
     targets = tuple(
         RouteTarget(
             name=s,
             kind="cascade",
             relative_cost=float(flops[s]) / float(flops[order[-1]]),
-            cascade=load_plan(export_dir, sizes[s], opts),
+            cascade=dataclasses.replace(
+                load_plan(export_dir, sizes[s], opts), tokenizer=f"tokenizer_{s}.json" if own_tokens(s) else ""
+            ),
         )
         for s in order
     )
@@ -448,6 +488,7 @@ def load_plan(export_dir: Path, cfg: EarlyExitConfig, opts: RepositoryOptions = 
         express_models=tuple(f"{s}_express" for s in stages) if opts.lanes.express_lane else (),
         express_max_timeout_us=LATENCY_CLASSES["critical"].queue_timeout_us,
         device="gpu" if opts.device == "gpu" and opts.gpu_hidden else "cpu",
+        sep_id=tokenizer_sep_id(size_tokenizer(export_dir, cfg.name)),
     )
 
 
@@ -475,7 +516,6 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    tokenizer_json = export_dir / "tokenizer" / "tokenizer.json"
     models: list[str] = []
 
     def python_model(name: str, config: str, source: str) -> Path:
@@ -506,7 +546,7 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
 
     for size, cfg in sizes.items():
         version = python_model(f"tokenizer_{size}", tokenizer_config(cfg, options), "tokenizer")
-        shutil.copy2(tokenizer_json, version / "tokenizer.json")
+        shutil.copy2(size_tokenizer(export_dir, size), version / "tokenizer.json")
         for stage in range(1, cfg.num_stages + 1):
             onnx = export_dir / size / f"stage{stage}.onnx"
             encoder(cfg.stage_model_name(stage), cfg, stage, onnx, standard=True)
@@ -524,7 +564,8 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
             ),
         )
         models.append(cfg.full_model_name)
-        version = python_model(f"cascade_{size}", cascade_config(cfg, options), "cascade")
+        sep_id = tokenizer_sep_id(size_tokenizer(export_dir, size))
+        version = python_model(f"cascade_{size}", cascade_config(cfg, options, sep_id), "cascade")
         (version / "plan.json").write_text(load_plan(export_dir, cfg, options).to_json())
         _write(
             out / f"{size}_exit",
@@ -540,18 +581,24 @@ def build_repository(export_dir: Path, out: Path, options: RepositoryOptions = R
     entry = sizes[options.entry_size]
     plan = load_router_plan(export_dir, sizes, options) if options.router else None
     if plan is not None:
-        audit = plan.targets[-1].name
-        # The audit size's full encoder can read the router's tokens when the entry tokenizes for that size.
+        # The entry tokenizes for the cheapest target; targets with their own tokenizer get it beside the plan.
+        entry = sizes[plan.targets[0].name]
+        sep_id = plan.targets[0].cascade.sep_id
+        audit = plan.targets[-1]
+        # The audit size's full encoder can read the router's tokens when they are its tokens.
         configs = (
-            router_configs(options, f"{audit}_full_encoder", "tokens")
-            if audit == entry.name
-            else router_configs(options, f"{audit}_full")
+            router_configs(options, f"{audit.name}_full_encoder", "tokens", sep_id)
+            if audit.name == entry.name or not audit.cascade.tokenizer
+            else router_configs(options, f"{audit.name}_full", sep_id=sep_id)
         )
         for name, config in configs.items():
             python_model(name, config, "router")
-        version = out / "router" / "1"  # router_standard reads the plan and estimator from here
+        version = out / "router" / "1"  # router_standard reads the plan, estimator and tokenizers from here
         estimator = json.loads((export_dir / "complexity" / "router.json").read_text())["estimator"]
         shutil.copy2(export_dir / estimator, version / plan.estimator_file)
+        for target in plan.targets:
+            if target.cascade.tokenizer:
+                shutil.copy2(size_tokenizer(export_dir, target.name), version / target.cascade.tokenizer)
         plan.write(version / "plan.json")
         outputs = list(names.ROUTER_OUTPUTS)
         last = ("router", {names.TEXT: names.TEXT, **stamped}, {n: n for n in outputs})

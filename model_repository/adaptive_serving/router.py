@@ -9,6 +9,10 @@ class's latency tail. When the entry's tokenizer is the audit model's, the audit
 audit would take turns at the entry's tokenizer with the next requests. The plan file is re-read when it changes, so
 recalibration needs no restart.
 
+Per-size tokenization: the entry's tokens are the cheapest target's. A target that reads another vocabulary (its plan
+names a tokenizer file, `CascadePlan.tokenizer`) gets its texts tokenized here, in-process, with one tokenizer per
+distinct file, only for the rows that reach it.
+
 Two lanes (the repository builds both from one model file): `router` holds the gate and runs the requests that the
 gate puts in the express lane. With `standard_router` set, it hands every other admitted request to that model
 (`router_standard`; over a local socket, `adaptive_serving.handover`, or over BLS), which runs it the same way under
@@ -39,6 +43,7 @@ from adaptive_serving.gate import Admission, Gate
 from adaptive_serving.handover import HandoverClient, HandoverError, HandoverServer
 from adaptive_serving.metrics import ModelMetrics
 from adaptive_serving.outcomes import OutcomeRecorder
+from adaptive_serving.tokenizer import TextTokenizer
 
 # Audits waiting per instance; past this, outcomes are logged unlabeled (an overload must not pile up audits).
 MAX_AUDITS_IN_FLIGHT = 4
@@ -119,6 +124,13 @@ class Router:
         estimator = str(self.plan_path.parent / plan.estimator_file)
         self.estimator = ort.InferenceSession(estimator, options, providers=["CPUExecutionProvider"])
         self.policies = [get_policy(t.cascade.confidence if t.cascade else "max_prob") for t in plan.targets]
+        # One tokenizer per distinct file, truncating at the longest budget of the targets that read it (each cascade
+        # cuts its rows to its own budget).
+        budgets: dict[str, int] = {}
+        for t in plan.targets:
+            if t.cascade is not None and t.cascade.tokenizer:
+                budgets[t.cascade.tokenizer] = max(budgets.get(t.cascade.tokenizer, 0), t.cascade.max_seq_len)
+        self.tokenizers = {f: TextTokenizer(self.plan_path.parent / f, n) for f, n in budgets.items()}
         self.plan = plan
         self.plan_mtime = os.stat(self.plan_path).st_mtime_ns
         self.next_check = time.monotonic() + self.reload_interval_s
@@ -184,16 +196,25 @@ class Router:
             names.ESCALATIONS: routed.escalations.reshape(n, 1),
         }
 
+    def tokens(self, t: int, job: Job, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The tokens target `t` reads for `rows`: the entry's, or (a target with its own vocabulary) its tokenizer's
+        on those rows' texts."""
+        spec = self.plan.targets[t]
+        if spec.cascade is None or not spec.cascade.tokenizer:
+            return job.ids[rows], job.mask[rows]
+        return self.tokenizers[spec.cascade.tokenizer]([job.raw[i].decode("utf-8") for i in rows])
+
     async def _run_target(self, t: int, job: Job, rows: np.ndarray, express: bool) -> TargetAnswer:
         spec = self.plan.targets[t]
         if spec.kind == "cascade":
             state = CascadeState(rows.size, self.policies[t])
+            ids, mask = self.tokens(t, job, rows)
             await run_cascade(
                 spec.cascade,
                 state,
-                job.ids[rows],
-                job.mask[rows],
-                sep_id=self.sep_id,
+                ids,
+                mask,
+                sep_id=spec.cascade.sep_id,
                 timeout_us=job.timeout_us,
                 started=job.started,
                 latency=self.latency,
@@ -210,11 +231,13 @@ class Router:
 
     def _first_call(self, t: int, ids: np.ndarray, mask: np.ndarray, express: bool) -> tuple[str, int]:
         """(model, token width) of the first call that texts escalated to target `t` make: its first stage in the
-        request's lane on the texts cut to its length, or the text model (width 0)."""
+        request's lane on the texts cut to its length, or the text model (width 0). For a target with its own
+        vocabulary the width is judged on the entry's tokens (not tokenized twice for an estimate: the widths are
+        buckets, and the vocabularies give about the same token counts)."""
         spec = self.plan.targets[t]
         if spec.kind != "cascade":
             return spec.model_name, 0
-        width = truncate(ids, mask, spec.cascade.max_seq_len, self.sep_id)[0].shape[1]
+        width = truncate(ids, mask, spec.cascade.max_seq_len, spec.cascade.sep_id)[0].shape[1]
         return spec.cascade.lane(express)[0], width
 
     def _log_outcomes(self, job: Job, probs: np.ndarray, start: np.ndarray, routed: Routed, arrived: float) -> None:
