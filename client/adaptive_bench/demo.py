@@ -5,8 +5,10 @@
 3. runs a mixed workload on the `adaptive` entry (router + early exit): the three latency classes at once,
    closed loop, over the evaluation mix of the test split,
 4. runs the same texts through `large_full` (full depth, no exits),
-5. prints per-class latency, routing shares and escalations, exit shares, accuracy of both, cost against
+5. prints per-class latency, routing shares and escalations, exit shares per size, accuracy of both, cost against
    always-large and the speed-up; stops the server.
+
+The workload is the export's (Rotten Tomatoes snippets by default: `adaptive_core.config.DATA`).
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ def _report(samples, result: dict[str, object]) -> str:
     sizes: Counter[str] = Counter()
     escalated = 0
     by_view: dict[int, Counter[int]] = {}
+    by_size: dict[str, Counter[int]] = {}
     for (name, run), idx in zip(result["runs"].items(), result["slices"]):
         ok = [o for o in run.outcomes if o.ok]
         lat = percentiles_ms([o.latency_ms for o in ok])
@@ -102,6 +105,7 @@ def _report(samples, result: dict[str, object]) -> str:
             sizes[o.model_size[0].decode()] += 1
             escalated += int(o.escalations is not None and o.escalations[0] > 0)
             by_view.setdefault(int(samples.views[sample]), Counter())[int(o.exit_stage[0])] += 1
+            by_size.setdefault(o.model_size[0].decode(), Counter())[int(o.exit_stage[0])] += 1
     base = result["baseline"]
     base_ok = [(j, o) for j, o in zip(base.items, base.outcomes) if o.ok]
     base_correct = sum(int(o.labels[0] == samples.labels[j]) for j, o in base_ok)
@@ -116,11 +120,19 @@ def _report(samples, result: dict[str, object]) -> str:
         "exit shares (stage of the size that answered): "
         + ", ".join(f"stage {s}: {stages[s] / max(answered, 1):.0%}" for s in sorted(stages)),
     ]
-    for view in sorted(by_view):
-        counts = by_view[view]
+    for size in sorted(by_size):
+        counts = by_size[size]
         total = sum(counts.values())
-        label = "full article" if view < 0 else f"first {view} words"
-        lines.append(f"  {label:<16} " + ", ".join(f"stage {s}: {counts[s] / total:.0%}" for s in sorted(counts)))
+        lines.append(
+            f"  {size + ' (' + str(total) + ' texts)':<22} "
+            + ", ".join(f"stage {s}: {counts[s] / total:.0%}" for s in sorted(counts))
+        )
+    if len(by_view) > 1:
+        for view in sorted(by_view):
+            counts = by_view[view]
+            total = sum(counts.values())
+            label = "whole text" if view < 0 else f"first {view} words"
+            lines.append(f"  {label:<22} " + ", ".join(f"stage {s}: {counts[s] / total:.0%}" for s in sorted(counts)))
     lines += [
         "",
         f"{'model':<12} {'answered':>8} {'accuracy':>9} {'samples/s':>10}",

@@ -234,6 +234,7 @@ def _route_summary(router: dict, out: Path) -> None:
                 f"estimator {split}: accuracy {m[split]['accuracy']:.4f} (majority "
                 f"{m[split]['majority_baseline_accuracy']:.4f}), AUC one-vs-rest "
                 + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in auc.items())
+                + f"; AUC smallest-not-enough {m[split].get('auc_smallest_not_enough') or float('nan'):.3f}"
                 + f"; confusion (rows true) {m[split]['confusion_matrix']}"
             )
     g = rep["gap_recovery"]
@@ -241,6 +242,17 @@ def _route_summary(router: dict, out: Path) -> None:
         print(
             f"gap recovery (small->large gap {g['gap']:.4f}): large share for 50% {g['large_share_for_50pct']:.3f}, "
             f"for 80% {g['large_share_for_80pct']:.3f}, APGR {g['apgr']:.3f}"
+        )
+    pair = rep.get("routellm_pair")
+    if pair and pair["gap"] > 0:
+        op, curves = pair["operating_point"], pair["curves"]
+        print(
+            f"RouteLLM on {pair['weak']}/{pair['strong']} (gap {100 * pair['gap']:.2f} points): router score APGR "
+            f"{curves['router score (pure routing)']['apgr']:.3f} (naive confidence rule "
+            f"{curves['naive confidence rule']['apgr']:.3f}, random 0.5); operating point PGR {op['pgr']:.3f}, "
+            f"{100 * op['accuracy_over_random_at_equal_cost']:+.2f} points over random and "
+            f"{100 * op['accuracy_over_naive_at_equal_cost']:+.2f} over the naive rule at equal cost; oracle "
+            f"{pair['oracle']['accuracy']:.4f} sending {pair['oracle']['strong_share']:.3f}"
         )
     print(f"wrote {out / 'complexity' / 'router.json'}")
 

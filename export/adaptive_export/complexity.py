@@ -204,7 +204,13 @@ def estimator_metrics(probs: np.ndarray, y: np.ndarray, sizes: list[str]) -> dic
         pos = y == s
         auc[name] = float(roc_auc_score(pos, probs[:, s])) if 0 < pos.sum() < len(y) else None
     valid = [v for v in auc.values() if v is not None]
+    # The ranking the router needs most: is the smallest size not enough? (score: 1 - P(needed = smallest))
+    not_enough = y > 0
+    auc_not_enough = (
+        float(roc_auc_score(not_enough, 1.0 - probs[:, 0])) if 0 < not_enough.sum() < len(y) and s_count > 1 else None
+    )
     return {
+        "auc_smallest_not_enough": auc_not_enough,
         "n": len(y),
         "accuracy": float((pred == y).mean()),
         "majority_baseline_accuracy": float(np.bincount(y, minlength=s_count).max() / len(y)),

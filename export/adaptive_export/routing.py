@@ -249,10 +249,166 @@ def policy_report(
         "relative_cost": flops / ref,
         "answer_share": {sizes[s]: float(shares[s]) for s in range(s_count)},
     }
+    pair = pair_report(
+        early[0],
+        early[-1],
+        1.0 - probs[:, 0],
+        policies["router + early exit"],
+        ref,
+        weak_name=sizes[0],
+        strong_name=sizes[-1],
+    )
     return {
         "n": n,
         "reference": f"always {sizes[-1]} (full depth)",
         "reference_mean_flops": ref,
         "policies": policies,
         "gap_recovery": gap_recovery(early, probs, config.q_grid),
+        "routellm_pair": pair,
+    }
+
+
+# Shares of texts sent to the strong model at which the pair curves are tabulated (the full curve is exact: every
+# cut of the ranking is evaluated).
+PAIR_REPORT_SHARES = (0.1, 0.2, 0.3, 0.5)
+
+
+def pair_curve(weak: Outcome, strong: Outcome, score: np.ndarray) -> dict:
+    """RouteLLM's curve of one routing score on a weak/strong pair: the texts with the highest `score` go to the
+    strong model, every cut from none to all.
+
+    Returns:
+        {"share": (N+1,) share sent to strong, "accuracy": (N+1,), "cost": (N+1,) mean FLOPs (routing: each text
+        runs one model), "pgr": (N+1,) or None when strong is not more accurate, "apgr", "cpt50", "cpt80"}.
+    """
+    n = len(score)
+    order = np.argsort(-score, kind="stable")
+    gain = (strong.ok[order].astype(float) - weak.ok[order].astype(float)).cumsum()
+    extra = (strong.cost[order] - weak.cost[order]).cumsum()
+    acc_w, acc_s = float(weak.ok.mean()), float(strong.ok.mean())
+    share = np.arange(n + 1) / n
+    accuracy = acc_w + np.concatenate([[0.0], gain]) / n
+    cost = float(weak.cost.mean()) + np.concatenate([[0.0], extra]) / n
+    out = {"share": share, "accuracy": accuracy, "cost": cost, "pgr": None, "apgr": None, "cpt50": None, "cpt80": None}
+    gap = acc_s - acc_w
+    if gap <= 0:
+        return out
+    pgr = (accuracy - acc_w) / gap
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz
+    out.update(
+        pgr=pgr,
+        apgr=float(trapezoid(pgr, share)),
+        cpt50=float(share[np.argmax(pgr >= 0.5)]) if (pgr >= 0.5).any() else 1.0,
+        cpt80=float(share[np.argmax(pgr >= 0.8)]) if (pgr >= 0.8).any() else 1.0,
+    )
+    return out
+
+
+def _at_cost(curve: dict, mean_flops: float) -> dict:
+    """A curve's point with the largest mean cost not above `mean_flops`."""
+    i = int(np.searchsorted(curve["cost"], mean_flops, side="right")) - 1
+    i = min(max(i, 0), len(curve["cost"]) - 1)
+    pgr = None if curve["pgr"] is None else float(curve["pgr"][i])
+    return {
+        "accuracy": float(curve["accuracy"][i]),
+        "strong_share": float(curve["share"][i]),
+        "mean_flops": float(curve["cost"][i]),
+        "pgr": pgr,
+    }
+
+
+def pair_report(
+    weak: Outcome,
+    strong: Outcome,
+    router_score: np.ndarray,
+    operating_point: dict,
+    reference_flops: float,
+    *,
+    weak_name: str,
+    strong_name: str,
+) -> dict:
+    """RouteLLM's metrics on the weak/strong pair (the smallest and the largest size, each as its calibrated
+    early-exit cascade), for the router and the baselines.
+
+    * router: the estimator's P(the weak size is not enough), as a pure router (no escalation);
+    * naive confidence rule: the weak model runs on every text, and its least confident answers go to the strong
+      model (cost: weak on all + strong on those sent);
+    * random routing (PGR = share, APGR 0.5 in expectation; at equal cost it is the straight line between the two);
+    * oracle: the weak model when it is right, else the strong one.
+
+    The operating point (the calibrated router with every size, early exit and escalation) is compared with the
+    random, naive and router-score curves at its own mean FLOPs.
+
+    Args:
+        weak, strong: the two cascades' outcomes on the test texts.
+        router_score: (N,) higher = more likely to need the strong model.
+        operating_point: a `summarize` result of the calibrated router (accuracy, mean_flops).
+        reference_flops: mean FLOPs of the strong model at full depth (relative costs).
+        weak_name, strong_name: size names.
+    """
+    acc_w, acc_s = float(weak.ok.mean()), float(strong.ok.mean())
+    gap = acc_s - acc_w
+    router = pair_curve(weak, strong, router_score)
+    # Naive: the weak model always runs; sending a text adds the strong model's cost on top.
+    naive = pair_curve(weak, strong, -weak.confidence)
+    naive["cost"] = float(weak.cost.mean()) + np.concatenate(
+        [[0.0], strong.cost[np.argsort(weak.confidence, kind="stable")].cumsum()]
+    ) / len(weak.ok)
+    oracle_send = ~weak.ok & strong.ok
+    oracle_acc = float((weak.ok | strong.ok).mean())
+    oracle_cost = float(np.where(oracle_send, strong.cost, weak.cost).mean())
+    op_acc, op_flops = float(operating_point["accuracy"]), float(operating_point["mean_flops"])
+    # Random routing at the operating point's cost: the share x with (1-x) c_weak + x c_strong = op_flops.
+    c_w, c_s = float(weak.cost.mean()), float(strong.cost.mean())
+    x = float(np.clip((op_flops - c_w) / (c_s - c_w), 0.0, 1.0)) if c_s > c_w else 0.0
+    random_at_cost = {"accuracy": acc_w + x * gap, "strong_share": x, "mean_flops": c_w + x * (c_s - c_w)}
+    random_at_cost["pgr"] = x if gap > 0 else None
+
+    def table(curve: dict) -> dict:
+        if curve["pgr"] is None:
+            return {}
+        return {
+            f"{round(100 * s)}%": {
+                "accuracy": float(curve["accuracy"][round(s * len(weak.ok))]),
+                "pgr": float(curve["pgr"][round(s * len(weak.ok))]),
+            }
+            for s in PAIR_REPORT_SHARES
+        }
+
+    def summary(curve: dict) -> dict:
+        return {"apgr": curve["apgr"], "cpt50": curve["cpt50"], "cpt80": curve["cpt80"], "by_share": table(curve)}
+
+    return {
+        "weak": weak_name,
+        "strong": strong_name,
+        "n": len(weak.ok),
+        "accuracy_weak": acc_w,
+        "accuracy_strong": acc_s,
+        "gap": gap,
+        "relative_cost_weak": c_w / reference_flops,
+        "relative_cost_strong": c_s / reference_flops,
+        "operating_point": {
+            "accuracy": op_acc,
+            "mean_flops": op_flops,
+            "relative_cost": op_flops / reference_flops,
+            "pgr": (op_acc - acc_w) / gap if gap > 0 else None,
+            "accuracy_over_random_at_equal_cost": op_acc - random_at_cost["accuracy"],
+            "accuracy_over_naive_at_equal_cost": op_acc - _at_cost(naive, op_flops)["accuracy"],
+        },
+        "at_operating_cost": {
+            "random": random_at_cost,
+            "naive confidence rule": _at_cost(naive, op_flops),
+            "router score (pure routing)": _at_cost(router, op_flops),
+        },
+        "curves": {
+            "router score (pure routing)": summary(router),
+            "naive confidence rule": summary(naive),
+            "random": {"apgr": 0.5 if gap > 0 else None, "cpt50": 0.5, "cpt80": 0.8, "by_share": {}},
+        },
+        "oracle": {
+            "accuracy": oracle_acc,
+            "strong_share": float(oracle_send.mean()),
+            "relative_cost": oracle_cost / reference_flops,
+            "pgr": (oracle_acc - acc_w) / gap if gap > 0 else None,
+        },
     }
