@@ -37,7 +37,17 @@ import time
 from pathlib import Path
 
 from adaptive_core.confidence import CONFIDENCE
-from adaptive_core.config import BBC_DATA, CALIBRATION, DATA, DATA_CONFIGS, PATHS, SIZES, TINY, EarlyExitConfig
+from adaptive_core.config import (
+    BBC_DATA,
+    CALIBRATION,
+    CALIBRATIONS,
+    DATA,
+    DATA_CONFIGS,
+    PATHS,
+    SIZES,
+    TINY,
+    EarlyExitConfig,
+)
 
 TINY_ARTICLES_PER_LABEL = 16  # 80 articles: enough for every split to hold every label
 ROUTING_DEFAULT_LOSS = 0.005  # = routing.ROUTING.max_accuracy_loss (not imported: it pulls numpy into --help)
@@ -98,8 +108,10 @@ def _calibration_group(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--max-accuracy-loss",
         type=float,
-        default=CALIBRATION.max_accuracy_loss,
-        help="bound on P(early wrong and full right) (default: %(default)s)",
+        default=None,
+        help="bound on P(early wrong and full right) (default: the workload's, "
+        + ", ".join(f"{k} {v.max_accuracy_loss}" for k, v in CALIBRATIONS.items())
+        + ")",
     )
     g.add_argument("--delta", type=float, default=CALIBRATION.delta, help="error level (default: %(default)s)")
     g.add_argument("--confidence", choices=sorted(CONFIDENCE), default=CALIBRATION.confidence)
@@ -175,8 +187,12 @@ def _run_build(args: argparse.Namespace, command: str) -> int:
         sources = family_sources(sizes)
     if args.train_limit is not None:
         data_config = dataclasses.replace(data_config, train_limit=args.train_limit)
+    base = CALIBRATIONS[data_config.workload]
     cal = dataclasses.replace(
-        CALIBRATION, max_accuracy_loss=args.max_accuracy_loss, delta=args.delta, confidence=args.confidence
+        base,
+        max_accuracy_loss=base.max_accuracy_loss if args.max_accuracy_loss is None else args.max_accuracy_loss,
+        delta=args.delta,
+        confidence=args.confidence,
     )
     t0 = time.perf_counter()
     results = build(
@@ -330,7 +346,10 @@ def _run_byo(args: argparse.Namespace, command: str) -> int:
     )
     data_config = dataclasses.replace(BBC_DATA, view_words=(None,), eval_views=(None,))  # user texts are used whole
     cal = dataclasses.replace(
-        CALIBRATION, max_accuracy_loss=args.max_accuracy_loss, delta=args.delta, confidence=args.confidence
+        CALIBRATION,
+        max_accuracy_loss=args.max_accuracy_loss or CALIBRATION.max_accuracy_loss,
+        delta=args.delta,
+        confidence=args.confidence,
     )
     t0 = time.perf_counter()
     results = build(

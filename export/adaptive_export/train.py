@@ -2,12 +2,12 @@
 
 Plan (2 CPU cores, minutes not hours):
 
-1. The pretrained backbone is frozen. It runs once, without grad, over every distinct token sequence (texts sorted by
-   length and batched under a token budget to minimize padding); the masked-mean hidden after each layer is cached
-   per token sequence. Short views tokenize identically at every size's truncation, so they are computed once for
-   the whole family; the cache can also be persisted between builds.
-2. Each exit head trains on its layer's cached pooled features: the deepest size with cross-entropy on labels, the
-   smaller sizes with cross-entropy plus distillation (KL) toward the deepest size's final-exit logits.
+1. Each size's pretrained backbone is frozen. It runs once, without grad, over every distinct token sequence (texts
+   sorted by length and batched under a token budget to minimize padding); the masked-mean hidden after each layer
+   is cached per token sequence, one cache per backbone (named by a fingerprint of its weights), persisted between
+   builds.
+2. Each exit head trains on its layer's cached pooled features: the most expensive size with cross-entropy on
+   labels, the other sizes with cross-entropy plus distillation (KL) toward its final-exit logits.
 
 Because stage k's exit head sees exactly `masked_mean(layer_k(...))`, the exported stages reproduce these logits.
 """
@@ -181,6 +181,24 @@ def train_heads(
         final-epoch mean training loss per head.
     """
     assert feats.shape[0] == len(model.heads), f"{len(model.heads)} heads but features for {feats.shape[0]} exits"
+    # One thread: the steps are tiny (a 768 x 256 MLP on 256 rows), and on a busy 2-core machine two threads spent
+    # most of each step waiting on each other (about a minute per head instead of seconds).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train_heads(model, feats, labels, teacher_logits, cfg, desc)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_heads(
+    model: EarlyExitEncoder,
+    feats: np.ndarray,
+    labels: np.ndarray,
+    teacher_logits: np.ndarray | None,
+    cfg: HeadTraining,
+    desc: str,
+) -> list[float]:
     torch.manual_seed(cfg.seed)
     y = torch.from_numpy(labels)
     teacher = None if teacher_logits is None else torch.from_numpy(teacher_logits).float()

@@ -214,7 +214,9 @@ class CalibrationConfig:
     """Exit-threshold calibration targets.
 
     Args:
-        max_accuracy_loss: allowed accuracy drop of early exit against full depth (0.005 = 0.5 points).
+        max_accuracy_loss: the bound on P(early exit wrong and full depth right) (0.005 = 0.5 points); it bounds the
+            accuracy drop of early exit against full depth, and equals it only when no early exit is ever right
+            where full depth is wrong.
         delta: allowed probability that the guarantee fails (Learn-then-Test error level).
         confidence: name of the exit confidence policy (see the export package's registry).
     """
@@ -225,6 +227,14 @@ class CalibrationConfig:
 
 
 CALIBRATION = CalibrationConfig()
+# Per workload. Rotten Tomatoes: the family's middle exits are more accurate than its last ones (large: layer 9 above
+# layer 12; small: layer 1 above layer 3), so early exits are right on many texts full depth gets wrong, and a 3%
+# bound on "early wrong, full right" still leaves early exit more accurate than full depth on validation (the lab
+# note's sweep); BBC News keeps 0.5%.
+CALIBRATIONS: dict[str, CalibrationConfig] = {
+    "rotten_tomatoes": CalibrationConfig(max_accuracy_loss=0.03),
+    "bbc": CALIBRATION,
+}
 
 
 @dataclass(frozen=True)
