@@ -40,15 +40,19 @@ serve: setup $(if $(filter build/model_repository,$(REPO)),repository) ## serve 
 demo: setup ## the main job: build, serve, run a mixed workload, print what happened
 	$(PY) -m adaptive_bench.demo
 
+# Rotten Tomatoes' test split has 1,923 snippets; the measured runs take a seeded 800 of them (BENCH_SAMPLES) so that
+# every model's sweep fits a few minutes on 2 cores (the offline policy tables use the whole split).
+BENCH_SAMPLES ?= 800
+
 bench-exit: repository ## adaptive vs <size>_full: throughput, latency, accuracy, per-hop cost (results/bench-exit)
-	$(PY) -m adaptive_bench exit --repo $(REPO) --export build/export --out results/bench-exit --also large_exit
+	$(PY) -m adaptive_bench exit --repo $(REPO) --export build/export --out results/bench-exit --also large_exit --samples $(BENCH_SAMPLES)
 
 bench-classes: repository ## capacity, then a 2x-capacity mixed-class open-loop load (results/bench-classes)
 	# The load generator shares the cores: the server runs at nice 5 so the generator is not starved (README).
 	ADAPTIVE_SERVER_NICE=$${ADAPTIVE_SERVER_NICE:-5} $(PY) -m adaptive_bench classes --repo $(REPO) --export build/export --out results/bench-classes
 
 bench-route: repository ## routing policies: FLOPs (simulated) and measured cost, accuracy, router overhead (results/bench-route)
-	$(PY) -m adaptive_bench route --repo $(REPO) --export build/export --out results/bench-route
+	$(PY) -m adaptive_bench route --repo $(REPO) --export build/export --out results/bench-route --samples $(BENCH_SAMPLES)
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build
