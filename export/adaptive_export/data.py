@@ -216,7 +216,7 @@ def make_views(corpus: Corpus, views: tuple[int | None, ...]) -> Examples:
 
 
 def eval_mix(corpus: Corpus, split: str, config: DataConfig = DATA) -> Examples:
-    """The evaluation mix of one split: each of its articles once per `config.eval_views` view.
+    """The evaluation mix of one split: each of its texts once per `config.eval_views` view.
 
     Raises:
         ValueError: unknown split name.

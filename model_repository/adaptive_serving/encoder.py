@@ -226,8 +226,9 @@ def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Ten
 class ExitHead(nn.Module):
     """Masked mean pooling -> Linear(H, head_hidden) -> GELU -> Linear(num_labels).
 
-    Mean pooling (not [CLS]) because the backbone is all-MiniLM-L6-v2, a sentence-transformers model trained with
-    mean pooling: its pooled features are already good topic features without fine-tuning the encoder.
+    Mean pooling (not [CLS]) because every backbone of the family (paraphrase-MiniLM-L3-v2, all-MiniLM-L6-v2,
+    all-mpnet-base-v2) is a sentence-transformers model trained with mean pooling: its pooled features are already
+    good task features without fine-tuning the encoder.
     """
 
     def __init__(self, config: EarlyExitConfig, dropout: float = 0.1) -> None:
