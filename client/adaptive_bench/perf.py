@@ -63,7 +63,9 @@ def stage_input_data(
     from adaptive_core import names
     from adaptive_serving.tokenizer import TextTokenizer
 
-    tokenize = TextTokenizer(tokenizer_json, max_len)
+    # A size with its own tokenizer (`<export>/<size>/tokenizer/`, beside the shared one) reads its own tokens.
+    own = tokenizer_json.parent.parent / size / "tokenizer" / "tokenizer.json"
+    tokenize = TextTokenizer(own if own.is_file() else tokenizer_json, max_len)
     rows = []
     client = None
     for text in texts:
@@ -136,7 +138,7 @@ def sweep(
         grpc_url: server gRPC address.
         texts: evaluation-mix texts for the input data.
         out: results folder.
-        tokenizer_json: the export's tokenizer (stage inputs).
+        tokenizer_json: the export's shared tokenizer (stage inputs; a size with its own tokenizer folder uses it).
         max_len: token budget per size name (stage inputs are tokenized to it).
         models: models to measure (default: every served `adaptive`, `<size>_full`, `<size>_stage<i>`).
         concurrency: closed-loop levels (evenly spaced).

@@ -100,8 +100,9 @@ def run_route_bench(
     overhead = router_overhead(export_dir, samples.texts)
     tokenization = own_vocabulary_tokenization(export_dir, samples.texts)
     pair = offline.get("routellm_pair", {})
-    metrics = json.loads((Path(export_dir) / "complexity" / "metrics.json").read_text())
-    auc = metrics["test"].get("auc_smallest_not_enough")
+    metrics_path = Path(export_dir) / "complexity" / "metrics.json"  # absent for a one-size family
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    auc = metrics.get("test", {}).get("auc_smallest_not_enough")
     measured_ratio = (
         runs[ENTRY]["throughput_sps"] / runs[REFERENCE]["throughput_sps"]
         if REFERENCE in runs and runs[REFERENCE]["throughput_sps"]
