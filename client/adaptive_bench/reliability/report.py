@@ -97,12 +97,18 @@ def rows(results: dict[str, dict[str, object]]) -> list[tuple[str, ...]]:
                 _passed(k["verdicts"]),
             )
         )
-    for key in ("crash_SIGSEGV", "crash_SIGABRT"):
+    # Runs of typed clients with retries across the server going away (`faults._typed_load_across`).
+    typed_runs = {
+        "crash_SIGSEGV": "tritonserver SIGSEGV, supervisor restart (client retries)",
+        "crash_SIGABRT": "tritonserver SIGABRT, supervisor restart (client retries)",
+        "restart": "server restarted (client retries)",
+    }
+    for key, label in typed_runs.items():
         if key in results:
             r = results[key]
             out.append(
                 (
-                    f"tritonserver {key.removeprefix('crash_')}, supervisor restart (client retries)",
+                    label,
                     _fmt(r["sent"]),
                     "0",
                     _fmt(r["sent"] - r["answered"] - r["failed"]),
@@ -111,19 +117,6 @@ def rows(results: dict[str, dict[str, object]]) -> list[tuple[str, ...]]:
                     _passed(r["verdicts"]),
                 )
             )
-    if "restart" in results:
-        r = results["restart"]
-        out.append(
-            (
-                "server restarted (client retries)",
-                _fmt(r["sent"]),
-                "0",
-                _fmt(r["sent"] - r["answered"] - r["failed"]),
-                _fmt(r["failed"]),
-                _recovery(r),
-                _passed(r["verdicts"]),
-            )
-        )
     if "known_crashers" in results:
         kc = results["known_crashers"]
         out.append(
